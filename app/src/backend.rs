@@ -1,0 +1,119 @@
+//! What the server functions need from the server, declared here as small traits per
+//! domain and implemented by the `server` crate. UI code never touches infrastructure.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use leptos::prelude::*;
+use uuid::Uuid;
+
+use crate::accounts::{
+    AuditPage, AuditQuery, CreatedToken, CreatedUser, Dashboard, Principal, Role, TokenScope,
+    TokenView, UserView,
+};
+use crate::error::AppError;
+
+/// The person or token acting, and from where: everything an audit entry needs.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    pub principal: Principal,
+    pub client_addr: Option<IpAddr>,
+}
+
+#[async_trait]
+pub trait AccountsBackend: Send + Sync + 'static {
+    /// Checks a password (rate-limited, one generic error for every failure).
+    async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        client_addr: Option<IpAddr>,
+    ) -> Result<Principal, AppError>;
+    async fn record_sign_out(&self, actor: &Actor) -> Result<(), AppError>;
+    async fn dashboard(&self, who: &Principal) -> Result<Dashboard, AppError>;
+    async fn list_users(&self) -> Result<Vec<UserView>, AppError>;
+    async fn create_user(
+        &self,
+        actor: &Actor,
+        email: &str,
+        role: Role,
+        password: Option<String>,
+    ) -> Result<CreatedUser, AppError>;
+    async fn set_role(&self, actor: &Actor, user: Uuid, role: Role) -> Result<(), AppError>;
+    async fn set_disabled(&self, actor: &Actor, user: Uuid, disabled: bool)
+        -> Result<(), AppError>;
+    async fn list_tokens(&self) -> Result<Vec<TokenView>, AppError>;
+    async fn create_token(
+        &self,
+        actor: &Actor,
+        name: &str,
+        scope: TokenScope,
+        owner_email: Option<&str>,
+    ) -> Result<CreatedToken, AppError>;
+    async fn revoke_token(&self, actor: &Actor, token: Uuid) -> Result<(), AppError>;
+    async fn audit_log(&self, query: AuditQuery) -> Result<AuditPage, AppError>;
+}
+
+/// The browser session of the current request.
+#[async_trait]
+pub trait SessionControl: Send + Sync + 'static {
+    /// Binds the session to `user`, under a new session id.
+    async fn sign_in(&self, user: Uuid) -> Result<(), AppError>;
+    async fn sign_out(&self) -> Result<(), AppError>;
+}
+
+/// Everything the server knows about the current request's caller. The server's
+/// authentication middleware puts it in the request's extensions.
+#[derive(Clone)]
+pub struct RequestAuth {
+    pub principal: Option<Principal>,
+    pub client_addr: Option<IpAddr>,
+    pub session: Arc<dyn SessionControl>,
+}
+
+impl RequestAuth {
+    pub fn actor(&self) -> Result<Actor, AppError> {
+        let principal = self
+            .principal
+            .clone()
+            .ok_or_else(|| AppError::Unauthenticated("Sign in first.".into()))?;
+        Ok(Actor {
+            principal,
+            client_addr: self.client_addr,
+        })
+    }
+}
+
+/// The implementations, provided to every page render and server function call.
+#[derive(Clone)]
+pub struct Services {
+    pub accounts: Arc<dyn AccountsBackend>,
+}
+
+pub fn services() -> Result<Services, AppError> {
+    use_context::<Services>().ok_or_else(AppError::internal)
+}
+
+pub fn request_auth() -> Result<RequestAuth, AppError> {
+    use_context::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<RequestAuth>().cloned())
+        .ok_or_else(AppError::internal)
+}
+
+/// The caller, who must be signed in (the middleware has already enforced the role).
+pub fn actor() -> Result<Actor, AppError> {
+    request_auth()?.actor()
+}
+
+/// Sets the response status to match the error so HTTP clients see 4xx/5xx.
+pub fn answer<T>(result: Result<T, AppError>) -> Result<T, AppError> {
+    if let Err(err) = &result {
+        if let Some(opts) = use_context::<leptos_axum::ResponseOptions>() {
+            if let Ok(code) = http::StatusCode::from_u16(err.status()) {
+                opts.set_status(code);
+            }
+        }
+    }
+    result
+}

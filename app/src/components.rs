@@ -1,0 +1,77 @@
+//! Small building blocks shared by the pages: headers, notices, empty states, badges, times.
+
+use chrono::{DateTime, Utc};
+use leptos::prelude::*;
+
+use crate::accounts::Role;
+use crate::error::AppError;
+
+#[component]
+pub fn PageHeader(
+    #[prop(into)] title: String,
+    #[prop(into, optional)] subtitle: Option<String>,
+) -> impl IntoView {
+    view! {
+        <header class="page-header">
+            <h1>{title}</h1>
+            {subtitle.map(|s| view! { <p class="subtitle">{s}</p> })}
+        </header>
+    }
+}
+
+/// An error as a person should read it: what happened, not how.
+#[component]
+pub fn ErrorNote(error: AppError) -> impl IntoView {
+    let title = match &error {
+        AppError::Unauthenticated(_) => "You are signed out",
+        AppError::Forbidden(_) => "Not allowed",
+        AppError::NotFound(_) => "Not found",
+        AppError::Invalid(_) | AppError::Conflict(_) => "Please check the form",
+        AppError::TooManyRequests(_) => "Slow down",
+        AppError::Unavailable(_) => "Temporarily unavailable",
+        AppError::Internal(_) | AppError::Transport(_) => "Something went wrong",
+    };
+    view! {
+        <div class="notice error" role="alert">
+            <strong>{title}</strong>
+            <span>{error.to_string()}</span>
+        </div>
+    }
+}
+
+#[component]
+pub fn EmptyState(#[prop(into)] title: String, children: Children) -> impl IntoView {
+    view! {
+        <div class="empty-state">
+            <p class="empty-title">{title}</p>
+            <div class="empty-body">{children()}</div>
+        </div>
+    }
+}
+
+#[component]
+pub fn RoleBadge(role: Role) -> impl IntoView {
+    view! { <span class=format!("badge role-{}", role.as_str())>{role.label()}</span> }
+}
+
+/// A moment in UTC, the same on server and client so hydration matches.
+pub fn format_time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+#[component]
+pub fn Time(at: DateTime<Utc>) -> impl IntoView {
+    view! { <time datetime=at.to_rfc3339()>{format_time(at)}</time> }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn times_render_in_utc_to_the_minute() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 26, 8, 5, 59).unwrap();
+        assert_eq!(format_time(at), "2026-11-26 08:05 UTC");
+    }
+}

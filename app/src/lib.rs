@@ -1,0 +1,11 @@
+//! Slate's Leptos application: the shell, the routes and the pages, shared by the server
+//! (rendering, `ssr`) and the browser (hydration, `hydrate`).
+
+pub mod accounts;
+#[cfg(feature = "ssr")]
+pub mod backend;
+pub mod components;
+pub mod error;
+mod shell;
+
+pub use shell::*;

@@ -1,0 +1,720 @@
+//! Accounts on PostgreSQL: users, sign-in with throttling, API tokens, the audit log
+//! queries, and the dashboard figures. Implements `app::backend::AccountsBackend`.
+
+pub mod passwords;
+pub mod tokens;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use app::accounts::{
+    validate_password, validate_token_name, AdminCounts, AuditEntry, AuditPage, AuditQuery,
+    CreatedToken, CreatedUser, Dashboard, Email, Principal, Role, ServerInfo, TokenRef, TokenScope,
+    TokenView, UserView, AUDIT_PAGE_SIZE,
+};
+use app::backend::{AccountsBackend, Actor};
+use app::error::AppError;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::{PgPool, Row as _};
+use uuid::Uuid;
+
+use crate::audit::{self, Who};
+
+/// The one answer to every failed sign-in, whatever the reason.
+pub const SIGN_IN_FAILED: &str = "Sign-in failed. Check your email and password; after many \
+     failed attempts, wait a few minutes before trying again.";
+
+#[derive(Clone)]
+pub struct Accounts {
+    pool: PgPool,
+    max_failures: i64,
+    window: Duration,
+    info: ServerInfo,
+}
+
+/// Why a bearer token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    Malformed,
+    Unknown,
+    Revoked,
+    OwnerDisabled,
+}
+
+impl TokenRefusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            TokenRefusal::Malformed => "The bearer token is malformed.",
+            TokenRefusal::Unknown | TokenRefusal::Revoked | TokenRefusal::OwnerDisabled => {
+                "The bearer token is not valid (unknown or revoked)."
+            }
+        }
+    }
+}
+
+/// Maps a database error to what the client may know, logging the cause once.
+pub fn db_error(err: sqlx::Error) -> AppError {
+    match &err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            tracing::warn!(error = %err, "database unavailable");
+            AppError::unavailable()
+        }
+        _ => {
+            tracing::error!(error = %err, "database query failed");
+            AppError::internal()
+        }
+    }
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+impl Accounts {
+    pub fn new(pool: PgPool, max_failures: u32, window: Duration, info: ServerInfo) -> Self {
+        Self {
+            pool,
+            max_failures: i64::from(max_failures.max(1)),
+            window,
+            info,
+        }
+    }
+
+    pub async fn create_user_as(
+        &self,
+        who: &Who,
+        email: &str,
+        role: Role,
+        password: Option<String>,
+    ) -> Result<CreatedUser, AppError> {
+        let email = Email::parse(email)?;
+        let (password, generated) = match password {
+            Some(p) => {
+                validate_password(&p)?;
+                (p, false)
+            }
+            None => (passwords::generate(), true),
+        };
+        let hash = passwords::hash_async(password.clone()).await.map_err(|e| {
+            tracing::error!(error = %e, "password hashing failed");
+            AppError::internal()
+        })?;
+        let id = Uuid::now_v7();
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let inserted = sqlx::query(
+            "insert into users (id, email, role, password_hash) values ($1, $2, $3, $4)
+             returning created_at",
+        )
+        .bind(id)
+        .bind(email.as_str())
+        .bind(role.as_str())
+        .bind(&hash)
+        .fetch_one(&mut *tx)
+        .await;
+        let created_at: DateTime<Utc> = match inserted {
+            Ok(row) => row.get("created_at"),
+            Err(err) if is_unique_violation(&err) => {
+                return Err(AppError::Conflict(format!(
+                    "There is already a user with the email {}.",
+                    email.as_str()
+                )))
+            }
+            Err(err) => return Err(db_error(err)),
+        };
+        audit::record(
+            &mut *tx,
+            who,
+            "user.create",
+            Some(format!("user:{}", email.as_str())),
+            json!({ "id": id, "email": email.as_str(), "role": role.as_str() }),
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(CreatedUser {
+            user: UserView {
+                id,
+                email: email.as_str().to_owned(),
+                role,
+                disabled: false,
+                created_at,
+            },
+            generated_password: generated.then_some(password),
+        })
+    }
+
+    /// Creates the first admin from the environment when the database has no users.
+    pub async fn bootstrap_admin(&self, email: &str, password: &str) -> Result<bool, AppError> {
+        let any: bool = sqlx::query_scalar("select exists(select 1 from users)")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if any {
+            return Ok(false);
+        }
+        match self
+            .create_user_as(
+                &Who::system(),
+                email,
+                Role::Admin,
+                Some(password.to_owned()),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            // Another replica created it first.
+            Err(AppError::Conflict(_)) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    pub async fn create_token_as(
+        &self,
+        who: &Who,
+        name: &str,
+        scope: TokenScope,
+        owner_email: &str,
+    ) -> Result<CreatedToken, AppError> {
+        let name = validate_token_name(name)?;
+        let owner_email = Email::parse(owner_email)?;
+        let owner: Option<(Uuid, Option<DateTime<Utc>>)> =
+            sqlx::query_as("select id, disabled_at from users where lower(email) = $1")
+                .bind(owner_email.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+        let owner_id = match owner {
+            None => {
+                return Err(AppError::NotFound(format!(
+                    "No user has the email {}.",
+                    owner_email.as_str()
+                )))
+            }
+            Some((_, Some(_))) => {
+                return Err(AppError::invalid(format!(
+                    "{} is disabled; tokens cannot be made for disabled users.",
+                    owner_email.as_str()
+                )))
+            }
+            Some((id, None)) => id,
+        };
+        let secret = tokens::generate();
+        let prefix = secret[..tokens::DISPLAY_PREFIX_LEN].to_owned();
+        let id = Uuid::now_v7();
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let created_at: DateTime<Utc> = sqlx::query_scalar(
+            "insert into api_tokens (id, user_id, name, scope, prefix, secret_hash, created_by)
+             values ($1, $2, $3, $4, $5, $6, $7) returning created_at",
+        )
+        .bind(id)
+        .bind(owner_id)
+        .bind(&name)
+        .bind(scope.as_str())
+        .bind(&prefix)
+        .bind(tokens::digest(&secret))
+        .bind(who.user_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        audit::record(
+            &mut *tx,
+            who,
+            "token.create",
+            Some(format!("token:{name}")),
+            json!({ "id": id, "name": name, "scope": scope.as_str(), "owner": owner_email.as_str() }),
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(CreatedToken {
+            token: TokenView {
+                id,
+                name,
+                scope,
+                prefix,
+                owner_email: owner_email.as_str().to_owned(),
+                created_at,
+                last_used_at: None,
+                revoked_at: None,
+            },
+            secret,
+        })
+    }
+
+    /// The principal of a signed-in session; `None` when the user is gone or disabled.
+    pub async fn principal_for_user(&self, user_id: Uuid) -> Result<Option<Principal>, AppError> {
+        let row: Option<(String, String, Option<DateTime<Utc>>)> =
+            sqlx::query_as("select email, role, disabled_at from users where id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+        Ok(match row {
+            Some((email, role, None)) => Some(Principal {
+                user_id,
+                email,
+                role: role.parse()?,
+                token: None,
+            }),
+            _ => None,
+        })
+    }
+
+    /// The principal behind a bearer token, or why it is refused.
+    pub async fn principal_for_token(
+        &self,
+        secret: &str,
+    ) -> Result<Result<Principal, TokenRefusal>, AppError> {
+        if !tokens::well_formed(secret) {
+            return Ok(Err(TokenRefusal::Malformed));
+        }
+        let row = sqlx::query(
+            "select t.id, t.name, t.scope, t.revoked_at, t.last_used_at, u.id as user_id, u.email,
+                    u.role, u.disabled_at
+             from api_tokens t join users u on u.id = t.user_id
+             where t.secret_hash = $1",
+        )
+        .bind(tokens::digest(secret))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let Some(row) = row else {
+            return Ok(Err(TokenRefusal::Unknown));
+        };
+        if row.get::<Option<DateTime<Utc>>, _>("revoked_at").is_some() {
+            return Ok(Err(TokenRefusal::Revoked));
+        }
+        if row.get::<Option<DateTime<Utc>>, _>("disabled_at").is_some() {
+            return Ok(Err(TokenRefusal::OwnerDisabled));
+        }
+        let id: Uuid = row.get("id");
+        // Record use at most once a minute: a busy script should not write on every call.
+        let last_used: Option<DateTime<Utc>> = row.get("last_used_at");
+        if last_used.is_none_or(|at| Utc::now() - at > chrono::Duration::minutes(1)) {
+            sqlx::query("update api_tokens set last_used_at = now() where id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(Ok(Principal {
+            user_id: row.get("user_id"),
+            email: row.get("email"),
+            role: row.get::<String, _>("role").parse()?,
+            token: Some(TokenRef {
+                id,
+                name: row.get("name"),
+                scope: row.get::<String, _>("scope").parse()?,
+            }),
+        }))
+    }
+
+    /// Deletes failure records older than the window; run periodically.
+    pub async fn sweep_login_failures(&self) -> Result<u64, sqlx::Error> {
+        let done =
+            sqlx::query("delete from login_failures where at < now() - make_interval(secs => $1)")
+                .bind(self.window.as_secs_f64())
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn too_many_failures(&self, keys: &[String]) -> Result<bool, AppError> {
+        let counts: Vec<i64> = sqlx::query_scalar(
+            "select count(*) from login_failures where key = any($1) and at > now() - make_interval(secs => $2)
+             group by key",
+        )
+        .bind(keys)
+        .bind(self.window.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(counts.into_iter().any(|c| c >= self.max_failures))
+    }
+
+    async fn record_failure(&self, keys: &[String]) -> Result<(), AppError> {
+        sqlx::query("insert into login_failures (key) select unnest($1::text[])")
+            .bind(keys)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// The other active admins than `except`; used to keep at least one admin.
+    async fn other_active_admins(&self, except: Uuid) -> Result<i64, AppError> {
+        sqlx::query_scalar(
+            "select count(*) from users where role = 'admin' and disabled_at is null and id <> $1",
+        )
+        .bind(except)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)
+    }
+
+    async fn user_email(&self, id: Uuid) -> Result<(String, Role), AppError> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("select email, role from users where id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+        let (email, role) =
+            row.ok_or_else(|| AppError::NotFound("That user does not exist.".into()))?;
+        Ok((email, role.parse()?))
+    }
+}
+
+fn who(actor: &Actor) -> Who {
+    Who::principal(&actor.principal, actor.client_addr)
+}
+
+fn audit_entry(row: &sqlx::postgres::PgRow) -> AuditEntry {
+    AuditEntry {
+        id: row.get("id"),
+        at: row.get("at"),
+        actor: row.get("actor_label"),
+        action: row.get("action"),
+        target: row.get("target"),
+        detail: row.get::<serde_json::Value, _>("detail").to_string(),
+        client_addr: row.get("client_addr"),
+    }
+}
+
+#[async_trait]
+impl AccountsBackend for Accounts {
+    #[tracing::instrument(skip_all, fields(client = ?client_addr))]
+    async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        client_addr: Option<IpAddr>,
+    ) -> Result<Principal, AppError> {
+        let failed = || AppError::Unauthenticated(SIGN_IN_FAILED.into());
+        let normalized = email.trim().to_lowercase();
+        let mut keys = vec![format!("account:{normalized}")];
+        if let Some(addr) = client_addr {
+            keys.push(format!("client:{addr}"));
+        }
+        if self.too_many_failures(&keys).await? {
+            tracing::warn!("sign-in refused: too many recent failures");
+            return Err(failed());
+        }
+        let row: Option<(Uuid, String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "select id, role, password_hash, disabled_at from users where lower(email) = $1",
+        )
+        .bind(&normalized)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let stored = row.as_ref().map(|(_, _, hash, _)| hash.clone());
+        let password_ok = passwords::verify_async(password.to_owned(), stored).await;
+        match row {
+            Some((id, role, _, None)) if password_ok => {
+                let principal = Principal {
+                    user_id: id,
+                    email: normalized.clone(),
+                    role: role.parse()?,
+                    token: None,
+                };
+                sqlx::query("delete from login_failures where key = $1")
+                    .bind(&keys[0])
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+                audit::record(
+                    &self.pool,
+                    &Who::principal(&principal, client_addr),
+                    "session.sign_in",
+                    None,
+                    json!({}),
+                )
+                .await
+                .map_err(db_error)?;
+                Ok(principal)
+            }
+            _ => {
+                tracing::info!(known_account = row.is_some(), "sign-in failed");
+                self.record_failure(&keys).await?;
+                Err(failed())
+            }
+        }
+    }
+
+    async fn record_sign_out(&self, actor: &Actor) -> Result<(), AppError> {
+        audit::record(&self.pool, &who(actor), "session.sign_out", None, json!({}))
+            .await
+            .map_err(db_error)
+    }
+
+    async fn dashboard(&self, me: &Principal) -> Result<Dashboard, AppError> {
+        let my_recent = sqlx::query(
+            "select id, at, actor_label, action, target, detail, client_addr from audit_log
+             where actor_user_id = $1 order by at desc, id desc limit 8",
+        )
+        .bind(me.user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(audit_entry)
+        .collect();
+        let admin = if me.has(Role::Admin) {
+            let row = sqlx::query(
+                "select
+                   (select count(*) from users where disabled_at is null) as active_users,
+                   (select count(*) from users where disabled_at is not null) as disabled_users,
+                   (select count(*) from api_tokens t join users u on u.id = t.user_id
+                     where t.revoked_at is null and u.disabled_at is null) as active_tokens,
+                   (select count(*) from audit_log where at > now() - interval '1 day') as audit_last_day",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+            Some(AdminCounts {
+                active_users: row.get("active_users"),
+                disabled_users: row.get("disabled_users"),
+                active_tokens: row.get("active_tokens"),
+                audit_last_day: row.get("audit_last_day"),
+            })
+        } else {
+            None
+        };
+        Ok(Dashboard {
+            server: self.info.clone(),
+            my_recent,
+            admin,
+        })
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserView>, AppError> {
+        let rows: Vec<(Uuid, String, String, Option<DateTime<Utc>>, DateTime<Utc>)> =
+            sqlx::query_as(
+                "select id, email, role, disabled_at, created_at from users order by lower(email)",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.into_iter()
+            .map(|(id, email, role, disabled_at, created_at)| {
+                Ok(UserView {
+                    id,
+                    email,
+                    role: role.parse()?,
+                    disabled: disabled_at.is_some(),
+                    created_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_user(
+        &self,
+        actor: &Actor,
+        email: &str,
+        role: Role,
+        password: Option<String>,
+    ) -> Result<CreatedUser, AppError> {
+        self.create_user_as(&who(actor), email, role, password)
+            .await
+    }
+
+    async fn set_role(&self, actor: &Actor, user: Uuid, role: Role) -> Result<(), AppError> {
+        if user == actor.principal.user_id {
+            return Err(AppError::Forbidden(
+                "You cannot change your own role.".into(),
+            ));
+        }
+        let (email, old) = self.user_email(user).await?;
+        if old == role {
+            return Ok(());
+        }
+        if old == Role::Admin && self.other_active_admins(user).await? == 0 {
+            return Err(AppError::Conflict(
+                "Slate needs at least one active admin.".into(),
+            ));
+        }
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query("update users set role = $2, updated_at = now() where id = $1")
+            .bind(user)
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        audit::record(
+            &mut *tx,
+            &who(actor),
+            "user.set_role",
+            Some(format!("user:{email}")),
+            json!({ "id": user, "from": old.as_str(), "to": role.as_str() }),
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn set_disabled(
+        &self,
+        actor: &Actor,
+        user: Uuid,
+        disabled: bool,
+    ) -> Result<(), AppError> {
+        if user == actor.principal.user_id {
+            return Err(AppError::Forbidden(
+                "You cannot disable your own account.".into(),
+            ));
+        }
+        let (email, role) = self.user_email(user).await?;
+        if disabled && role == Role::Admin && self.other_active_admins(user).await? == 0 {
+            return Err(AppError::Conflict(
+                "Slate needs at least one active admin.".into(),
+            ));
+        }
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let changed = sqlx::query(
+            "update users set disabled_at = case when $2 then now() else null end, updated_at = now()
+             where id = $1 and (disabled_at is not null) <> $2",
+        )
+        .bind(user)
+        .bind(disabled)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(());
+        }
+        let action = if disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        };
+        audit::record(
+            &mut *tx,
+            &who(actor),
+            action,
+            Some(format!("user:{email}")),
+            json!({ "id": user }),
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenView>, AppError> {
+        let rows = sqlx::query(
+            "select t.id, t.name, t.scope, t.prefix, u.email, t.created_at, t.last_used_at, t.revoked_at
+             from api_tokens t join users u on u.id = t.user_id
+             order by t.revoked_at is not null, t.created_at desc",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(TokenView {
+                    id: row.get("id"),
+                    name: row.get("name"),
+                    scope: row.get::<String, _>("scope").parse()?,
+                    prefix: row.get("prefix"),
+                    owner_email: row.get("email"),
+                    created_at: row.get("created_at"),
+                    last_used_at: row.get("last_used_at"),
+                    revoked_at: row.get("revoked_at"),
+                })
+            })
+            .collect()
+    }
+
+    async fn create_token(
+        &self,
+        actor: &Actor,
+        name: &str,
+        scope: TokenScope,
+        owner_email: Option<&str>,
+    ) -> Result<CreatedToken, AppError> {
+        let owner = owner_email.unwrap_or(&actor.principal.email);
+        self.create_token_as(&who(actor), name, scope, owner).await
+    }
+
+    async fn revoke_token(&self, actor: &Actor, token: Uuid) -> Result<(), AppError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let row: Option<(String, Option<DateTime<Utc>>)> =
+            sqlx::query_as("select name, revoked_at from api_tokens where id = $1 for update")
+                .bind(token)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        let (name, revoked_at) =
+            row.ok_or_else(|| AppError::NotFound("That token does not exist.".into()))?;
+        if revoked_at.is_some() {
+            return Ok(());
+        }
+        sqlx::query("update api_tokens set revoked_at = now() where id = $1")
+            .bind(token)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        audit::record(
+            &mut *tx,
+            &who(actor),
+            "token.revoke",
+            Some(format!("token:{name}")),
+            json!({ "id": token }),
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn audit_log(&self, query: AuditQuery) -> Result<AuditPage, AppError> {
+        let like = |s: Option<String>| {
+            s.map(|s| {
+                format!(
+                    "%{}%",
+                    s.trim()
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
+                )
+            })
+        };
+        let action_prefix = query.action.map(|a| {
+            format!(
+                "{}%",
+                a.trim()
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
+        let rows = sqlx::query(
+            "select id, at, actor_label, action, target, detail, client_addr from audit_log
+             where ($1::text is null or actor_label ilike $1)
+               and ($2::text is null or action like $2)
+               and ($3::bigint is null or id < $3)
+             order by id desc
+             limit $4",
+        )
+        .bind(like(query.actor))
+        .bind(action_prefix)
+        .bind(query.before)
+        .bind(AUDIT_PAGE_SIZE + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let mut entries: Vec<AuditEntry> = rows.iter().map(audit_entry).collect();
+        let next_before = if entries.len() as i64 > AUDIT_PAGE_SIZE {
+            entries.truncate(AUDIT_PAGE_SIZE as usize);
+            entries.last().map(|e| e.id)
+        } else {
+            None
+        };
+        Ok(AuditPage {
+            entries,
+            next_before,
+        })
+    }
+}

@@ -1,0 +1,234 @@
+//! The `slate` command line: `serve` (the default), `migrate`, `user create`,
+//! `token create`, and `db` to reach the embedded database from scripts.
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::process::ExitCode;
+
+use app::accounts::{Role, TokenScope};
+use clap::{Parser, Subcommand};
+
+use crate::audit::Who;
+use crate::config::{Config, LogFormat};
+use crate::db::Database;
+use crate::startup::{shutdown_signal, Application};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "slate",
+    version,
+    about = "Slate: the control plane of an AI film pipeline.",
+    long_about = "Slate: the control plane of an AI film pipeline.\n\nEvery option can also be \
+                  set with the environment variable shown next to it. Without DATABASE_URL, \
+                  Slate runs a private PostgreSQL in $SLATE_DATA_DIR/postgres."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the web application (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The embedded PostgreSQL, for scripts and psql.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password is read from the first line of standard input, or
+    /// generated and printed once when standard input is a terminal or empty.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = ["creator", "lead", "admin"])]
+        role: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for a user and print its secret once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["api", "ci", "colab"])]
+        scope: String,
+        /// Email of the user the token acts as.
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Start the embedded PostgreSQL (if it is not running), migrate, and print its URL.
+    Start,
+    /// Stop the embedded PostgreSQL.
+    Stop,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&config).await,
+        Command::Migrate => {
+            let db = Database::open(&config).await?;
+            let result = db.migrate().await;
+            db.close(false).await;
+            result?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::User(UserCommand::Create { email, role }) => {
+            let role: Role = role.parse()?;
+            let (password, generated) = read_password()?;
+            with_accounts(&config, |accounts| async move {
+                let created = accounts
+                    .create_user_as(&Who::cli(), &email, role, password)
+                    .await?;
+                println!("created {} ({})", created.user.email, created.user.role);
+                if generated {
+                    if let Some(p) = created.generated_password {
+                        println!("password (shown once): {p}");
+                    }
+                }
+                Ok(())
+            })
+            .await
+        }
+        Command::Token(TokenCommand::Create { name, scope, user }) => {
+            let scope: TokenScope = scope.parse()?;
+            with_accounts(&config, |accounts| async move {
+                let created = accounts
+                    .create_token_as(&Who::cli(), &name, scope, &user)
+                    .await?;
+                println!("{}", created.secret);
+                Ok(())
+            })
+            .await
+        }
+        Command::Db(DbCommand::Start) => {
+            if config.database_url.is_some() {
+                anyhow::bail!("DATABASE_URL is set: there is no embedded database to start");
+            }
+            let mut db = Database::open(&config).await?;
+            db.migrate().await?;
+            // Leave it running for whoever asked.
+            if let Some(embedded) = db.embedded.as_mut() {
+                embedded.started_here = false;
+                println!("{}", embedded.url());
+            }
+            db.close(false).await;
+            Ok(())
+        }
+        Command::Db(DbCommand::Stop) => {
+            if config.database_url.is_some() {
+                anyhow::bail!("DATABASE_URL is set: there is no embedded database to stop");
+            }
+            let db = Database::open(&config).await?;
+            db.close(true).await;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    let url = match &config.public_url {
+        Some(url) => url.to_string(),
+        None => format!("http://{}/", app.addr()),
+    };
+    tracing::info!(%url, "Slate is listening");
+    eprintln!("\n  Slate is running at {url}\n  Press Ctrl-C to stop.\n");
+    app.run_until(shutdown_signal()).await
+}
+
+/// Opens the database (attaching to a running embedded server or starting one for the
+/// duration of the command), migrates, runs `f`, and closes.
+async fn with_accounts<F, Fut>(config: &Config, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(crate::accounts::Accounts) -> Fut,
+    Fut: std::future::Future<Output = Result<(), app::error::AppError>>,
+{
+    let db = Database::open(config).await?;
+    let result = async {
+        db.migrate().await?;
+        let info = app::accounts::ServerInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: chrono::Utc::now(),
+            database: db.kind().into(),
+        };
+        let accounts = crate::accounts::Accounts::new(
+            db.pool.clone(),
+            config.login_max_failures,
+            std::time::Duration::from_secs(u64::from(config.login_window_seconds)),
+            info,
+        );
+        f(accounts).await.map_err(anyhow::Error::from)
+    }
+    .await;
+    db.close(false).await;
+    result
+}
+
+/// The password for `user create`: stdin's first line, or generated.
+fn read_password() -> anyhow::Result<(Option<String>, bool)> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Ok((None, true));
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let line = line.trim_end_matches(['\r', '\n']).to_owned();
+    Ok(if line.is_empty() {
+        (None, true)
+    } else {
+        (Some(line), false)
+    })
+}

@@ -1,0 +1,182 @@
+//! Configuration: every setting is a flag and a `SLATE_*` environment variable (plus
+//! `DATABASE_URL`), documented by `slate --help` with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use url::Url;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Settings shared by every command.
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// Address and port to listen on.
+    #[arg(
+        long,
+        env = "SLATE_LISTEN",
+        default_value = "127.0.0.1:3000",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Where Slate keeps its state: the embedded PostgreSQL, secrets, local storage.
+    #[arg(
+        long,
+        env = "SLATE_DATA_DIR",
+        default_value = "./.slate",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    /// PostgreSQL to use instead of the embedded one, e.g. postgres://user:pass@host/slate.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+
+    /// The URL people use to reach Slate (for links, cookie security, the CSRF origin
+    /// check). Defaults to http://<SLATE_LISTEN>.
+    #[arg(long, env = "SLATE_PUBLIC_URL", global = true)]
+    pub public_url: Option<Url>,
+
+    /// Log format: text for people, json for log collectors.
+    #[arg(
+        long,
+        env = "SLATE_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter in tracing's EnvFilter syntax.
+    #[arg(long, env = "SLATE_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// The built site (the `pkg/` folder with wasm, JS and CSS). Relative paths are
+    /// tried from the working directory, then next to the binary.
+    #[arg(
+        long,
+        env = "SLATE_SITE_DIR",
+        default_value = "target/site",
+        global = true
+    )]
+    pub site_dir: PathBuf,
+
+    /// Sign people out after this many minutes without a request.
+    #[arg(
+        long,
+        env = "SLATE_SESSION_IDLE_MINUTES",
+        default_value_t = 720,
+        global = true
+    )]
+    pub session_idle_minutes: u32,
+
+    /// Email of the first admin, created at start when there are no users yet.
+    #[arg(long, env = "SLATE_ADMIN_EMAIL", global = true)]
+    pub admin_email: Option<String>,
+
+    /// Password of that first admin (at least 12 characters).
+    #[arg(
+        long,
+        env = "SLATE_ADMIN_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub admin_password: Option<String>,
+
+    /// Failed sign-ins allowed per account and per client address within the window.
+    #[arg(
+        long,
+        env = "SLATE_LOGIN_MAX_FAILURES",
+        default_value_t = 10,
+        global = true
+    )]
+    pub login_max_failures: u32,
+
+    /// The window for counting failed sign-ins, in seconds.
+    #[arg(
+        long,
+        env = "SLATE_LOGIN_WINDOW_SECONDS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub login_window_seconds: u32,
+
+    /// Largest request body accepted by forms and JSON endpoints, in bytes.
+    #[arg(long, env = "SLATE_MAX_BODY_BYTES", default_value_t = 256 * 1024, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Take the client address from X-Forwarded-For (only behind a trusted proxy).
+    #[arg(
+        long,
+        env = "SLATE_TRUST_PROXY",
+        default_value_t = false,
+        global = true
+    )]
+    pub trust_proxy: bool,
+
+    /// How long to wait for the database at start before giving up, in seconds.
+    #[arg(
+        long,
+        env = "SLATE_DB_WAIT_SECONDS",
+        default_value_t = 15,
+        global = true
+    )]
+    pub db_wait_seconds: u64,
+
+    /// Largest number of database connections per Slate process.
+    #[arg(
+        long,
+        env = "SLATE_DB_MAX_CONNECTIONS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub db_max_connections: u32,
+
+    /// Directory with PostgreSQL's server binaries (initdb, pg_ctl) for the embedded
+    /// database; searched on PATH and in /usr/lib/postgresql/*/bin when unset.
+    #[arg(long, env = "SLATE_PG_BIN_DIR", global = true)]
+    pub pg_bin_dir: Option<PathBuf>,
+
+    /// When Slate runs as root, the unprivileged system user that runs the embedded
+    /// PostgreSQL (PostgreSQL refuses to run as root).
+    #[arg(
+        long,
+        env = "SLATE_PG_OS_USER",
+        default_value = "postgres",
+        global = true
+    )]
+    pub pg_os_user: String,
+}
+
+impl Config {
+    pub fn public_url(&self) -> Url {
+        self.public_url.clone().unwrap_or_else(|| {
+            Url::parse(&format!("http://{}", self.listen)).expect("a socket address makes a URL")
+        })
+    }
+
+    pub fn session_idle(&self) -> Duration {
+        Duration::from_secs(u64::from(self.session_idle_minutes.max(1)) * 60)
+    }
+
+    /// The site folder, resolved as documented on `site_dir`.
+    pub fn resolved_site_dir(&self) -> PathBuf {
+        if self.site_dir.is_absolute() || self.site_dir.exists() {
+            return self.site_dir.clone();
+        }
+        let beside_binary = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("site")));
+        match beside_binary {
+            Some(dir) if dir.exists() => dir,
+            _ => self.site_dir.clone(),
+        }
+    }
+}

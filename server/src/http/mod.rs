@@ -1,0 +1,172 @@
+//! The HTTP surface: pages and server functions (Leptos), operations endpoints, and the
+//! middleware every request passes through.
+
+mod auth;
+mod csrf;
+pub mod errors;
+mod headers;
+mod metrics;
+pub mod policy;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::backend::Services;
+use axum::body::Body;
+use axum::extract::{FromRef, Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use leptos::prelude::{provide_context, LeptosOptions};
+use leptos_axum::{generate_route_list, handle_server_fns_with_context, LeptosRoutes};
+use sqlx::PgPool;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+use tower_sessions_sqlx_store::PostgresStore;
+
+pub use metrics::HttpMetrics;
+
+use crate::accounts::Accounts;
+
+/// Settings the middleware needs, resolved once at start.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// `scheme://host[:port]` of the public URL.
+    pub public_origin: String,
+    pub trust_proxy: bool,
+    pub max_body_bytes: usize,
+    pub session_idle: Duration,
+}
+
+/// Whether the database answered recently; kept fresh by a background probe.
+#[derive(Debug)]
+pub struct DbHealth(AtomicBool);
+
+impl DbHealth {
+    pub fn new() -> Self {
+        Self(AtomicBool::new(true))
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, up: bool) {
+        if self.0.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!("database is answering again");
+            } else {
+                tracing::warn!("database stopped answering");
+            }
+        }
+    }
+}
+
+impl Default for DbHealth {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub async fn probe(pool: &PgPool) -> bool {
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("select 1").execute(pool),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok())
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub pool: PgPool,
+    pub accounts: Accounts,
+    pub services: Services,
+    pub config: Arc<HttpConfig>,
+    pub metrics: Arc<HttpMetrics>,
+    pub db_health: Arc<DbHealth>,
+    pub started_at: DateTime<Utc>,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(app::App);
+    let services = state.services.clone();
+    let context = move || provide_context(services.clone());
+    let shell = {
+        let options = state.leptos_options.clone();
+        move || app::shell(options.clone())
+    };
+
+    let store = PostgresStore::new(state.pool.clone())
+        .with_schema_name("public")
+        .and_then(|s| s.with_table_name("sessions"))
+        .expect("valid identifiers");
+    let sessions = SessionManagerLayer::new(store)
+        .with_name("slate_session")
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(state.config.public_origin.starts_with("https://"))
+        .with_expiry(Expiry::OnInactivity(
+            time::Duration::try_from(state.config.session_idle)
+                .unwrap_or(time::Duration::hours(12)),
+        ));
+
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::serve))
+        .route("/api/{*fn_name}", get(server_fn).post(server_fn))
+        .leptos_routes_with_context(&state, routes, context.clone(), shell)
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(context, app::shell))
+        .layer(from_fn_with_state(state.clone(), auth::authorize))
+        .layer(from_fn_with_state(state.clone(), csrf::protect))
+        .layer(sessions)
+        .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes))
+        .layer(from_fn_with_state(state.clone(), metrics::track))
+        .layer(from_fn_with_state(state.clone(), headers::security_headers))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn server_fn(State(state): State<AppState>, req: Request<Body>) -> impl IntoResponse {
+    let services = state.services.clone();
+    handle_server_fns_with_context(move || provide_context(services.clone()), req).await
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let up = probe(&state.pool).await;
+    state.db_health.set(up);
+    if up {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+    }
+}

@@ -1,0 +1,11 @@
+//! The Slate server as a library: `cli::main` is the binary, `startup::Application`
+//! is what tests start in-process.
+
+pub mod accounts;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod embedded_pg;
+pub mod http;
+pub mod startup;

@@ -1,0 +1,216 @@
+//! Building and running the server: open the database, migrate, wire the services,
+//! bind the listener (port 0 in tests), start the background workers, serve until told
+//! to stop, then stop in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::accounts::ServerInfo;
+use app::backend::Services;
+use chrono::Utc;
+use leptos::prelude::LeptosOptions;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tower_sessions::ExpiredDeletion as _;
+use tower_sessions_sqlx_store::PostgresStore;
+
+use crate::accounts::Accounts;
+use crate::config::Config;
+use crate::db::Database;
+use crate::http::{self, AppState, DbHealth, HttpConfig, HttpMetrics};
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    db: Database,
+    workers: Vec<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl Application {
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let db = Database::open(config).await?;
+        match Self::build_on(config, db).await {
+            Ok(app) => Ok(app),
+            Err((err, db)) => {
+                db.close(true).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn build_on(config: &Config, db: Database) -> Result<Self, (anyhow::Error, Database)> {
+        if let Err(err) = db.migrate().await {
+            return Err((err.into(), db));
+        }
+        let pool = db.pool.clone();
+        let started_at = Utc::now();
+        let info = ServerInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at,
+            database: db.kind().to_owned(),
+        };
+        let accounts = Accounts::new(
+            pool.clone(),
+            config.login_max_failures,
+            Duration::from_secs(u64::from(config.login_window_seconds)),
+            info,
+        );
+        if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
+            match accounts.bootstrap_admin(email, password).await {
+                Ok(true) => {
+                    tracing::info!(email = %email, "created the first admin from SLATE_ADMIN_EMAIL")
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    return Err((anyhow::anyhow!("cannot create the first admin: {err}"), db))
+                }
+            }
+        }
+
+        let listener = match TcpListener::bind(config.listen).await {
+            Ok(l) => l,
+            Err(err) => {
+                return Err((
+                    anyhow::anyhow!("cannot listen on {}: {err}", config.listen),
+                    db,
+                ))
+            }
+        };
+        let addr = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => return Err((e.into(), db)),
+        };
+
+        let site_root = config.resolved_site_dir();
+        if !site_root.join("pkg").exists() {
+            tracing::warn!(site = %site_root.display(), "the site folder has no pkg/: pages will render but not hydrate (build it with scripts/build-site, or set SLATE_SITE_DIR)");
+        }
+        let leptos_options = LeptosOptions::builder()
+            .output_name("slate")
+            .site_root(site_root.to_string_lossy().into_owned())
+            .site_pkg_dir("pkg")
+            .site_addr(addr)
+            .build();
+
+        let public_url = config.public_url();
+        let public_origin = public_url.origin().ascii_serialization();
+        let http_config = HttpConfig {
+            public_origin,
+            trust_proxy: config.trust_proxy,
+            max_body_bytes: config.max_body_bytes,
+            session_idle: config.session_idle(),
+        };
+        let db_health = Arc::new(DbHealth::new());
+        let state = AppState {
+            leptos_options,
+            pool: pool.clone(),
+            accounts: accounts.clone(),
+            services: Services {
+                accounts: Arc::new(accounts.clone()),
+            },
+            config: Arc::new(http_config),
+            metrics: Arc::new(HttpMetrics::default()),
+            db_health: db_health.clone(),
+            started_at,
+        };
+        let router = http::router(state);
+        let workers = spawn_workers(pool, accounts, db_health);
+        Ok(Self {
+            listener,
+            router,
+            db,
+            workers,
+            addr,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests, stops the
+    /// workers and closes the database (stopping the embedded one).
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            db,
+            workers,
+            ..
+        } = self;
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        for worker in workers {
+            worker.abort();
+        }
+        db.close(true).await;
+        served.map_err(Into::into)
+    }
+}
+
+fn spawn_workers(
+    pool: sqlx::PgPool,
+    accounts: Accounts,
+    db_health: Arc<DbHealth>,
+) -> Vec<JoinHandle<()>> {
+    let sessions = PostgresStore::new(pool.clone())
+        .with_schema_name("public")
+        .and_then(|s| s.with_table_name("sessions"))
+        .expect("valid identifiers");
+    vec![
+        tokio::spawn(async move {
+            loop {
+                if let Err(err) = sessions.delete_expired().await {
+                    tracing::warn!(error = %err, "deleting expired sessions failed");
+                }
+                tokio::time::sleep(Duration::from_secs(300)).await;
+            }
+        }),
+        tokio::spawn(async move {
+            loop {
+                match accounts.sweep_login_failures().await {
+                    Ok(n) if n > 0 => tracing::debug!(removed = n, "old sign-in failures swept"),
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "sweeping sign-in failures failed"),
+                }
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        }),
+        tokio::spawn(async move {
+            loop {
+                db_health.set(http::probe(&pool).await);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }),
+    ]
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
+    }
+}
