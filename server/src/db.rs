@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused_with_a_clear_error() {
-        let err = parse_url("mysql://x").unwrap_err();
+        let err = parse_url("postgres://slate@db:not-a-port/slate").unwrap_err();
         assert!(
             err.to_string().starts_with("DATABASE_URL is not a valid"),
             "{err}"

@@ -96,12 +96,21 @@ impl EmbeddedPostgres {
             );
             return Ok(pg);
         }
-        // A port found free can be taken before the server binds it: try a few.
+        // Prefer the port used last time (clients holding the old URL reconnect after a
+        // restart); a port found free can be taken before the server binds it: try a few.
+        let port_file = data_dir.join("postgres.port");
+        let previous = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok());
         let mut last_error = None;
-        for _ in 0..3 {
-            pg.port = free_port()?;
+        for attempt in 0..4 {
+            pg.port = match previous {
+                Some(port) if attempt == 0 && port_is_free(port) => port,
+                _ => free_port()?,
+            };
             match pg.pg_ctl_start().await {
                 Ok(()) => {
+                    let _ = std::fs::write(&port_file, pg.port.to_string());
                     pg.started_here = true;
                     tracing::info!(port = pg.port, dir = %pg.pgdata.display(), "embedded PostgreSQL started");
                     return Ok(pg);
@@ -411,6 +420,10 @@ fn write_private(path: &Path, contents: &str) -> Result<(), EmbeddedError> {
         .map_err(|e| io("cannot create", path, e))?;
     file.write_all(contents.as_bytes())
         .map_err(|e| io("cannot write", path, e))
+}
+
+fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
 fn free_port() -> Result<u16, EmbeddedError> {

@@ -1,1 +1,249 @@
+//! Test harness: a real Slate started in-process on port 0 with a fresh, migrated
+//! database per test, plus helpers to act as its users.
+//!
+//! The PostgreSQL server comes from `SLATE_TEST_DATABASE_URL` (scripts/test starts a
+//! throwaway one); each test creates its own database on it.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser as _;
+use reqwest::header::{HeaderMap, HeaderValue, ORIGIN};
+use server::cli::Cli;
+use server::config::Config;
+use server::startup::Application;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions as _, Connection as _, PgPool};
+use tokio::sync::oneshot;
+
+pub const ADMIN_EMAIL: &str = "admin@studio.test";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn site_dir() -> PathBuf {
+    root().join("target/site")
+}
+
+fn server_url() -> String {
+    std::env::var("SLATE_TEST_DATABASE_URL").expect(
+        "SLATE_TEST_DATABASE_URL is not set: run the suite with scripts/test, which starts a \
+         throwaway PostgreSQL, or point it at a server where this user may create databases",
+    )
+}
+
+/// Creates an empty database for one test and returns its URL.
+pub async fn fresh_database() -> String {
+    let base: PgConnectOptions = server_url().parse().expect("valid SLATE_TEST_DATABASE_URL");
+    let name = format!("test_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = base
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .expect("connect to the test server");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    conn.close().await.ok();
+    let mut url = url::Url::parse(&server_url()).expect("url");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// A configuration like the binary's defaults, with no environment leaking in.
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Cli::parse_from(["slate"]).config;
+    config.database_url = Some(database_url.to_owned());
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.site_dir = site_dir();
+    config.public_url = None;
+    config.admin_email = Some(ADMIN_EMAIL.to_owned());
+    config.admin_password = Some(PASSWORD.to_owned());
+    config.db_wait_seconds = 5;
+    config
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub pool: PgPool,
+    pub database_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let database_url = fresh_database().await;
+    let mut config = test_config(&database_url);
+    adjust(&mut config);
+    start(config).await
+}
+
+pub async fn start(config: Config) -> TestApp {
+    let database_url = config
+        .database_url
+        .clone()
+        .expect("tests use an explicit database");
+    let app = Application::build(&config).await.expect("Slate starts");
+    let addr = app.addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let pool = PgPool::connect(&database_url).await.expect("test pool");
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        pool,
+        database_url,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A browser-like client: keeps cookies, does not follow redirects, and sends the
+    /// Origin header a page of this site would send.
+    pub fn client(&self) -> reqwest::Client {
+        let mut headers = HeaderMap::new();
+        headers.insert(ORIGIN, HeaderValue::from_str(&self.base).expect("origin"));
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(headers)
+            .build()
+            .expect("client")
+    }
+
+    /// A client with no cookies and no Origin (a script).
+    pub fn bare_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+    }
+
+    /// Calls a server function the way the browser does (form-encoded POST).
+    pub async fn call(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        client
+            .post(self.url(path))
+            .header("accept", "application/json")
+            .form(form)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn login(
+        &self,
+        client: &reqwest::Client,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        self.call(
+            client,
+            "/api/public/login",
+            &[("email", email), ("password", password)],
+        )
+        .await
+    }
+
+    /// A signed-in client for a new user with this role.
+    pub async fn signed_in(&self, email: &str, role: &str) -> reqwest::Client {
+        if email != ADMIN_EMAIL {
+            self.create_user(email, role).await;
+        }
+        let client = self.client();
+        let res = self.login(&client, email, PASSWORD).await;
+        assert!(
+            res.status().is_success(),
+            "login as {email}: {}",
+            res.status()
+        );
+        client
+    }
+
+    pub async fn create_user(&self, email: &str, role: &str) {
+        let admin = self.client();
+        assert!(self
+            .login(&admin, ADMIN_EMAIL, PASSWORD)
+            .await
+            .status()
+            .is_success());
+        let res = self
+            .call(
+                &admin,
+                "/api/admin/create_user",
+                &[("email", email), ("role", role), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            200,
+            "create {email}: {}",
+            res.text().await.unwrap_or_default()
+        );
+    }
+
+    /// Creates a token through the admin API and returns its secret.
+    pub async fn create_token(&self, name: &str, scope: &str, owner: &str) -> String {
+        let admin = self.client();
+        assert!(self
+            .login(&admin, ADMIN_EMAIL, PASSWORD)
+            .await
+            .status()
+            .is_success());
+        let res = self
+            .call(
+                &admin,
+                "/api/admin/create_token",
+                &[("name", name), ("scope", scope), ("owner", owner)],
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+        let body: serde_json::Value = res.json().await.expect("json");
+        body["secret"].as_str().expect("secret").to_owned()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count query")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
