@@ -86,6 +86,17 @@ pub fn App() -> impl IntoView {
         logout,
         user,
     });
+    // Effects run only in the browser, after hydration: mark the page so tests (and
+    // curious people) can tell a live page from a dead one.
+    #[cfg(feature = "hydrate")]
+    Effect::new(|_| {
+        if let Some(body) = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.body())
+        {
+            let _ = body.set_attribute("data-hydrated", "true");
+        }
+    });
 
     view! {
         <Stylesheet id="slate" href="/pkg/slate.css"/>

@@ -294,11 +294,7 @@ async fn the_audit_log_filters_and_pages() {
         assert_eq!(res.status(), 200);
     }
     let page: serde_json::Value = app
-        .call(
-            &admin,
-            "/api/admin/audit_log",
-            &[("query[action]", "user.")],
-        )
+        .call(&admin, "/api/admin/audit_log", &[("action", "user.")])
         .await
         .json()
         .await
@@ -309,10 +305,7 @@ async fn the_audit_log_filters_and_pages() {
         .call(
             &admin,
             "/api/admin/audit_log",
-            &[
-                ("query[action]", "user."),
-                ("query[before]", &before.to_string()),
-            ],
+            &[("action", "user."), ("before", &before.to_string())],
         )
         .await
         .json()

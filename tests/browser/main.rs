@@ -1,1 +1,376 @@
-fn main() {}
+//! Browser end-to-end tests: the user journeys in headless Chromium (Debian's chromium
+//! and chromium-driver), against the real Slate with the built wasm.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use slate_tests::{spawn_app, TestApp, ADMIN_EMAIL, PASSWORD};
+use tokio::sync::Semaphore;
+
+/// One browser at a time: these machines have two cores.
+static ONE_AT_A_TIME: Semaphore = Semaphore::const_new(1);
+
+struct Browser {
+    client: Client,
+    driver: Child,
+    profile: PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+fn find(candidates: &[&str]) -> Option<String> {
+    candidates
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .map(|p| (*p).to_owned())
+}
+
+async fn browser() -> Browser {
+    assert!(
+        slate_tests::site_dir().join("pkg/slate_bg.wasm").exists(),
+        "target/site/pkg is missing: run scripts/build-site dev (scripts/test does)"
+    );
+    let driver_path = find(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])
+        .expect("chromedriver not found: apt-get install chromium chromium-driver (scripts/setup test does)");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let driver = Command::new(driver_path)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let profile =
+        std::env::temp_dir().join(format!("slate-chromium-{}", uuid::Uuid::now_v7().simple()));
+    let mut options = json!({
+        "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", "--disable-quic", "--window-size=1280,860",
+            format!("--user-data-dir={}", profile.display()),
+        ]
+    });
+    if let Some(binary) = find(&["/usr/bin/chromium", "/usr/bin/chromium-browser"]) {
+        options["binary"] = json!(binary);
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), options);
+    let webdriver = format!("http://127.0.0.1:{port}");
+    let mut last_error = String::new();
+    for _ in 0..50 {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&webdriver)
+            .await
+        {
+            Ok(client) => {
+                return Browser {
+                    client,
+                    driver,
+                    profile,
+                }
+            }
+            Err(err) => last_error = err.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("could not start a Chromium session: {last_error}");
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} never appeared: {e}"))
+}
+
+/// Waits for the wasm to hydrate the page (the app marks <body> when it has).
+async fn wait_hydrated(c: &Client) {
+    wait_for(c, "body[data-hydrated=true]").await;
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    wait_for(c, css).await.text().await.unwrap()
+}
+
+async fn path(c: &Client) -> String {
+    let url = c.current_url().await.unwrap();
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
+async fn wait_path(c: &Client, want: &str) {
+    for _ in 0..100 {
+        if path(c).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("never reached {want}; at {}", path(c).await);
+}
+
+async fn sign_in(c: &Client, app: &TestApp, email: &str) {
+    c.goto(&app.url("/login")).await.unwrap();
+    wait_hydrated(c).await;
+    submit_login(c, email).await;
+}
+
+async fn submit_login(c: &Client, email: &str) {
+    wait_for(c, "#login-email")
+        .await
+        .send_keys(email)
+        .await
+        .unwrap();
+    wait_for(c, "#login-password")
+        .await
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    wait_for(c, "#login-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Screenshots land in target/screenshots for people to look at.
+async fn screenshot(c: &Client, name: &str) {
+    let dir = slate_tests::root().join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn set_marker(c: &Client) {
+    c.execute("window.__slateMarker = 'still here'; return true;", vec![])
+        .await
+        .unwrap();
+}
+
+async fn marker_survived(c: &Client) -> bool {
+    c.execute("return window.__slateMarker === 'still here';", vec![])
+        .await
+        .unwrap()
+        == json!(true)
+}
+
+#[tokio::test]
+async fn an_admin_signs_in_sees_the_dashboard_and_signs_out() {
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let app = spawn_app().await;
+    let b = browser().await;
+    let c = &b.client;
+
+    c.goto(&app.url("/")).await.unwrap();
+    wait_path(c, "/login").await;
+    screenshot(c, "sign-in").await;
+    wait_hydrated(c).await;
+    submit_login(c, ADMIN_EMAIL).await;
+    assert_eq!(text_of(c, "#signed-in-as").await, ADMIN_EMAIL);
+    wait_path(c, "/").await;
+    assert_eq!(text_of(c, ".page-header h1").await, "Dashboard");
+    let nav = text_of(c, "nav.nav").await;
+    assert!(
+        nav.contains("Users") && nav.contains("Tokens") && nav.contains("Audit log"),
+        "{nav}"
+    );
+    wait_for(c, ".stat-card").await;
+    screenshot(c, "dashboard").await;
+
+    wait_for(c, "form.signout button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_path(c, "/login").await;
+    c.goto(&app.url("/")).await.unwrap();
+    wait_path(c, "/login").await;
+    let _ = b.client.clone().close().await;
+}
+
+#[tokio::test]
+async fn a_deep_link_comes_back_after_sign_in_and_a_wrong_password_is_explained() {
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let app = spawn_app().await;
+    let b = browser().await;
+    let c = &b.client;
+
+    c.goto(&app.url("/admin/tokens")).await.unwrap();
+    wait_path(c, "/login?next=%2Fadmin%2Ftokens").await;
+    wait_hydrated(c).await;
+    wait_for(c, "#login-email")
+        .await
+        .send_keys(ADMIN_EMAIL)
+        .await
+        .unwrap();
+    wait_for(c, "#login-password")
+        .await
+        .send_keys("not the password")
+        .await
+        .unwrap();
+    wait_for(c, "#login-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let error = text_of(c, "#login-form .notice.error").await;
+    assert!(error.contains("Sign-in failed"), "{error}");
+
+    wait_for(c, "#login-password").await.clear().await.unwrap();
+    wait_for(c, "#login-password")
+        .await
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    wait_for(c, "#login-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_path(c, "/admin/tokens").await;
+    assert_eq!(text_of(c, ".page-header h1").await, "API tokens");
+    let _ = b.client.clone().close().await;
+}
+
+#[tokio::test]
+async fn a_creator_is_refused_the_admin_pages() {
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let app = spawn_app().await;
+    app.create_user("cara@studio.test", "creator").await;
+    let b = browser().await;
+    let c = &b.client;
+
+    sign_in(c, &app, "cara@studio.test").await;
+    assert_eq!(text_of(c, "#signed-in-as").await, "cara@studio.test");
+    let nav = text_of(c, "nav.nav").await;
+    assert!(
+        !nav.contains("Users") && !nav.contains("Tokens"),
+        "admin links hidden: {nav}"
+    );
+
+    c.goto(&app.url("/admin/users")).await.unwrap();
+    assert_eq!(text_of(c, "h1").await, "Not allowed");
+    assert!(text_of(c, ".status-code").await.contains("403"));
+    screenshot(c, "forbidden").await;
+    let _ = b.client.clone().close().await;
+}
+
+#[tokio::test]
+async fn an_admin_creates_a_user_and_a_token_without_a_page_reload() {
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let app = spawn_app().await;
+    let b = browser().await;
+    let c = &b.client;
+
+    sign_in(c, &app, ADMIN_EMAIL).await;
+    wait_path(c, "/").await;
+    wait_for(c, "a.nav-link[href='/admin/users']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_path(c, "/admin/users").await;
+    wait_for(c, "#users-table").await;
+    set_marker(c).await;
+
+    wait_for(c, "#new-user-email")
+        .await
+        .send_keys("lee@studio.test")
+        .await
+        .unwrap();
+    wait_for(c, "#new-user-role")
+        .await
+        .select_by_value("lead")
+        .await
+        .unwrap();
+    wait_for(c, "#create-user-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let created = text_of(c, "#user-created").await;
+    assert!(created.contains("Added lee@studio.test"), "{created}");
+    assert!(
+        created.contains("shown only now"),
+        "generated password shown: {created}"
+    );
+    wait_for(c, "#users-table tr[data-email='lee@studio.test']").await;
+    assert!(
+        marker_survived(c).await,
+        "the page was not reloaded: hydration works"
+    );
+    screenshot(c, "users").await;
+
+    wait_for(c, "a.nav-link[href='/admin/tokens']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_path(c, "/admin/tokens").await;
+    wait_for(c, "#token-name")
+        .await
+        .send_keys("nightly renders")
+        .await
+        .unwrap();
+    wait_for(c, "#token-scope")
+        .await
+        .select_by_value("api")
+        .await
+        .unwrap();
+    wait_for(c, "#token-owner")
+        .await
+        .send_keys("lee@studio.test")
+        .await
+        .unwrap();
+    wait_for(c, "#create-token-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let secret = text_of(c, "#token-secret").await;
+    wait_for(c, "#tokens-table tr[data-token='nightly renders']").await;
+    assert!(marker_survived(c).await, "still no reload");
+    screenshot(c, "tokens").await;
+
+    // The secret shown works for a script, as lee.
+    let res = app
+        .bare_client()
+        .post(app.url("/api/dashboard"))
+        .bearer_auth(secret.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    wait_for(c, "a.nav-link[href='/admin/audit']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_path(c, "/admin/audit").await;
+    let log = text_of(c, "#audit-table").await;
+    assert!(
+        log.contains("user.create") && log.contains("token.create"),
+        "{log}"
+    );
+    screenshot(c, "audit").await;
+    let _ = b.client.clone().close().await;
+}

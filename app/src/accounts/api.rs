@@ -5,9 +5,7 @@
 use leptos::prelude::*;
 use uuid::Uuid;
 
-use super::{
-    AuditPage, AuditQuery, CreatedToken, CreatedUser, Dashboard, Principal, TokenView, UserView,
-};
+use super::{AuditPage, CreatedToken, CreatedUser, Dashboard, Principal, TokenView, UserView};
 use crate::error::AppError;
 
 #[cfg(feature = "ssr")]
@@ -136,7 +134,22 @@ pub async fn revoke_token(id: Uuid) -> Result<(), AppError> {
     answer(async { services()?.accounts.revoke_token(&actor()?, id).await }.await)
 }
 
+/// One page of the audit log, newest first; see `AuditQuery` for the filters.
 #[server(prefix = "/api/admin", endpoint = "audit_log")]
-pub async fn audit_log(query: AuditQuery) -> Result<AuditPage, AppError> {
-    answer(async { services()?.accounts.audit_log(query).await }.await)
+pub async fn audit_log(
+    actor: Option<String>,
+    action: Option<String>,
+    before: Option<i64>,
+) -> Result<AuditPage, AppError> {
+    answer(
+        async {
+            let query = super::AuditQuery {
+                actor,
+                action,
+                before,
+            };
+            services()?.accounts.audit_log(query).await
+        }
+        .await,
+    )
 }

@@ -329,7 +329,7 @@ pub fn AuditPage() -> impl IntoView {
             before: q.get("before").and_then(|s| s.parse().ok()),
         }
     };
-    let page = Resource::new(filter, |query| audit_log(query));
+    let page = Resource::new(filter, |q| audit_log(q.actor, q.action, q.before));
     view! {
         <PageHeader title="Audit log" subtitle="Every change made by a person or a token, newest first."/>
         <section class="card">
