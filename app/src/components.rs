@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
+use leptos_meta::Title;
 
 use crate::accounts::Role;
 use crate::error::AppError;
@@ -12,6 +13,7 @@ pub fn PageHeader(
     #[prop(into, optional)] subtitle: Option<String>,
 ) -> impl IntoView {
     view! {
+        <Title text=title.clone()/>
         <header class="page-header">
             <h1>{title}</h1>
             {subtitle.map(|s| view! { <p class="subtitle">{s}</p> })}

@@ -175,7 +175,6 @@ fn Layout() -> impl IntoView {
 fn DashboardPage() -> impl IntoView {
     let dashboard = Resource::new(|| (), |_| get_dashboard());
     view! {
-        <Title text="Dashboard"/>
         <PageHeader title="Dashboard"/>
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || dashboard.get().map(|r| match r {

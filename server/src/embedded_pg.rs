@@ -341,7 +341,7 @@ fn find_binaries(configured: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
                 Some((major, entry.path().join("bin")))
             })
             .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
     candidates.extend(versioned.into_iter().map(|(_, dir)| dir));
     candidates.push(PathBuf::from("/usr/local/pgsql/bin"));
     candidates

@@ -6,7 +6,7 @@ use leptos_router::components::{Form, A};
 use leptos_router::hooks::use_query_map;
 
 use super::*;
-use crate::components::{EmptyState, ErrorNote, PageHeader, RoleBadge, Time};
+use crate::components::{EmptyState, ErrorNote, PageHeader, Time};
 use crate::Auth;
 
 #[component]
@@ -173,7 +173,7 @@ fn user_row(
                 {if u.disabled {
                     view! { <span class="badge muted">"Disabled"</span> }.into_any()
                 } else {
-                    view! { <RoleBadge role=u.role/> }.into_any()
+                    view! { <span class="badge ok">"Active"</span> }.into_any()
                 }}
             </td>
             <td><Time at=u.created_at/></td>

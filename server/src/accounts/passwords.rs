@@ -25,9 +25,9 @@ pub fn verify(password: &str, stored: &str) -> bool {
 }
 
 pub async fn hash_async(password: String) -> anyhow::Result<String> {
-    Ok(tokio::task::spawn_blocking(move || hash(&password))
+    tokio::task::spawn_blocking(move || hash(&password))
         .await?
-        .map_err(|e| anyhow::anyhow!("{e}"))?)
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Verifies against `stored`, or against a dummy hash when the account does not exist,
