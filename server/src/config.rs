@@ -144,6 +144,48 @@ pub struct Config {
     #[arg(long, env = "SLATE_PG_BIN_DIR", global = true)]
     pub pg_bin_dir: Option<PathBuf>,
 
+    /// Where finished files go: unset for <data dir>/storage, or a URL such as
+    /// s3://bucket/prefix, gs://bucket, az://container, file:///srv/slate (credentials from
+    /// the provider's usual environment variables, e.g. AWS_ACCESS_KEY_ID).
+    #[arg(long, env = "SLATE_STORAGE", global = true)]
+    pub storage: Option<String>,
+
+    /// Largest single upload, in bytes.
+    #[arg(long, env = "SLATE_UPLOAD_MAX_BYTES", default_value_t = 100 * 1024 * 1024 * 1024, global = true)]
+    pub upload_max_bytes: u64,
+
+    /// Bytes each user may store (finished and unfinished uploads); 0 for no limit.
+    #[arg(
+        long,
+        env = "SLATE_UPLOAD_QUOTA_BYTES",
+        default_value_t = 0,
+        global = true
+    )]
+    pub upload_quota_bytes: u64,
+
+    /// Unfinished uploads untouched for this many hours are removed.
+    #[arg(
+        long,
+        env = "SLATE_UPLOAD_EXPIRY_HOURS",
+        default_value_t = 24,
+        global = true
+    )]
+    pub upload_expiry_hours: u64,
+
+    /// Kinds of files accepted, comma-separated from image, video, audio, scene, model,
+    /// other; or "all".
+    #[arg(long, env = "SLATE_UPLOAD_KINDS", default_value = "all", global = true)]
+    pub upload_kinds: String,
+
+    /// How many files are processed (hashed, probed, previewed) at once.
+    #[arg(
+        long,
+        env = "SLATE_PROCESSING_WORKERS",
+        default_value_t = 2,
+        global = true
+    )]
+    pub processing_workers: usize,
+
     /// When Slate runs as root, the unprivileged system user that runs the embedded
     /// PostgreSQL (PostgreSQL refuses to run as root).
     #[arg(
@@ -164,6 +206,27 @@ impl Config {
 
     pub fn session_idle(&self) -> Duration {
         Duration::from_secs(u64::from(self.session_idle_minutes.max(1)) * 60)
+    }
+
+    /// The accepted kinds, or `None` for all.
+    pub fn allowed_kinds(&self) -> Result<Option<Vec<crate::assets::detect::Kind>>, String> {
+        use crate::assets::detect::Kind;
+        if self.upload_kinds.trim().eq_ignore_ascii_case("all") {
+            return Ok(None);
+        }
+        self.upload_kinds
+            .split(',')
+            .map(|k| match k.trim().to_ascii_lowercase().as_str() {
+                "image" => Ok(Kind::Image),
+                "video" => Ok(Kind::Video),
+                "audio" => Ok(Kind::Audio),
+                "scene" => Ok(Kind::Scene),
+                "model" => Ok(Kind::Model),
+                "other" => Ok(Kind::Other),
+                other => Err(format!("SLATE_UPLOAD_KINDS: unknown kind \"{other}\"")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     /// The site folder, resolved as documented on `site_dir`.

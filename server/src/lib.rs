@@ -2,6 +2,7 @@
 //! is what tests start in-process.
 
 pub mod accounts;
+pub mod assets;
 pub mod audit;
 pub mod cli;
 pub mod config;

@@ -16,6 +16,8 @@ use tower_sessions::ExpiredDeletion as _;
 use tower_sessions_sqlx_store::PostgresStore;
 
 use crate::accounts::Accounts;
+use crate::assets::storage::Storage;
+use crate::assets::{Assets, AssetsConfig};
 use crate::config::Config;
 use crate::db::Database;
 use crate::http::{self, AppState, DbHealth, HttpConfig, HttpMetrics};
@@ -102,11 +104,16 @@ impl Application {
             max_body_bytes: config.max_body_bytes,
             session_idle: config.session_idle(),
         };
+        let assets = match open_assets(config, pool.clone()) {
+            Ok(a) => a,
+            Err(err) => return Err((err, db)),
+        };
         let db_health = Arc::new(DbHealth::new());
         let state = AppState {
             leptos_options,
             pool: pool.clone(),
             accounts: accounts.clone(),
+            assets: assets.clone(),
             services: Services {
                 accounts: Arc::new(accounts.clone()),
             },
@@ -116,7 +123,8 @@ impl Application {
             started_at,
         };
         let router = http::router(state);
-        let workers = spawn_workers(pool, accounts, db_health);
+        let mut workers = spawn_workers(pool, accounts, db_health);
+        workers.extend(crate::assets::processing::spawn(assets));
         Ok(Self {
             listener,
             router,
@@ -159,6 +167,19 @@ impl Application {
         db.close(true).await;
         served.map_err(Into::into)
     }
+}
+
+fn open_assets(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<Assets> {
+    let storage = Storage::open(config.storage.as_deref(), &config.data_dir)?;
+    tracing::info!(storage = storage.describe(), "asset storage");
+    let settings = AssetsConfig {
+        max_upload_bytes: config.upload_max_bytes,
+        quota_bytes: (config.upload_quota_bytes > 0).then_some(config.upload_quota_bytes),
+        upload_expiry: Duration::from_secs(config.upload_expiry_hours.max(1) * 3600),
+        allowed_kinds: config.allowed_kinds().map_err(anyhow::Error::msg)?,
+        processing_workers: config.processing_workers,
+    };
+    Ok(Assets::new(pool, storage, &config.data_dir, settings)?)
 }
 
 fn spawn_workers(

@@ -65,6 +65,8 @@ pub fn test_config(database_url: &str) -> Config {
     config.admin_email = Some(ADMIN_EMAIL.to_owned());
     config.admin_password = Some(PASSWORD.to_owned());
     config.db_wait_seconds = 5;
+    config.data_dir =
+        std::env::temp_dir().join(format!("slate-test-{}", uuid::Uuid::now_v7().simple()));
     config
 }
 

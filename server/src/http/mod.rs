@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use leptos::prelude::{provide_context, LeptosOptions};
 use leptos_axum::{generate_route_list, handle_server_fns_with_context, LeptosRoutes};
 use sqlx::PgPool;
+use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -34,6 +35,7 @@ use tower_sessions_sqlx_store::PostgresStore;
 pub use metrics::HttpMetrics;
 
 use crate::accounts::Accounts;
+use crate::assets::Assets;
 
 /// Settings the middleware needs, resolved once at start.
 #[derive(Debug, Clone)]
@@ -89,6 +91,7 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub pool: PgPool,
     pub accounts: Accounts,
+    pub assets: Assets,
     pub services: Services,
     pub config: Arc<HttpConfig>,
     pub metrics: Arc<HttpMetrics>,
@@ -126,17 +129,28 @@ pub fn router(state: AppState) -> Router {
         ));
 
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    // Everything but uploads has a body limit; uploads stream without one.
+    let limited = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::serve))
         .route("/api/{*fn_name}", get(server_fn).post(server_fn))
         .leptos_routes_with_context(&state, routes, context.clone(), shell)
-        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(context, app::shell))
+        .fallback(leptos_axum::file_and_error_handler_with_context::<
+            AppState,
+            _,
+        >(context, app::shell))
+        .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes))
+        // Pages, server functions and the wasm compress well; uploads and media do not
+        // (and Range requests must see the stored bytes), so they stay outside.
+        .layer(CompressionLayer::new());
+    Router::new()
+        .merge(limited)
+        .merge(crate::assets::tus::router())
+        .merge(crate::assets::downloads::router())
         .layer(from_fn_with_state(state.clone(), auth::authorize))
         .layer(from_fn_with_state(state.clone(), csrf::protect))
         .layer(sessions)
-        .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes))
         .layer(from_fn_with_state(state.clone(), metrics::track))
         .layer(from_fn_with_state(state.clone(), headers::security_headers))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
