@@ -60,6 +60,8 @@ create table uploads (
     state         text not null check (state in ('receiving', 'complete', 'terminated', 'expired')),
     version_id    uuid references asset_versions (id),
     expires_at    timestamptz not null,
+    -- The PATCH writing to the upload holds it: a token and an expiry it keeps renewing.
+    lease_token   uuid,
     lease_until   timestamptz,
     created_at    timestamptz not null default now(),
     updated_at    timestamptz not null default now(),

@@ -6,3 +6,4 @@ mod database;
 mod operations;
 mod sign_in;
 mod tokens_and_roles;
+mod uploads;

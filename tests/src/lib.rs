@@ -75,6 +75,7 @@ pub struct TestApp {
     pub base: String,
     pub pool: PgPool,
     pub database_url: String,
+    pub config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -95,6 +96,7 @@ pub async fn start(config: Config) -> TestApp {
         .database_url
         .clone()
         .expect("tests use an explicit database");
+    let kept = config.clone();
     let app = Application::build(&config).await.expect("Slate starts");
     let addr = app.addr();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -107,6 +109,7 @@ pub async fn start(config: Config) -> TestApp {
         base: format!("http://{addr}"),
         pool,
         database_url,
+        config: kept,
         stop: Some(stop),
         task: Some(task),
     }
@@ -230,6 +233,15 @@ impl TestApp {
             .fetch_one(&self.pool)
             .await
             .expect("count query")
+    }
+
+    /// Ends the server abruptly, as a crash would: in-flight requests are cut off.
+    pub fn kill(mut self) -> Config {
+        self.stop.take();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.config.clone()
     }
 
     pub async fn stop(mut self) {

@@ -72,10 +72,10 @@ impl Assets {
     /// Bytes a user holds: unfinished uploads (declared length) and stored versions.
     pub async fn bytes_used(&self, owner: Uuid) -> Result<u64, sqlx::Error> {
         let used: i64 = sqlx::query_scalar(
-            "select coalesce((select sum(coalesce(length, received)) from uploads
-                               where owner_id = $1 and state = 'receiving' and concat <> 'final'), 0)
-                  + coalesce((select sum(v.size) from asset_versions v join assets a on a.id = v.asset_id
-                               where a.owner_id = $1 and a.deleted_at is null and v.state <> 'uploading'), 0)",
+            "select (coalesce((select sum(coalesce(length, received)) from uploads
+                                where owner_id = $1 and state = 'receiving' and concat <> 'final'), 0)
+                   + coalesce((select sum(v.size) from asset_versions v join assets a on a.id = v.asset_id
+                                where a.owner_id = $1 and a.deleted_at is null and v.state <> 'uploading'), 0))::bigint",
         )
         .bind(owner)
         .fetch_one(&self.pool)

@@ -82,8 +82,19 @@ impl IntoResponse for TusError {
 }
 
 fn db(err: sqlx::Error) -> TusError {
-    tracing::error!(error = %err, "upload query failed");
-    TusError::new(503, "The database is not answering; try again.")
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            tracing::warn!(error = %err, "database unavailable during an upload");
+            TusError::new(503, "The database is not answering; try again.")
+        }
+        _ => {
+            tracing::error!(error = %err, "upload query failed");
+            TusError::new(
+                500,
+                "Slate could not record the upload; the details are in its log.",
+            )
+        }
+    }
 }
 
 fn io(err: std::io::Error) -> TusError {
@@ -582,14 +593,14 @@ async fn append(
             ));
         }
     }
-    if !assets.take_lease(row.id).await? {
+    let Some(lease) = assets.take_lease(row.id).await? else {
         return Err(TusError::new(
             423,
             "Another request is writing to this upload; try again shortly.",
         ));
-    }
-    let result = write_body(assets, row, start, body, checksum.as_mut()).await;
-    let released = assets.release_lease(row.id).await;
+    };
+    let result = write_body(assets, row, lease, start, body, checksum.as_mut()).await;
+    let released = assets.release_lease(row.id, lease).await;
     let written_to = result?;
     released?;
     if let Some(sum) = checksum {
@@ -630,6 +641,7 @@ async fn truncate(assets: &Assets, id: Uuid, to: u64) -> TusResult<()> {
 async fn write_body(
     assets: &Assets,
     row: &UploadRow,
+    lease: Uuid,
     start: u64,
     body: Body,
     mut checksum: Option<&mut Checksum>,
@@ -669,6 +681,11 @@ async fn write_body(
                 "The body goes past the upload's length; nothing was kept.",
             ));
         }
+        // Never write without a live lease: renew well before it can lapse.
+        if lease_renewed.elapsed() > LEASE / 3 {
+            assets.renew_lease(row.id, lease).await?;
+            lease_renewed = Instant::now();
+        }
         if let Err(err) = file.write_all(&chunk).await {
             let _ = file.flush().await;
             return Err(io(err));
@@ -679,10 +696,6 @@ async fn write_body(
             None => {}
         }
         offset += chunk.len() as u64;
-        if lease_renewed.elapsed() > LEASE / 3 {
-            assets.renew_lease(row.id).await?;
-            lease_renewed = Instant::now();
-        }
     }
     file.flush().await.map_err(io)?;
     file.sync_data().await.map_err(io)?;
@@ -712,34 +725,47 @@ async fn terminate(
 }
 
 impl Assets {
-    async fn take_lease(&self, id: Uuid) -> TusResult<bool> {
+    /// Takes the upload for one PATCH; `None` when another request holds it.
+    async fn take_lease(&self, id: Uuid) -> TusResult<Option<Uuid>> {
+        let token = Uuid::now_v7();
         let taken = sqlx::query(
-            "update uploads set lease_until = now() + make_interval(secs => $2)
+            "update uploads set lease_token = $3, lease_until = now() + make_interval(secs => $2)
              where id = $1 and (lease_until is null or lease_until < now())",
         )
         .bind(id)
         .bind(LEASE.as_secs_f64())
+        .bind(token)
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(taken.rows_affected() == 1)
+        Ok((taken.rows_affected() == 1).then_some(token))
     }
 
-    async fn renew_lease(&self, id: Uuid) -> TusResult<()> {
-        sqlx::query(
-            "update uploads set lease_until = now() + make_interval(secs => $2) where id = $1",
+    /// Extends the lease; fails when it was lost (the writer must stop).
+    async fn renew_lease(&self, id: Uuid, token: Uuid) -> TusResult<()> {
+        let renewed = sqlx::query(
+            "update uploads set lease_until = now() + make_interval(secs => $2) where id = $1 and lease_token = $3",
         )
         .bind(id)
         .bind(LEASE.as_secs_f64())
+        .bind(token)
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
+        if renewed.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(TusError::new(
+                409,
+                "This request stalled and another one took over the upload.",
+            ))
+        }
     }
 
-    async fn release_lease(&self, id: Uuid) -> TusResult<()> {
-        sqlx::query("update uploads set lease_until = null where id = $1")
+    async fn release_lease(&self, id: Uuid, token: Uuid) -> TusResult<()> {
+        sqlx::query("update uploads set lease_until = null, lease_token = null where id = $1 and lease_token = $2")
             .bind(id)
+            .bind(token)
             .execute(&self.pool)
             .await
             .map_err(db)?;

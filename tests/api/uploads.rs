@@ -1,0 +1,850 @@
+//! tus 1.0 over raw HTTP: every protocol rule, the bad inputs that must change nothing,
+//! crash and resume, and processing with real ffmpeg.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::{Method, Response, StatusCode};
+use sha2::Digest as _;
+use slate_tests::{spawn_app, spawn_app_with, TestApp, ADMIN_EMAIL};
+
+const OCTET: &str = "application/offset+octet-stream";
+
+struct Tus<'a> {
+    app: &'a TestApp,
+    token: String,
+    client: reqwest::Client,
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+impl<'a> Tus<'a> {
+    async fn new(app: &'a TestApp) -> Tus<'a> {
+        let token = app.create_token("uploader", "api", ADMIN_EMAIL).await;
+        Tus {
+            app,
+            token,
+            client: app.bare_client(),
+        }
+    }
+
+    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.app.url(path))
+            .bearer_auth(&self.token)
+            .header("tus-resumable", "1.0.0")
+    }
+
+    async fn create(&self, length: u64, name: &str) -> String {
+        let res = self
+            .req(Method::POST, "/api/uploads")
+            .header("upload-length", length.to_string())
+            .header(
+                "upload-metadata",
+                format!(
+                    "filename {},filetype {}",
+                    b64(name),
+                    b64("application/octet-stream")
+                ),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+        assert!(res.headers().contains_key("upload-expires"));
+        res.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    async fn patch(&self, url: &str, offset: u64, body: Vec<u8>) -> Response {
+        self.req(Method::PATCH, url)
+            .header("upload-offset", offset.to_string())
+            .header("content-type", OCTET)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn offset(&self, url: &str) -> u64 {
+        let res = self.req(Method::HEAD, url).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        res.headers()["upload-offset"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Uploads `data` in one go and returns the asset id once processing has ended.
+    async fn upload(&self, name: &str, data: &[u8]) -> (String, String) {
+        let url = self.create(data.len() as u64, name).await;
+        let res = self.patch(&url, 0, data.to_vec()).await;
+        assert_eq!(res.status(), 204, "{}", res.text().await.unwrap());
+        let asset = asset_of(self.app, &url).await;
+        let state = wait_processed(self.app, &asset).await;
+        (asset, state)
+    }
+}
+
+async fn asset_of(app: &TestApp, url: &str) -> String {
+    let id = uuid::Uuid::parse_str(url.rsplit('/').next().unwrap()).unwrap();
+    let asset: uuid::Uuid = sqlx::query_scalar("select v.asset_id from uploads u join asset_versions v on v.id = u.version_id where u.id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    asset.to_string()
+}
+
+async fn wait_processed(app: &TestApp, asset: &str) -> String {
+    let id = uuid::Uuid::parse_str(asset).unwrap();
+    for _ in 0..600 {
+        let state: String = sqlx::query_scalar("select state from assets where id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if state == "ready" || state == "failed" {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("asset {asset} was never processed");
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex_string(&sha2::Sha256::digest(data))
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn options_advertise_the_protocol_and_extensions() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let res = tus
+        .client
+        .request(Method::OPTIONS, app.url("/api/uploads"))
+        .bearer_auth(&tus.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let h = res.headers();
+    assert_eq!(h["tus-version"], "1.0.0");
+    assert_eq!(h["tus-resumable"], "1.0.0");
+    let ext = h["tus-extension"].to_str().unwrap();
+    for e in [
+        "creation",
+        "creation-defer-length",
+        "creation-with-upload",
+        "expiration",
+        "checksum",
+        "termination",
+        "concatenation",
+    ] {
+        assert!(ext.split(',').any(|x| x == e), "{e} missing from {ext}");
+    }
+    assert_eq!(h["tus-checksum-algorithm"], "sha1,sha256");
+    assert!(h["tus-max-size"].to_str().unwrap().parse::<u64>().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn chunks_resume_from_the_stored_offset_and_the_file_is_stored_by_content() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let url = tus.create(data.len() as u64, "plates.bin").await;
+    assert_eq!(tus.offset(&url).await, 0);
+    let res = tus.patch(&url, 0, data[..100_000].to_vec()).await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(res.headers()["upload-offset"], "100000");
+    assert_eq!(tus.offset(&url).await, 100_000);
+    assert_eq!(
+        tus.patch(&url, 100_000, data[100_000..].to_vec())
+            .await
+            .status(),
+        204
+    );
+
+    let asset = asset_of(&app, &url).await;
+    assert_eq!(wait_processed(&app, &asset).await, "ready");
+    let (sha, size, kind): (String, i64, String) =
+        sqlx::query_as("select sha256, size, kind from asset_versions where asset_id = $1::uuid")
+            .bind(&asset)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(sha, sha256_hex(&data));
+    assert_eq!(size, data.len() as i64);
+    assert_eq!(kind, "other");
+
+    // The same bytes again: a second asset, one stored blob.
+    let (again, _) = tus.upload("plates-copy.bin", &data).await;
+    assert_ne!(again, asset);
+    let blobs = count_files(&app.config.data_dir.join("storage/blobs"));
+    assert_eq!(blobs, 1, "identical bytes are stored once");
+
+    let original = tus
+        .client
+        .get(app.url(&format!("/api/assets/{asset}/original")))
+        .bearer_auth(&tus.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(original.status(), 200);
+    assert_eq!(original.headers()["etag"], format!("\"{sha}\"").as_str());
+    assert!(original.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains("plates.bin"));
+    assert_eq!(original.bytes().await.unwrap().as_ref(), data.as_slice());
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        count_files(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn protocol_violations_get_their_status_and_change_nothing() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let url = tus.create(10, "ten.bin").await;
+
+    // Wrong or missing version: 412 with the version we speak.
+    let res = tus
+        .client
+        .patch(app.url(&url))
+        .bearer_auth(&tus.token)
+        .header("upload-offset", "0")
+        .header("content-type", OCTET)
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 412);
+    assert_eq!(res.headers()["tus-version"], "1.0.0");
+    let res = tus
+        .client
+        .head(app.url(&url))
+        .bearer_auth(&tus.token)
+        .header("tus-resumable", "0.2.2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 412);
+    // Wrong content type.
+    let res = tus
+        .req(Method::PATCH, &url)
+        .header("upload-offset", "0")
+        .header("content-type", "text/plain")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 415);
+    // Offset mismatch.
+    assert_eq!(tus.patch(&url, 3, b"abc".to_vec()).await.status(), 409);
+    // Past the declared length.
+    assert_eq!(tus.patch(&url, 0, vec![1u8; 11]).await.status(), 413);
+    assert_eq!(tus.offset(&url).await, 0, "nothing was stored");
+    // Unknown ids, malformed ids.
+    assert_eq!(
+        tus.req(
+            Method::HEAD,
+            "/api/uploads/01a21702-68c3-75a1-ba8d-78af5505ad1d"
+        )
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        404
+    );
+    assert_eq!(
+        tus.req(Method::HEAD, "/api/uploads/not-an-id")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // Bad metadata.
+    let res = tus
+        .req(Method::POST, "/api/uploads")
+        .header("upload-length", "5")
+        .header("upload-metadata", "filename ***")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    // Neither or both lengths.
+    assert_eq!(
+        tus.req(Method::POST, "/api/uploads")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let both = tus
+        .req(Method::POST, "/api/uploads")
+        .header("upload-length", "5")
+        .header("upload-defer-length", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(both.status(), 400);
+    assert_eq!(
+        app.count("select count(*) from uploads").await,
+        1,
+        "no upload was created by bad requests"
+    );
+    // Without credentials.
+    let anon = app
+        .bare_client()
+        .head(app.url(&url))
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+}
+
+#[tokio::test]
+async fn another_users_upload_is_not_found() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let url = tus.create(10, "mine.bin").await;
+    app.create_user("other@studio.test", "admin").await;
+    let other = Tus {
+        app: &app,
+        token: app.create_token("other", "api", "other@studio.test").await,
+        client: app.bare_client(),
+    };
+    assert_eq!(
+        other.req(Method::HEAD, &url).send().await.unwrap().status(),
+        404
+    );
+    assert_eq!(other.patch(&url, 0, b"steal".to_vec()).await.status(), 404);
+    assert_eq!(
+        other
+            .req(Method::DELETE, &url)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(tus.offset(&url).await, 0);
+}
+
+#[tokio::test]
+async fn checksums_are_verified_and_bad_chunks_discarded() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let url = tus.create(8, "sum.bin").await;
+    let good = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(b"abcd"));
+    let res = tus
+        .req(Method::PATCH, &url)
+        .header("upload-offset", "0")
+        .header("content-type", OCTET)
+        .header("upload-checksum", format!("sha1 {good}"))
+        .body("abcd")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let wrong = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(b"nope"));
+    let res = tus
+        .req(Method::PATCH, &url)
+        .header("upload-offset", "4")
+        .header("content-type", OCTET)
+        .header("upload-checksum", format!("sha256 {wrong}"))
+        .body("efgh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 460);
+    assert_eq!(tus.offset(&url).await, 4, "the bad chunk was discarded");
+    let res = tus
+        .req(Method::PATCH, &url)
+        .header("upload-offset", "4")
+        .header("content-type", OCTET)
+        .header("upload-checksum", "md5 AAAA")
+        .body("efgh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let right = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(b"efgh"));
+    let res = tus
+        .req(Method::PATCH, &url)
+        .header("upload-offset", "4")
+        .header("content-type", OCTET)
+        .header("upload-checksum", format!("sha256 {right}"))
+        .body("efgh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(res.headers()["upload-offset"], "8");
+}
+
+#[tokio::test]
+async fn creation_with_upload_deferred_length_and_method_override() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let res = tus
+        .req(Method::POST, "/api/uploads")
+        .header("upload-defer-length", "1")
+        .header("content-type", OCTET)
+        .body("hello ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.headers()["upload-offset"], "6");
+    let url = res.headers()["location"].to_str().unwrap().to_owned();
+    let head = tus.req(Method::HEAD, &url).send().await.unwrap();
+    assert_eq!(head.headers()["upload-defer-length"], "1");
+    let res = tus
+        .req(Method::POST, &url)
+        .header("x-http-method-override", "PATCH")
+        .header("upload-offset", "6")
+        .header("upload-length", "11")
+        .header("content-type", OCTET)
+        .body("world")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let head = tus.req(Method::HEAD, &url).send().await.unwrap();
+    assert_eq!(head.headers()["upload-length"], "11");
+    assert_eq!(head.headers()["upload-offset"], "11");
+    let asset = asset_of(&app, &url).await;
+    assert_eq!(wait_processed(&app, &asset).await, "ready");
+}
+
+#[tokio::test]
+async fn termination_and_expiry_remove_the_data() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let url = tus.create(100, "drop.bin").await;
+    assert_eq!(tus.patch(&url, 0, vec![7u8; 40]).await.status(), 204);
+    assert_eq!(
+        tus.req(Method::DELETE, &url).send().await.unwrap().status(),
+        204
+    );
+    assert_eq!(
+        tus.req(Method::HEAD, &url).send().await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        app.count("select count(*) from assets").await,
+        0,
+        "the placeholder asset went too"
+    );
+    assert_eq!(count_files(&app.config.data_dir.join("uploads")), 0);
+
+    let url = tus.create(100, "late.bin").await;
+    assert_eq!(tus.patch(&url, 0, vec![7u8; 40]).await.status(), 204);
+    sqlx::query("update uploads set expires_at = now() - interval '1 minute'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        tus.req(Method::HEAD, &url).send().await.unwrap().status(),
+        410
+    );
+    assert_eq!(tus.patch(&url, 40, vec![7u8; 60]).await.status(), 410);
+}
+
+#[tokio::test]
+async fn partial_uploads_concatenate_into_one_asset() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let mut parts = Vec::new();
+    let chunks: [&[u8]; 3] = [b"first-", b"second-", b"third"];
+    for chunk in chunks {
+        let res = tus
+            .req(Method::POST, "/api/uploads")
+            .header("upload-concat", "partial")
+            .header("upload-length", chunk.len().to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let url = res.headers()["location"].to_str().unwrap().to_owned();
+        assert_eq!(tus.patch(&url, 0, chunk.to_vec()).await.status(), 204);
+        parts.push(app.url(&url));
+    }
+    assert_eq!(
+        app.count("select count(*) from assets").await,
+        0,
+        "partials are not assets"
+    );
+    let res = tus
+        .req(Method::POST, "/api/uploads")
+        .header("upload-concat", format!("final;{}", parts.join(" ")))
+        .header("upload-metadata", format!("filename {}", b64("joined.txt")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let url = res.headers()["location"].to_str().unwrap().to_owned();
+    let head = tus.req(Method::HEAD, &url).send().await.unwrap();
+    assert_eq!(head.headers()["upload-concat"], "final");
+    assert_eq!(head.headers()["upload-offset"], "18");
+    let asset = asset_of(&app, &url).await;
+    assert_eq!(wait_processed(&app, &asset).await, "ready");
+    let sha: String =
+        sqlx::query_scalar("select sha256 from asset_versions where asset_id = $1::uuid")
+            .bind(&asset)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(sha, sha256_hex(b"first-second-third"));
+}
+
+#[tokio::test]
+async fn limits_on_size_and_quota_are_413_with_a_message() {
+    let app = spawn_app_with(|c| {
+        c.upload_max_bytes = 1000;
+        c.upload_quota_bytes = 1500;
+    })
+    .await;
+    let tus = Tus::new(&app).await;
+    let res = tus
+        .req(Method::POST, "/api/uploads")
+        .header("upload-length", "1001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert!(res.text().await.unwrap().contains("maximum upload size"));
+    tus.create(900, "a.bin").await;
+    let res = tus
+        .req(Method::POST, "/api/uploads")
+        .header("upload-length", "900")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert!(res.text().await.unwrap().contains("quota"));
+    assert_eq!(app.count("select count(*) from uploads").await, 1);
+}
+
+#[tokio::test]
+async fn two_writers_on_one_upload_cannot_corrupt_it() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let url = tus.create(20, "race.bin").await;
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+    let first = tus
+        .req(Method::PATCH, &url)
+        .header("upload-offset", "0")
+        .header("content-type", OCTET)
+        .body(reqwest::Body::wrap_stream(rx))
+        .send();
+    let first = tokio::spawn(first);
+    tx.unbounded_send(Ok(b"aaaaaaaaaa".to_vec())).unwrap();
+    // Wait until the first writer holds the upload.
+    for _ in 0..100 {
+        let held: bool = sqlx::query_scalar("select lease_until is not null from uploads")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if held {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = tus.patch(&url, 0, b"bbbbbbbbbbbbbbbbbbbb".to_vec()).await;
+    assert!(
+        matches!(second.status().as_u16(), 409 | 423),
+        "second writer refused: {}",
+        second.status()
+    );
+    tx.unbounded_send(Ok(b"aaaaaaaaaa".to_vec())).unwrap();
+    drop(tx);
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), 204);
+    let asset = asset_of(&app, &url).await;
+    wait_processed(&app, &asset).await;
+    let sha: String = sqlx::query_scalar("select sha256 from asset_versions")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(sha, sha256_hex(&[b'a'; 20]));
+}
+
+#[tokio::test]
+async fn a_crash_mid_patch_keeps_what_arrived_and_the_upload_resumes() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let url = tus.create(data.len() as u64, "crash.bin").await;
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+    let patch = tus
+        .req(Method::PATCH, &url)
+        .header("upload-offset", "0")
+        .header("content-type", OCTET)
+        .body(reqwest::Body::wrap_stream(rx))
+        .send();
+    let pending = tokio::spawn(patch);
+    tx.unbounded_send(Ok(data[..70_000].to_vec())).unwrap();
+    let partial = app
+        .config
+        .data_dir
+        .join("uploads")
+        .join(url.rsplit('/').next().unwrap());
+    for _ in 0..200 {
+        if std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) == 70_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token = tus.token.clone();
+    let config = app.kill();
+    drop(tx);
+    let _ = pending.await;
+
+    let app = slate_tests::start(config).await;
+    let tus = Tus {
+        app: &app,
+        token,
+        client: app.bare_client(),
+    };
+    let stored = tus.offset(&url).await;
+    assert_eq!(stored, 70_000, "HEAD reports the bytes actually stored");
+    // The crashed request's hold on the upload lapses; clients retry until it does.
+    let mut status = StatusCode::LOCKED;
+    for _ in 0..60 {
+        status = tus
+            .patch(&url, stored, data[stored as usize..].to_vec())
+            .await
+            .status();
+        if status != StatusCode::LOCKED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(status, 204);
+    let asset = asset_of(&app, &url).await;
+    assert_eq!(wait_processed(&app, &asset).await, "ready");
+    let sha: String = sqlx::query_scalar("select sha256 from asset_versions")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(sha, sha256_hex(&data));
+}
+
+fn ffmpeg(args: &[&str]) {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn video_and_images_get_media_facts_thumbnails_and_proxies() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let dir = app.config.data_dir.join("fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let clip = dir.join("clip.mov");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=duration=4:size=1280x720:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:duration=4",
+        "-c:v",
+        "mpeg4",
+        "-c:a",
+        "pcm_s16le",
+        "-shortest",
+        clip.to_str().unwrap(),
+    ]);
+    let still = dir.join("still.png");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=800x600",
+        "-frames:v",
+        "1",
+        still.to_str().unwrap(),
+    ]);
+
+    let (video, state) = tus
+        .upload("shot_010.mov", &std::fs::read(&clip).unwrap())
+        .await;
+    assert_eq!(state, "ready");
+    let (kind, probe): (String, serde_json::Value) =
+        sqlx::query_as("select kind, probe from asset_versions where asset_id = $1::uuid")
+            .bind(&video)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(kind, "video");
+    assert_eq!(probe["width"], 1280);
+    assert_eq!(probe["frame_rate"], 25.0);
+    assert_eq!(probe["audio_channels"], 1);
+    assert!(
+        (probe["duration_seconds"].as_f64().unwrap() - 4.0).abs() < 0.2,
+        "{probe}"
+    );
+
+    let thumb = tus
+        .client
+        .get(app.url(&format!("/api/assets/{video}/thumbnail")))
+        .bearer_auth(&tus.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumb.status(), 200);
+    assert_eq!(thumb.headers()["content-type"], "image/jpeg");
+    assert!(thumb.bytes().await.unwrap().starts_with(&[0xFF, 0xD8]));
+
+    let proxy = tus
+        .client
+        .get(app.url(&format!("/api/assets/{video}/proxy")))
+        .bearer_auth(&tus.token)
+        .header("range", "bytes=0-1023")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxy.status(), 206);
+    let total: u64 = proxy.headers()["content-range"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let etag = proxy.headers()["etag"].clone();
+    let head = proxy.bytes().await.unwrap();
+    assert_eq!(head.len(), 1024);
+    assert_eq!(&head[4..8], b"ftyp", "an MP4");
+    // faststart: the moov atom comes before the media data.
+    let all = tus
+        .client
+        .get(app.url(&format!("/api/assets/{video}/proxy")))
+        .bearer_auth(&tus.token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(all.len() as u64, total);
+    let moov = all.windows(4).position(|w| w == b"moov").unwrap();
+    let mdat = all.windows(4).position(|w| w == b"mdat").unwrap();
+    assert!(moov < mdat, "moov before mdat");
+    let cached = tus
+        .client
+        .get(app.url(&format!("/api/assets/{video}/proxy")))
+        .bearer_auth(&tus.token)
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+    let beyond = tus
+        .client
+        .get(app.url(&format!("/api/assets/{video}/proxy")))
+        .bearer_auth(&tus.token)
+        .header("range", format!("bytes={total}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beyond.status(), 416);
+
+    let (image, state) = tus
+        .upload("plate.png", &std::fs::read(&still).unwrap())
+        .await;
+    assert_eq!(state, "ready");
+    let (kind, proxy_key): (String, Option<String>) =
+        sqlx::query_as("select kind, proxy_key from asset_versions where asset_id = $1::uuid")
+            .bind(&image)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(kind, "image");
+    assert!(proxy_key.is_none(), "images need no proxy");
+    let thumb = tus
+        .client
+        .get(app.url(&format!("/api/assets/{image}/thumbnail")))
+        .bearer_auth(&tus.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumb.status(), 200);
+
+    let anon = app
+        .bare_client()
+        .get(app.url(&format!("/api/assets/{image}/thumbnail")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401, "previews only for signed-in people");
+}
+
+#[tokio::test]
+async fn a_corrupt_video_fails_with_ffprobes_reason_and_nothing_else_breaks() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let mut corrupt = b"\0\0\0\x20ftypisom\0\0\x02\0isomiso2avc1mp41".to_vec();
+    corrupt.extend((0..50_000u32).map(|i| (i * 31 % 251) as u8));
+    let (asset, state) = tus.upload("broken.mp4", &corrupt).await;
+    assert_eq!(state, "failed");
+    let failure: String = sqlx::query_scalar("select failure from assets where id = $1::uuid")
+        .bind(&asset)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(failure.starts_with("ffprobe:"), "{failure}");
+    assert!(
+        !failure.contains(app.config.data_dir.to_str().unwrap()),
+        "no server paths in messages: {failure}"
+    );
+    // A text file named like a video is what its bytes say.
+    let (_, state) = tus
+        .upload("notes.mp4", b"these are notes, not a video")
+        .await;
+    assert_eq!(state, "ready");
+    let kinds: Vec<String> = sqlx::query_scalar("select kind from assets order by created_at")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(kinds, ["video", "other"]);
+}
