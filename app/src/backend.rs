@@ -12,6 +12,7 @@ use crate::accounts::{
     AuditPage, AuditQuery, CreatedToken, CreatedUser, Dashboard, Principal, Role, TokenScope,
     TokenView, UserView,
 };
+use crate::assets::{AssetDetail, LibraryPage, LibraryQuery};
 use crate::error::AppError;
 
 /// The person or token acting, and from where: everything an audit entry needs.
@@ -55,6 +56,14 @@ pub trait AccountsBackend: Send + Sync + 'static {
     async fn audit_log(&self, query: AuditQuery) -> Result<AuditPage, AppError>;
 }
 
+#[async_trait]
+pub trait AssetsBackend: Send + Sync + 'static {
+    async fn library(&self, query: LibraryQuery) -> Result<LibraryPage, AppError>;
+    async fn asset(&self, who: &Principal, id: Uuid) -> Result<AssetDetail, AppError>;
+    async fn set_tags(&self, actor: &Actor, id: Uuid, tags: Vec<String>) -> Result<(), AppError>;
+    async fn delete(&self, actor: &Actor, id: Uuid) -> Result<(), AppError>;
+}
+
 /// The browser session of the current request.
 #[async_trait]
 pub trait SessionControl: Send + Sync + 'static {
@@ -89,6 +98,7 @@ impl RequestAuth {
 #[derive(Clone)]
 pub struct Services {
     pub accounts: Arc<dyn AccountsBackend>,
+    pub assets: Arc<dyn AssetsBackend>,
 }
 
 pub fn services() -> Result<Services, AppError> {

@@ -11,6 +11,7 @@ use crate::accounts::{
     get_dashboard, AuditPage, Dashboard, Login, LoginPage, Logout, Principal, Role, TokensPage,
     UsersPage,
 };
+use crate::assets::{AssetPage, AssetsPage};
 use crate::components::{EmptyState, ErrorNote, PageHeader, RoleBadge, Time};
 use crate::error::AppError;
 
@@ -106,6 +107,8 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/login") view=LoginPage/>
                 <ParentRoute path=path!("") view=Layout>
                     <Route path=path!("") view=DashboardPage/>
+                    <Route path=path!("assets") view=AssetsPage/>
+                    <Route path=path!("assets/:id") view=AssetPage/>
                     <Route path=path!("admin/users") view=UsersPage/>
                     <Route path=path!("admin/tokens") view=TokensPage/>
                     <Route path=path!("admin/audit") view=AuditPage/>
@@ -118,6 +121,7 @@ pub fn App() -> impl IntoView {
 /// Navigation entries: label, path, the role needed to see them.
 const NAV: &[(&str, &str, Role)] = &[
     ("Dashboard", "/", Role::Creator),
+    ("Assets", "/assets", Role::Creator),
     ("Users", "/admin/users", Role::Admin),
     ("Tokens", "/admin/tokens", Role::Admin),
     ("Audit log", "/admin/audit", Role::Admin),
@@ -265,8 +269,8 @@ mod tests {
     #[test]
     fn creators_see_only_the_dashboard_and_admins_see_everything() {
         let creator: Vec<_> = nav_for(Role::Creator).map(|(l, _, _)| *l).collect();
-        assert_eq!(creator, ["Dashboard"]);
-        assert_eq!(nav_for(Role::Lead).count(), 1);
+        assert_eq!(creator, ["Dashboard", "Assets"]);
+        assert_eq!(nav_for(Role::Lead).count(), 2);
         assert_eq!(nav_for(Role::Admin).count(), NAV.len());
     }
 }

@@ -109,13 +109,16 @@ impl Application {
             Err(err) => return Err((err, db)),
         };
         let db_health = Arc::new(DbHealth::new());
+        let (asset_events, _) = tokio::sync::broadcast::channel(256);
         let state = AppState {
             leptos_options,
             pool: pool.clone(),
             accounts: accounts.clone(),
             assets: assets.clone(),
+            asset_events: asset_events.clone(),
             services: Services {
                 accounts: Arc::new(accounts.clone()),
+                assets: Arc::new(assets.clone()),
             },
             config: Arc::new(http_config),
             metrics: Arc::new(HttpMetrics::default()),
@@ -123,8 +126,10 @@ impl Application {
             started_at,
         };
         let router = http::router(state);
+        let pool_for_events = pool.clone();
         let mut workers = spawn_workers(pool, accounts, db_health);
         workers.extend(crate::assets::processing::spawn(assets));
+        workers.push(crate::assets::events::spawn(pool_for_events, asset_events));
         Ok(Self {
             listener,
             router,

@@ -863,7 +863,9 @@ async fn the_tus_js_client_uploads_resumes_and_uploads_in_parallel() {
     let dir = app.config.data_dir.join("fixtures");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("plate_v003.exr");
-    let data: Vec<u8> = (0..1_500_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let data: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     std::fs::write(&file, &data).unwrap();
 
     for mode in ["interrupt", "parallel"] {
@@ -876,17 +878,33 @@ async fn the_tus_js_client_uploads_resumes_and_uploads_in_parallel() {
             .output()
             .await
             .expect("node runs");
-        assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let url = report["url"].as_str().unwrap();
         if mode == "interrupt" {
             let from = report["resumedFrom"].as_u64().unwrap();
-            assert!(from > 0 && from < data.len() as u64, "resumed part-way, from {from}");
+            assert!(
+                from > 0 && from < data.len() as u64,
+                "resumed part-way, from {from}"
+            );
         }
         let path = url::Url::parse(url).unwrap().path().to_owned();
         let asset = asset_of(&app, &path).await;
         assert_eq!(wait_processed(&app, &asset).await, "ready", "{mode}");
-        let sha: String = sqlx::query_scalar("select sha256 from asset_versions where asset_id = $1::uuid").bind(&asset).fetch_one(&app.pool).await.unwrap();
-        assert_eq!(sha, sha256_hex(&data), "{mode}: the stored file is the one sent");
+        let sha: String =
+            sqlx::query_scalar("select sha256 from asset_versions where asset_id = $1::uuid")
+                .bind(&asset)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            sha,
+            sha256_hex(&data),
+            "{mode}: the stored file is the one sent"
+        );
     }
 }

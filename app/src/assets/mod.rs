@@ -1,4 +1,12 @@
-//! Assets as the browser sees them: library cards, details, versions and media facts.
+//! Assets as the browser sees them: library cards, details, versions and media facts,
+//! the library and asset pages, and the resumable upload client.
+
+mod api;
+mod pages;
+mod upload;
+
+pub use api::*;
+pub use pages::*;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -69,5 +77,127 @@ mod tests {
         assert_eq!(format_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
         assert_eq!(format_duration(125.4), "2:05");
         assert_eq!(format_duration(3723.0), "1:02:03");
+    }
+}
+
+/// One version of an asset, as its page lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionView {
+    pub id: Uuid,
+    pub number: i32,
+    pub state: String,
+    pub failure: Option<String>,
+    pub original_name: String,
+    pub size: Option<i64>,
+    pub mime: Option<String>,
+    pub kind: Option<String>,
+    pub sha256: Option<String>,
+    pub media: Option<MediaInfo>,
+    pub has_thumbnail: bool,
+    pub has_proxy: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AssetDetail {
+    pub card: AssetCard,
+    pub current: Option<VersionView>,
+    /// Newest first.
+    pub versions: Vec<VersionView>,
+    /// Whether the caller may edit tags, add versions and delete (owner, lead, admin).
+    pub can_edit: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sort {
+    #[default]
+    Newest,
+    Oldest,
+    Name,
+}
+
+impl Sort {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "oldest" => Sort::Oldest,
+            "name" => Sort::Name,
+            _ => Sort::Newest,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sort::Newest => "newest",
+            Sort::Oldest => "oldest",
+            Sort::Name => "name",
+        }
+    }
+}
+
+/// Filters of the library; every field is optional.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LibraryQuery {
+    pub search: Option<String>,
+    pub kind: Option<String>,
+    pub owner: Option<String>,
+    pub tag: Option<String>,
+    pub state: Option<String>,
+    pub sort: Sort,
+    /// Keyset cursor from the previous page.
+    pub after: Option<String>,
+}
+
+pub const LIBRARY_PAGE_SIZE: i64 = 48;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LibraryPage {
+    pub items: Vec<AssetCard>,
+    pub next: Option<String>,
+}
+
+/// Tags as people type them: trimmed, lower-cased, de-duplicated, at most 20 of 40 chars.
+pub fn parse_tags(raw: &str) -> Result<Vec<String>, crate::error::AppError> {
+    let mut tags: Vec<String> = Vec::new();
+    for tag in raw
+        .split(',')
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty())
+    {
+        if tag.chars().count() > 40 || tag.chars().any(char::is_control) {
+            return Err(crate::error::AppError::invalid(format!(
+                "The tag \"{tag}\" is too long or has control characters."
+            )));
+        }
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    if tags.len() > 20 {
+        return Err(crate::error::AppError::invalid(
+            "An asset can have at most 20 tags.",
+        ));
+    }
+    Ok(tags)
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_normalised_and_bounded() {
+        assert_eq!(
+            parse_tags(" Hero, hero ,  night ,").unwrap(),
+            ["hero", "night"]
+        );
+        assert!(parse_tags(&"x".repeat(41)).is_err());
+        assert!(parse_tags(&(0..21).map(|i| i.to_string()).collect::<Vec<_>>().join(",")).is_err());
+    }
+
+    #[test]
+    fn unknown_sorts_fall_back_to_newest() {
+        assert_eq!(Sort::parse("name"), Sort::Name);
+        assert_eq!(Sort::parse("bogus"), Sort::Newest);
     }
 }

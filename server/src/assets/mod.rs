@@ -3,6 +3,8 @@
 
 pub mod detect;
 pub mod downloads;
+pub mod events;
+pub mod library;
 pub mod media;
 pub mod processing;
 pub mod storage;

@@ -91,6 +91,7 @@ async fn process(assets: &Assets, job: Job) {
             fail(assets, job.id, job.asset_id, &reason).await
         }
     };
+    assets.changed(job.asset_id).await;
     match result {
         // Done either way: the original is in storage (or was refused), so the partial
         // upload file can go.

@@ -946,6 +946,16 @@ impl Assets {
         }
         tx.commit().await.map_err(db)?;
         self.wake.notify_one();
+        if let Some(Some(version)) = version {
+            if let Ok(asset) =
+                sqlx::query_scalar::<_, Uuid>("select asset_id from asset_versions where id = $1")
+                    .bind(version)
+                    .fetch_one(&self.pool)
+                    .await
+            {
+                self.changed(asset).await;
+            }
+        }
         Ok(())
     }
 

@@ -92,6 +92,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub accounts: Accounts,
     pub assets: Assets,
+    pub asset_events: tokio::sync::broadcast::Sender<String>,
     pub services: Services,
     pub config: Arc<HttpConfig>,
     pub metrics: Arc<HttpMetrics>,
@@ -148,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .merge(limited)
         .merge(crate::assets::tus::router())
         .merge(crate::assets::downloads::router())
+        .merge(crate::assets::events::router())
         .layer(from_fn_with_state(state.clone(), auth::authorize))
         .layer(from_fn_with_state(state.clone(), csrf::protect))
         .layer(sessions)
