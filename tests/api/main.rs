@@ -2,6 +2,7 @@
 //! and against the built `slate` binary for what only a process can show.
 
 mod binary;
+mod library;
 mod database;
 mod operations;
 mod sign_in;

@@ -10,10 +10,10 @@ use slate_tests::{spawn_app, spawn_app_with, TestApp, ADMIN_EMAIL};
 
 const OCTET: &str = "application/offset+octet-stream";
 
-struct Tus<'a> {
-    app: &'a TestApp,
-    token: String,
-    client: reqwest::Client,
+pub struct Tus<'a> {
+    pub app: &'a TestApp,
+    pub token: String,
+    pub client: reqwest::Client,
 }
 
 fn b64(s: &str) -> String {
@@ -21,7 +21,7 @@ fn b64(s: &str) -> String {
 }
 
 impl<'a> Tus<'a> {
-    async fn new(app: &'a TestApp) -> Tus<'a> {
+    pub async fn new(app: &'a TestApp) -> Tus<'a> {
         let token = app.create_token("uploader", "api", ADMIN_EMAIL).await;
         Tus {
             app,
@@ -79,7 +79,7 @@ impl<'a> Tus<'a> {
     }
 
     /// Uploads `data` in one go and returns the asset id once processing has ended.
-    async fn upload(&self, name: &str, data: &[u8]) -> (String, String) {
+    pub async fn upload(&self, name: &str, data: &[u8]) -> (String, String) {
         let url = self.create(data.len() as u64, name).await;
         let res = self.patch(&url, 0, data.to_vec()).await;
         assert_eq!(res.status(), 204, "{}", res.text().await.unwrap());
