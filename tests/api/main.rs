@@ -2,8 +2,8 @@
 //! and against the built `slate` binary for what only a process can show.
 
 mod binary;
-mod library;
 mod database;
+mod library;
 mod operations;
 mod sign_in;
 mod tokens_and_roles;

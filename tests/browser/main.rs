@@ -1,6 +1,7 @@
 //! Browser end-to-end tests: the user journeys in headless Chromium (Debian's chromium
 //! and chromium-driver), against the real Slate with the built wasm.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -21,6 +22,11 @@ struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // ChromeDriver and the Chromium it started share a process group: end them all,
+        // also when a test fails half-way.
+        let _ = Command::new("kill")
+            .args(["-KILL", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
@@ -48,6 +54,7 @@ async fn browser() -> Browser {
         .port();
     let driver = Command::new(driver_path)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -376,8 +383,16 @@ async fn an_admin_creates_a_user_and_a_token_without_a_page_reload() {
 }
 
 fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).output().expect("ffmpeg is installed");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -389,18 +404,47 @@ async fn a_creator_drops_two_files_watches_them_upload_and_plays_the_proxy() {
     std::fs::create_dir_all(&dir).unwrap();
     let clip = dir.join("shot_020.mp4");
     ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc=duration=3:size=640x360:rate=24", "-f", "lavfi", "-i", "sine=duration=3",
-        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", clip.to_str().unwrap(),
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=duration=3:size=640x360:rate=24",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=3",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        clip.to_str().unwrap(),
     ]);
     let still = dir.join("plate.png");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc=size=640x480", "-frames:v", "1", still.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=640x480",
+        "-frames:v",
+        "1",
+        still.to_str().unwrap(),
+    ]);
 
     let b = browser().await;
     let c = &b.client;
     sign_in(c, &app, "cara@studio.test").await;
-    wait_for(c, "a.nav-link[href='/assets']").await.click().await.unwrap();
+    wait_for(c, "a.nav-link[href='/assets']")
+        .await
+        .click()
+        .await
+        .unwrap();
     wait_path(c, "/assets").await;
-    assert!(text_of(c, ".empty-state").await.contains("Drop files"), "a useful empty library");
+    assert!(
+        text_of(c, ".empty-state").await.contains("Drop files"),
+        "a useful empty library"
+    );
     set_marker(c).await;
 
     // Drag and drop: the files come from a file input WebDriver can fill, then travel in
@@ -412,7 +456,11 @@ async fn a_creator_drops_two_files_watches_them_upload_and_plays_the_proxy() {
     .await
     .unwrap();
     let paths = format!("{}\n{}", clip.display(), still.display());
-    wait_for(c, "#e2e-files").await.send_keys(&paths).await.unwrap();
+    wait_for(c, "#e2e-files")
+        .await
+        .send_keys(&paths)
+        .await
+        .unwrap();
     c.execute(
         "const dt = new DataTransfer(); for (const f of document.getElementById('e2e-files').files) dt.items.add(f);
          document.getElementById('dropzone').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
@@ -422,24 +470,48 @@ async fn a_creator_drops_two_files_watches_them_upload_and_plays_the_proxy() {
     .await
     .unwrap();
     wait_for(c, "#upload-queue li[data-name='shot_020.mp4'] progress").await;
-    wait_for(c, "#upload-queue li[data-name='shot_020.mp4'][data-status=done]").await;
-    wait_for(c, "#upload-queue li[data-name='plate.png'][data-status=done]").await;
-    let value = wait_for(c, "#upload-queue li[data-name='plate.png'] progress").await.attr("value").await.unwrap();
+    wait_for(
+        c,
+        "#upload-queue li[data-name='shot_020.mp4'][data-status=done]",
+    )
+    .await;
+    wait_for(
+        c,
+        "#upload-queue li[data-name='plate.png'][data-status=done]",
+    )
+    .await;
+    let value = wait_for(c, "#upload-queue li[data-name='plate.png'] progress")
+        .await
+        .attr("value")
+        .await
+        .unwrap();
     assert_eq!(value.as_deref(), Some("100.0"));
 
     // Processing finishes on the server; the grid follows by server push, no reload.
     c.wait()
         .at_most(Duration::from_secs(60))
-        .for_element(Locator::Css(".asset-tile[data-name='shot_020.mp4'] .thumb img"))
+        .for_element(Locator::Css(
+            ".asset-tile[data-name='shot_020.mp4'] .thumb img",
+        ))
         .await
         .expect("the video's thumbnail appears");
     wait_for(c, ".asset-tile[data-name='plate.png'] .thumb img").await;
-    assert!(marker_survived(c).await, "the library updated without a reload");
+    assert!(
+        marker_survived(c).await,
+        "the library updated without a reload"
+    );
     screenshot(c, "assets").await;
 
-    wait_for(c, ".asset-tile[data-name='shot_020.mp4']").await.click().await.unwrap();
+    wait_for(c, ".asset-tile[data-name='shot_020.mp4']")
+        .await
+        .click()
+        .await
+        .unwrap();
     let facts = text_of(c, "#asset-facts").await;
-    assert!(facts.contains("640 × 360") && facts.contains("0:03"), "{facts}");
+    assert!(
+        facts.contains("640 × 360") && facts.contains("0:03"),
+        "{facts}"
+    );
     wait_for(c, "video.preview").await;
     let played = c
         .execute_async(
@@ -451,8 +523,14 @@ async fn a_creator_drops_two_files_watches_them_upload_and_plays_the_proxy() {
         .await
         .unwrap();
     assert!(played["error"].is_null(), "the proxy plays: {played}");
-    assert!(played["time"].as_f64().unwrap() > 0.2, "playback advanced: {played}");
-    assert!((played["duration"].as_f64().unwrap() - 3.0).abs() < 0.3, "{played}");
+    assert!(
+        played["time"].as_f64().unwrap() > 0.2,
+        "playback advanced: {played}"
+    );
+    assert!(
+        (played["duration"].as_f64().unwrap() - 3.0).abs() < 0.3,
+        "{played}"
+    );
     screenshot(c, "asset").await;
     let _ = b.client.clone().close().await;
 }

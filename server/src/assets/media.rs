@@ -37,8 +37,7 @@ async fn run(program: &str, input: &Path, args: &[&std::ffi::OsStr]) -> Result<V
         let stderr = String::from_utf8_lossy(&out.stderr);
         let reason = stderr
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or("no message")
             .trim()
             .to_owned();
