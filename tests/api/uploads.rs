@@ -908,3 +908,132 @@ async fn the_tus_js_client_uploads_resumes_and_uploads_in_parallel() {
         );
     }
 }
+
+#[tokio::test]
+async fn hostile_file_names_are_stored_safely() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let long = "x".repeat(4096);
+    for name in [
+        "../../etc/passwd",
+        "nul\0byte\u{7}bell.txt",
+        long.as_str(),
+        "<script>alert(1)</script>.png",
+    ] {
+        let (asset, state) = tus.upload(name, b"harmless bytes").await;
+        assert_eq!(state, "ready", "{name:?}");
+        let stored: String = sqlx::query_scalar("select name from assets where id = $1::uuid")
+            .bind(&asset)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert!(!stored.chars().any(char::is_control), "{stored:?}");
+        assert!(stored.chars().count() <= 255);
+        let res = tus
+            .client
+            .get(app.url(&format!("/api/assets/{asset}/original")))
+            .bearer_auth(&tus.token)
+            .send()
+            .await
+            .unwrap();
+        let disposition = res.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            !disposition.contains('/') || disposition.contains("%2F"),
+            "no paths in {disposition}"
+        );
+    }
+    // Nothing was written outside the data directory's own folders.
+    assert!(!app.config.data_dir.join("etc").exists());
+}
+
+#[tokio::test]
+async fn only_the_configured_kinds_are_accepted() {
+    let app = spawn_app_with(|c| c.upload_kinds = "image,video".into()).await;
+    let tus = Tus::new(&app).await;
+    let (asset, state) = tus
+        .upload(
+            "weights.safetensors",
+            b"\x10\0\0\0\0\0\0\0{\"a\":{\"dtype\":1}}",
+        )
+        .await;
+    assert_eq!(state, "failed");
+    let failure: String = sqlx::query_scalar("select failure from assets where id = $1::uuid")
+        .bind(&asset)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(failure, "model files are not accepted here");
+}
+
+#[tokio::test]
+async fn a_new_version_replaces_the_current_one_when_it_is_ready() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let (asset, _) = tus.upload("comp_v001.txt", b"first version").await;
+    let res = tus
+        .req(Method::POST, "/api/uploads")
+        .header("upload-length", "14")
+        .header(
+            "upload-metadata",
+            format!("filename {},asset {}", b64("comp_v002.txt"), b64(&asset)),
+        )
+        .header("content-type", OCTET)
+        .body("second version")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    for _ in 0..100 {
+        let n: i64 = app
+            .count("select count(*) from asset_versions where state = 'ready'")
+            .await;
+        if n == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (number, name): (i32, String) = sqlx::query_as(
+        "select v.number, v.original_name from assets a join asset_versions v on v.id = a.current_version_id where a.id = $1::uuid",
+    )
+    .bind(&asset)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((number, name.as_str()), (2, "comp_v002.txt"));
+    assert_eq!(
+        app.count("select count(*) from assets").await,
+        1,
+        "a version, not a new asset"
+    );
+    let bad = tus
+        .req(Method::POST, "/api/uploads")
+        .header("upload-length", "3")
+        .header("upload-metadata", format!("asset {}", b64("not-an-id")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    app.create_user("omar@studio.test", "creator").await;
+    let omar = Tus {
+        app: &app,
+        token: app.create_token("omar", "api", "omar@studio.test").await,
+        client: app.bare_client(),
+    };
+    let refused = omar
+        .req(Method::POST, "/api/uploads")
+        .header("upload-length", "3")
+        .header("upload-metadata", format!("asset {}", b64(&asset)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        403,
+        "another creator cannot version someone's asset"
+    );
+    assert_eq!(app.count("select count(*) from asset_versions").await, 2);
+}

@@ -350,7 +350,7 @@ async fn create(
     let upload = assets
         .create_upload(
             &Who::principal(&who, auth.client_addr),
-            who.user_id,
+            &who,
             length,
             &metadata,
             metadata_raw.as_deref(),
@@ -414,7 +414,7 @@ async fn create_final(
     let row = assets
         .create_upload(
             &Who::principal(&who, auth.client_addr),
-            owner,
+            &who,
             Some(total as u64),
             &metadata,
             metadata_raw.as_deref(),
@@ -823,12 +823,13 @@ impl Assets {
     async fn create_upload(
         &self,
         who: &Who,
-        owner: Uuid,
+        uploader: &app::accounts::Principal,
         length: Option<u64>,
         metadata: &BTreeMap<String, String>,
         metadata_raw: Option<&str>,
         partial: bool,
     ) -> TusResult<UploadRow> {
+        let owner = uploader.user_id;
         let id = Uuid::now_v7();
         let expires = Utc::now()
             + chrono::Duration::from_std(self.config.upload_expiry)
@@ -856,9 +857,15 @@ impl Assets {
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(db)?;
-                    found.ok_or_else(|| {
+                    let (asset_owner,) = found.ok_or_else(|| {
                         TusError::new(404, "The asset for this new version does not exist.")
                     })?;
+                    if asset_owner != owner && !uploader.has(app::accounts::Role::Lead) {
+                        return Err(TusError::new(
+                            403,
+                            "Only the asset's owner, a lead or an admin can add a version.",
+                        ));
+                    }
                     Some(asset)
                 }
                 None => None,
@@ -891,7 +898,12 @@ impl Assets {
             .map_err(db)?;
             Some(version)
         };
-        let metadata_json = serde_json::to_value(metadata).unwrap_or_default();
+        // PostgreSQL's jsonb cannot hold NUL characters; people's metadata can.
+        let cleaned: BTreeMap<&String, String> = metadata
+            .iter()
+            .map(|(k, v)| (k, v.replace('\0', "\u{FFFD}")))
+            .collect();
+        let metadata_json = serde_json::to_value(cleaned).unwrap_or_default();
         let row: UploadRow = sqlx::query_as(&format!(
             "insert into uploads (id, owner_id, length, metadata, metadata_raw, concat, state, version_id, expires_at)
              values ($1, $2, $3, $4, $5, $6, 'receiving', $7, $8) returning {UPLOAD_COLUMNS}"
