@@ -216,8 +216,19 @@ fn spawn_workers(
             }
         }),
         tokio::spawn(async move {
+            // Down after two failed checks in a row: one slow answer on a busy disk is
+            // not an outage. Up again at the first good answer.
+            let mut failures = 0;
             loop {
-                db_health.set(http::probe(&pool).await);
+                if http::probe(&pool).await {
+                    failures = 0;
+                    db_health.set(true);
+                } else {
+                    failures += 1;
+                    if failures >= 2 {
+                        db_health.set(false);
+                    }
+                }
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }),

@@ -100,11 +100,19 @@ async fn browser() -> Browser {
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css} never appeared: {e}"))
+    match c.wait().at_most(WAIT).for_element(Locator::Css(css)).await {
+        Ok(element) => element,
+        Err(e) => {
+            // Leave a picture of the page for whoever reads the failure.
+            screenshot(c, "failure").await;
+            let url = c
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            panic!("{css} never appeared on {url}: {e} (see target/screenshots/failure.png)")
+        }
+    }
 }
 
 /// Waits for the wasm to hydrate the page (the app marks <body> when it has).
@@ -533,4 +541,91 @@ async fn a_creator_drops_two_files_watches_them_upload_and_plays_the_proxy() {
     );
     screenshot(c, "asset").await;
     let _ = b.client.clone().close().await;
+}
+
+#[tokio::test]
+async fn an_upload_cut_off_by_a_reload_continues_when_the_file_is_chosen_again() {
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("slate-reload-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("plate_4k.exr");
+    let data: Vec<u8> = (0..96u32 * 1024 * 1024 / 4)
+        .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+        .collect();
+    std::fs::write(&big, &data).unwrap();
+    let app = spawn_app().await;
+
+    let b = browser().await;
+    let c = &b.client;
+    sign_in(c, &app, ADMIN_EMAIL).await;
+    wait_path(c, "/").await;
+    c.goto(&app.url("/assets")).await.unwrap();
+    wait_hydrated(c).await;
+    wait_for(c, "#dropzone input[type=file]")
+        .await
+        .send_keys(&big.display().to_string())
+        .await
+        .unwrap();
+    // Reload as soon as part of the file is on the server.
+    let mut stored = 0i64;
+    for _ in 0..400 {
+        stored = sqlx::query_scalar("select coalesce(max(received), 0) from uploads")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if stored > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(stored > 0, "part of the file arrived before the reload");
+    c.refresh().await.unwrap();
+    wait_hydrated(c).await;
+    assert_eq!(
+        app.count("select count(*) from uploads where state = 'complete'")
+            .await,
+        0,
+        "cut off before the end"
+    );
+
+    wait_for(c, "#dropzone input[type=file]")
+        .await
+        .send_keys(&big.display().to_string())
+        .await
+        .unwrap();
+    let row = "#upload-queue li[data-name='plate_4k.exr']";
+    c.wait()
+        .at_most(Duration::from_secs(120))
+        .for_element(Locator::Css(&format!("{row}[data-status=done]")))
+        .await
+        .expect("the upload finishes");
+    assert_eq!(
+        app.count("select count(*) from uploads where state <> 'terminated'")
+            .await,
+        1,
+        "the same upload, continued"
+    );
+    let mut stored_sha = None;
+    for _ in 0..600 {
+        stored_sha = sqlx::query_scalar::<_, Option<String>>("select sha256 from asset_versions")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if stored_sha.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    use sha2::Digest as _;
+    let want: String = sha2::Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        stored_sha.as_deref(),
+        Some(want.as_str()),
+        "the stored file is intact"
+    );
+    let _ = b.client.clone().close().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
