@@ -6,7 +6,7 @@ use leptos_router::components::{Form, A};
 use leptos_router::hooks::use_query_map;
 
 use super::*;
-use crate::components::{EmptyState, ErrorNote, PageHeader, Time};
+use crate::components::{encode_query_value, EmptyState, ErrorNote, PageHeader, Time};
 use crate::Auth;
 
 #[component]
@@ -361,8 +361,8 @@ pub fn AuditPage() -> impl IntoView {
                         let next = page.next_before.map(|before| {
                             let f = filter();
                             let mut href = format!("/admin/audit?before={before}");
-                            if let Some(a) = f.actor { href.push_str(&format!("&actor={}", encode(&a))); }
-                            if let Some(a) = f.action { href.push_str(&format!("&action={}", encode(&a))); }
+                            if let Some(a) = f.actor { href.push_str(&format!("&actor={}", encode_query_value(&a))); }
+                            if let Some(a) = f.action { href.push_str(&format!("&action={}", encode_query_value(&a))); }
                             href
                         });
                         view! {
@@ -389,27 +389,5 @@ pub fn AuditPage() -> impl IntoView {
                 })}
             </Transition>
         </section>
-    }
-}
-
-/// Percent-encodes a query value (RFC 3986 unreserved characters pass through).
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(super::encode("user.create"), "user.create");
-        assert_eq!(super::encode("a b&c@d"), "a%20b%26c%40d");
     }
 }

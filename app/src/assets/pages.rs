@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::upload::{format_eta, format_speed, UploadItem, UploadStatus, Uploads};
 use super::*;
-use crate::components::{EmptyState, ErrorNote, PageHeader, Time};
+use crate::components::{encode_query_value, EmptyState, ErrorNote, PageHeader, Time};
 
 const KINDS: [(&str, &str); 6] = [
     ("image", "Images"),
@@ -134,9 +134,9 @@ pub fn AssetsPage() -> impl IntoView {
                         let (search, kind, owner, tag, state, sort, _) = filters();
                         let mut qs: Vec<String> = [("search", search), ("kind", kind), ("owner", owner), ("tag", tag), ("state", state), ("sort", sort)]
                             .into_iter()
-                            .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(&v))))
+                            .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode_query_value(&v))))
                             .collect();
-                        qs.push(format!("after={}", encode(&cursor)));
+                        qs.push(format!("after={}", encode_query_value(&cursor)));
                         format!("/assets?{}", qs.join("&"))
                     });
                     view! {
@@ -149,18 +149,6 @@ pub fn AssetsPage() -> impl IntoView {
             })}
         </Transition>
     }
-}
-
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[component]
