@@ -177,7 +177,8 @@ pub struct Config {
     #[arg(long, env = "SLATE_UPLOAD_KINDS", default_value = "all", global = true)]
     pub upload_kinds: String,
 
-    /// How many files are processed (hashed, probed, previewed) at once.
+    /// How many files are processed (hashed, probed, previewed) at once; 0 for a replica
+    /// that only serves.
     #[arg(
         long,
         env = "SLATE_PROCESSING_WORKERS",

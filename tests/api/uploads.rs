@@ -1037,3 +1037,84 @@ async fn a_new_version_replaces_the_current_one_when_it_is_ready() {
     );
     assert_eq!(app.count("select count(*) from asset_versions").await, 2);
 }
+
+fn mount(args: &[&str]) {
+    let out = std::process::Command::new("mount")
+        .args(args)
+        .output()
+        .expect("mount runs");
+    assert!(
+        out.status.success(),
+        "mount {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The partial uploads live on a 1 MiB filesystem that fills up mid-PATCH, then grows.
+#[tokio::test]
+#[ignore = "mounts a small tmpfs, so it needs root; scripts/test runs it when it is root (as CI is)"]
+async fn a_full_disk_is_a_clear_error_and_the_upload_resumes_when_space_returns() {
+    let mut config = slate_tests::test_config(&slate_tests::fresh_database().await);
+    let uploads = config.data_dir.join("uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    mount(&[
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=1m",
+        "tmpfs",
+        uploads.to_str().unwrap(),
+    ]);
+    config.upload_max_bytes = 10 * 1024 * 1024;
+    let app = slate_tests::start(config).await;
+    let tus = Tus::new(&app).await;
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let url = tus.create(data.len() as u64, "too_big_for_now.bin").await;
+
+    let res = tus.patch(&url, 0, data.clone()).await;
+    assert_eq!(res.status().as_u16(), 507);
+    assert!(res.text().await.unwrap().contains("out of disk space"));
+    let kept = tus.offset(&url).await;
+    assert!(
+        kept > 0 && kept < data.len() as u64,
+        "what fitted is kept: {kept}"
+    );
+
+    mount(&["-o", "remount,size=16m", uploads.to_str().unwrap()]);
+    let res = tus.patch(&url, kept, data[kept as usize..].to_vec()).await;
+    assert_eq!(res.status(), 204);
+    let asset = asset_of(&app, &url).await;
+    assert_eq!(wait_processed(&app, &asset).await, "ready");
+    let sha: String = sqlx::query_scalar("select sha256 from asset_versions")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        sha,
+        sha256_hex(&data),
+        "nothing was corrupted by the failure"
+    );
+    app.stop().await;
+    let _ = std::process::Command::new("umount").arg(&uploads).status();
+}
+
+#[tokio::test]
+async fn processing_left_undone_by_a_stopped_server_is_done_by_the_next() {
+    let app = spawn_app_with(|c| c.processing_workers = 0).await;
+    let tus = Tus::new(&app).await;
+    let url = tus.create(5, "later.txt").await;
+    assert_eq!(tus.patch(&url, 0, b"later".to_vec()).await.status(), 204);
+    let asset = asset_of(&app, &url).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let state: String = sqlx::query_scalar("select state from assets where id = $1::uuid")
+        .bind(&asset)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "processing", "nobody has processed it yet");
+
+    let mut config = app.kill();
+    config.processing_workers = 2;
+    let app = slate_tests::start(config).await;
+    assert_eq!(wait_processed(&app, &asset).await, "ready");
+}

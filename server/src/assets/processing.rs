@@ -1,7 +1,8 @@
 //! The processing worker: for each finished upload, hash and identify the bytes, store
 //! them content-addressed, probe media, make a thumbnail and a web proxy. Versions are
-//! claimed with `for update skip locked` under a lease, so several workers (and
-//! replicas) never process one twice, and a crash mid-way is picked up again.
+//! claimed with `for update skip locked` under a two-minute lease kept alive while the
+//! work runs, so several workers (and replicas) never process one twice, and work cut off
+//! by a crash is picked up again soon after.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use super::Assets;
 const MAX_ATTEMPTS: i32 = 3;
 
 pub fn spawn(assets: Assets) -> Vec<JoinHandle<()>> {
-    let mut handles: Vec<JoinHandle<()>> = (0..assets.config.processing_workers.max(1))
+    let mut handles: Vec<JoinHandle<()>> = (0..assets.config.processing_workers)
         .map(|_| tokio::spawn(worker(assets.clone())))
         .collect();
     handles.push(tokio::spawn(async move {
@@ -61,7 +62,7 @@ struct Job {
 
 async fn claim(assets: &Assets) -> Result<Option<Job>, sqlx::Error> {
     sqlx::query_as(
-        "update asset_versions set lease_until = now() + interval '30 minutes', attempts = attempts + 1, updated_at = now()
+        "update asset_versions set lease_until = now() + interval '2 minutes', attempts = attempts + 1, updated_at = now()
          where id = (select id from asset_versions
                      where state = 'processing' and (lease_until is null or lease_until < now())
                      order by created_at limit 1 for update skip locked)
@@ -77,6 +78,24 @@ async fn process(assets: &Assets, job: Job) {
         .iter()
         .map(|s| assets.scratch.join(format!("{}-{s}", job.id)))
         .collect();
+    // Keep the claim alive while working: a crashed worker's claim lapses within two
+    // minutes and another worker (or this one after a restart) takes the version up.
+    let heartbeat = {
+        let pool = assets.pool.clone();
+        let id = job.id;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let renewed = sqlx::query("update asset_versions set lease_until = now() + interval '2 minutes' where id = $1")
+                    .bind(id)
+                    .execute(&pool)
+                    .await;
+                if let Err(err) = renewed {
+                    tracing::warn!(error = %err, "renewing a processing claim failed");
+                }
+            }
+        })
+    };
     let outcome = if job.attempts > MAX_ATTEMPTS {
         Err(format!(
             "processing was interrupted {MAX_ATTEMPTS} times; upload the file again"
@@ -84,6 +103,7 @@ async fn process(assets: &Assets, job: Job) {
     } else {
         run(assets, &job, &scratch).await
     };
+    heartbeat.abort();
     let result = match outcome {
         Ok(()) => finish(assets, job.id, job.asset_id).await,
         Err(reason) => {
