@@ -4,7 +4,7 @@
 use futures::StreamExt as _;
 use slate_tests::{spawn_app, ADMIN_EMAIL};
 
-use crate::uploads::Tus;
+use slate_tests::tus::Tus;
 
 async fn list(
     app: &slate_tests::TestApp,

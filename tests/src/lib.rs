@@ -7,6 +7,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub mod tus;
+
 use clap::Parser as _;
 use reqwest::header::{HeaderMap, HeaderValue, ORIGIN};
 use server::cli::Cli;

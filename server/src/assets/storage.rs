@@ -52,7 +52,14 @@ impl Storage {
                     std::fs::create_dir_all(&root)?;
                     return Self::local(&root);
                 }
-                let options = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
+                // Only the providers' own variables (AWS_*, GOOGLE_*, AZURE_*) configure the store.
+                let options = std::env::vars()
+                    .filter(|(k, _)| {
+                        ["AWS_", "GOOGLE_", "AZURE_"]
+                            .iter()
+                            .any(|p| k.starts_with(p))
+                    })
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v));
                 let (store, prefix) = object_store::parse_url_opts(&parsed, options)
                     .map_err(|e| StorageError::BadUrl(format!("{url}: {e}")))?;
                 let described = format!(

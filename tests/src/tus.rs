@@ -1,0 +1,124 @@
+//! A small tus client for tests: create, patch, head, and wait for processing.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::{Method, Response};
+use sha2::Digest as _;
+
+use crate::{TestApp, ADMIN_EMAIL};
+
+pub const OCTET: &str = "application/offset+octet-stream";
+
+pub struct Tus<'a> {
+    pub app: &'a TestApp,
+    pub token: String,
+    pub client: reqwest::Client,
+}
+
+pub fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+impl<'a> Tus<'a> {
+    pub async fn new(app: &'a TestApp) -> Tus<'a> {
+        let token = app.create_token("uploader", "api", ADMIN_EMAIL).await;
+        Tus {
+            app,
+            token,
+            client: app.bare_client(),
+        }
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.app.url(path))
+            .bearer_auth(&self.token)
+            .header("tus-resumable", "1.0.0")
+    }
+
+    pub async fn create(&self, length: u64, name: &str) -> String {
+        let res = self
+            .req(Method::POST, "/api/uploads")
+            .header("upload-length", length.to_string())
+            .header(
+                "upload-metadata",
+                format!(
+                    "filename {},filetype {}",
+                    b64(name),
+                    b64("application/octet-stream")
+                ),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+        assert!(res.headers().contains_key("upload-expires"));
+        res.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    pub async fn patch(&self, url: &str, offset: u64, body: Vec<u8>) -> Response {
+        self.req(Method::PATCH, url)
+            .header("upload-offset", offset.to_string())
+            .header("content-type", OCTET)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn offset(&self, url: &str) -> u64 {
+        let res = self.req(Method::HEAD, url).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        res.headers()["upload-offset"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Uploads `data` in one go and returns the asset id once processing has ended.
+    pub async fn upload(&self, name: &str, data: &[u8]) -> (String, String) {
+        let url = self.create(data.len() as u64, name).await;
+        let res = self.patch(&url, 0, data.to_vec()).await;
+        assert_eq!(res.status(), 204, "{}", res.text().await.unwrap());
+        let asset = asset_of(self.app, &url).await;
+        let state = wait_processed(self.app, &asset).await;
+        (asset, state)
+    }
+}
+
+pub async fn asset_of(app: &TestApp, url: &str) -> String {
+    let id = uuid::Uuid::parse_str(url.rsplit('/').next().unwrap()).unwrap();
+    let asset: uuid::Uuid = sqlx::query_scalar("select v.asset_id from uploads u join asset_versions v on v.id = u.version_id where u.id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    asset.to_string()
+}
+
+pub async fn wait_processed(app: &TestApp, asset: &str) -> String {
+    let id = uuid::Uuid::parse_str(asset).unwrap();
+    for _ in 0..600 {
+        let state: String = sqlx::query_scalar("select state from assets where id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if state == "ready" || state == "failed" {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("asset {asset} was never processed");
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex_string(&sha2::Sha256::digest(data))
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
