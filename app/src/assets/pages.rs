@@ -39,10 +39,12 @@ fn follow_asset_events(refresh: RwSignal<u64>) {
                 Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |_| refresh.update(|n| *n += 1));
             let _ = source
                 .add_event_listener_with_callback("asset", on_change.as_ref().unchecked_ref());
-            on_change.forget();
-            let kept = StoredValue::new_local(source);
+            // The listener lives as long as the page: closed, then freed, when it is left.
+            let kept = send_wrapper::SendWrapper::new((source, on_change));
             on_cleanup(move || {
-                let _ = kept.try_with_value(|s| s.close());
+                let (source, on_change) = kept.take();
+                source.close();
+                drop(on_change);
             });
         });
     }
