@@ -599,31 +599,42 @@ async fn append(
             "Another request is writing to this upload; try again shortly.",
         ));
     };
-    let result = write_body(assets, row, lease, start, body, checksum.as_mut()).await;
-    let released = assets.release_lease(row.id, lease).await;
-    let written_to = result?;
-    released?;
-    if let Some(sum) = checksum {
-        let ok = match sum {
-            Checksum::Sha1(h, want) => h.finalize().as_slice() == want.as_slice(),
-            Checksum::Sha256(h, want) => h.finalize().as_slice() == want.as_slice(),
-        };
-        if !ok {
-            truncate(assets, row.id, start).await?;
-            return Err(TusError::new(
-                460,
-                "Checksum mismatch: the chunk was discarded.",
-            ));
+    // Everything that touches the file happens under the lease; the last step records
+    // the new offset and lets go in one statement.
+    let outcome = async {
+        let new_offset = write_body(assets, row, lease, start, body, checksum.as_mut()).await?;
+        if let Some(sum) = checksum {
+            let ok = match sum {
+                Checksum::Sha1(h, want) => h.finalize().as_slice() == want.as_slice(),
+                Checksum::Sha256(h, want) => h.finalize().as_slice() == want.as_slice(),
+            };
+            if !ok {
+                truncate(assets, row.id, start).await?;
+                return Err(TusError::new(
+                    460,
+                    "Checksum mismatch: the chunk was discarded.",
+                ));
+            }
         }
+        let complete = row.length.is_some_and(|len| new_offset == len as u64);
+        if complete {
+            let done = tokio::fs::File::open(assets.partial_path(row.id))
+                .await
+                .map_err(io)?;
+            done.sync_all().await.map_err(io)?;
+        }
+        Ok((new_offset, complete))
     }
-    let new_offset = written_to;
-    let complete = row.length.is_some_and(|len| new_offset == len as u64);
-    assets.record_offset(row, new_offset).await?;
+    .await;
+    let (new_offset, complete) = match outcome {
+        Ok(done) => done,
+        Err(err) => {
+            assets.release_lease(row.id, lease).await?;
+            return Err(err);
+        }
+    };
+    assets.record_offset(row, new_offset, lease).await?;
     if complete {
-        let done = tokio::fs::File::open(assets.partial_path(row.id))
-            .await
-            .map_err(io)?;
-        done.sync_all().await.map_err(io)?;
         assets.complete(row.id, new_offset as i64).await?;
         row.state = "complete".into();
     }
@@ -779,16 +790,19 @@ impl Assets {
         Ok(())
     }
 
-    async fn record_offset(&self, row: &mut UploadRow, offset: u64) -> TusResult<()> {
+    /// Records the offset reached, extends the expiry, and releases the PATCH's lease.
+    async fn record_offset(&self, row: &mut UploadRow, offset: u64, lease: Uuid) -> TusResult<()> {
         let expires = Utc::now()
             + chrono::Duration::from_std(self.config.upload_expiry)
                 .unwrap_or(chrono::Duration::hours(24));
         sqlx::query(
-            "update uploads set received = $2, expires_at = $3, updated_at = now() where id = $1",
+            "update uploads set received = $2, expires_at = $3, updated_at = now(), lease_until = null, lease_token = null
+             where id = $1 and lease_token = $4",
         )
         .bind(row.id)
         .bind(offset as i64)
         .bind(expires)
+        .bind(lease)
         .execute(&self.pool)
         .await
         .map_err(db)?;
