@@ -50,11 +50,8 @@ async fn wait_ready(base: &str, child: &mut Child) {
 }
 
 fn stop(child: &mut Child) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     for _ in 0..300 {
         if let Some(status) = child.try_wait().unwrap() {
             return status;

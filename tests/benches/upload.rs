@@ -270,9 +270,12 @@ async fn run() {
         peak.saturating_sub(rss_before) as f64 / 1024.0
     );
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }

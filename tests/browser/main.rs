@@ -24,9 +24,14 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // ChromeDriver and the Chromium it started share a process group: end them all,
         // also when a test fails half-way.
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.driver.id())])
-            .status();
+        if let Ok(pid) = i32::try_from(self.driver.id()) {
+            if pid > 1 {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
