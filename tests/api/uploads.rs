@@ -544,19 +544,6 @@ async fn a_crash_mid_patch_keeps_what_arrived_and_the_upload_resumes() {
     assert_eq!(sha, sha256_hex(&data));
 }
 
-fn ffmpeg(args: &[&str]) {
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(args)
-        .output()
-        .expect("ffmpeg is installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn video_and_images_get_media_facts_thumbnails_and_proxies() {
     let app = spawn_app().await;
@@ -564,7 +551,7 @@ async fn video_and_images_get_media_facts_thumbnails_and_proxies() {
     let dir = app.config.data_dir.join("fixtures");
     std::fs::create_dir_all(&dir).unwrap();
     let clip = dir.join("clip.mov");
-    ffmpeg(&[
+    slate_tests::ffmpeg(&[
         "-f",
         "lavfi",
         "-i",
@@ -581,7 +568,7 @@ async fn video_and_images_get_media_facts_thumbnails_and_proxies() {
         clip.to_str().unwrap(),
     ]);
     let still = dir.join("still.png");
-    ffmpeg(&[
+    slate_tests::ffmpeg(&[
         "-f",
         "lavfi",
         "-i",

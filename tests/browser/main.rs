@@ -395,19 +395,6 @@ async fn an_admin_creates_a_user_and_a_token_without_a_page_reload() {
     let _ = b.client.clone().close().await;
 }
 
-fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(args)
-        .output()
-        .expect("ffmpeg is installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn a_creator_drops_two_files_watches_them_upload_and_plays_the_proxy() {
     let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
@@ -416,7 +403,7 @@ async fn a_creator_drops_two_files_watches_them_upload_and_plays_the_proxy() {
     let dir = app.config.data_dir.join("fixtures");
     std::fs::create_dir_all(&dir).unwrap();
     let clip = dir.join("shot_020.mp4");
-    ffmpeg(&[
+    slate_tests::ffmpeg(&[
         "-f",
         "lavfi",
         "-i",
@@ -435,7 +422,7 @@ async fn a_creator_drops_two_files_watches_them_upload_and_plays_the_proxy() {
         clip.to_str().unwrap(),
     ]);
     let still = dir.join("plate.png");
-    ffmpeg(&[
+    slate_tests::ffmpeg(&[
         "-f",
         "lavfi",
         "-i",

@@ -4,19 +4,6 @@
 use slate_tests::spawn_app_with;
 use slate_tests::tus::{sha256_hex, Tus};
 
-fn ffmpeg(args: &[&str]) {
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(args)
-        .output()
-        .expect("ffmpeg is installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `SLATE_STORAGE=s3://…` against an S3-compatible server (moto) on loopback.
 #[tokio::test]
 async fn files_go_to_s3_when_the_storage_is_a_bucket_url() {
@@ -71,7 +58,7 @@ async fn files_go_to_s3_when_the_storage_is_a_bucket_url() {
     let dir = app.config.data_dir.join("fixtures");
     std::fs::create_dir_all(&dir).unwrap();
     let still = dir.join("still.png");
-    ffmpeg(&[
+    slate_tests::ffmpeg(&[
         "-f",
         "lavfi",
         "-i",
