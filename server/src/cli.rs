@@ -199,17 +199,7 @@ where
     let db = Database::open(config).await?;
     let result = async {
         db.migrate().await?;
-        let info = app::accounts::ServerInfo {
-            version: env!("CARGO_PKG_VERSION").into(),
-            started_at: chrono::Utc::now(),
-            database: db.kind().into(),
-        };
-        let accounts = crate::accounts::Accounts::new(
-            db.pool.clone(),
-            config.login_max_failures,
-            std::time::Duration::from_secs(u64::from(config.login_window_seconds)),
-            info,
-        );
+        let accounts = crate::accounts::Accounts::open(&db, config);
         f(accounts).await.map_err(anyhow::Error::from)
     }
     .await;

@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use app::accounts::ServerInfo;
 use app::backend::Services;
-use chrono::Utc;
 use leptos::prelude::LeptosOptions;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -47,18 +45,8 @@ impl Application {
             return Err((err.into(), db));
         }
         let pool = db.pool.clone();
-        let started_at = Utc::now();
-        let info = ServerInfo {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            started_at,
-            database: db.kind().to_owned(),
-        };
-        let accounts = Accounts::new(
-            pool.clone(),
-            config.login_max_failures,
-            Duration::from_secs(u64::from(config.login_window_seconds)),
-            info,
-        );
+        let accounts = Accounts::open(&db, config);
+        let started_at = accounts.started_at();
         if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
             match accounts.bootstrap_admin(email, password).await {
                 Ok(true) => {

@@ -202,16 +202,20 @@ impl TestApp {
         client
     }
 
-    pub async fn create_user(&self, email: &str, role: &str) {
+    /// Calls a server function as the first admin, with a fresh session.
+    pub async fn as_admin(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         let admin = self.client();
         assert!(self
             .login(&admin, ADMIN_EMAIL, PASSWORD)
             .await
             .status()
             .is_success());
+        self.call(&admin, path, form).await
+    }
+
+    pub async fn create_user(&self, email: &str, role: &str) {
         let res = self
-            .call(
-                &admin,
+            .as_admin(
                 "/api/admin/create_user",
                 &[("email", email), ("role", role), ("password", PASSWORD)],
             )
@@ -226,15 +230,8 @@ impl TestApp {
 
     /// Creates a token through the admin API and returns its secret.
     pub async fn create_token(&self, name: &str, scope: &str, owner: &str) -> String {
-        let admin = self.client();
-        assert!(self
-            .login(&admin, ADMIN_EMAIL, PASSWORD)
-            .await
-            .status()
-            .is_success());
         let res = self
-            .call(
-                &admin,
+            .as_admin(
                 "/api/admin/create_token",
                 &[("name", name), ("scope", scope), ("owner", owner)],
             )

@@ -73,13 +73,24 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 }
 
 impl Accounts {
-    pub fn new(pool: PgPool, max_failures: u32, window: Duration, info: ServerInfo) -> Self {
+    /// Accounts on `db`, with the sign-in limits of `config`.
+    pub fn open(db: &crate::db::Database, config: &crate::config::Config) -> Self {
+        let info = ServerInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: Utc::now(),
+            database: db.kind().to_owned(),
+        };
         Self {
-            pool,
-            max_failures: i64::from(max_failures.max(1)),
-            window,
+            pool: db.pool.clone(),
+            max_failures: i64::from(config.login_max_failures.max(1)),
+            window: Duration::from_secs(u64::from(config.login_window_seconds)),
             info,
         }
+    }
+
+    /// When this process started.
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.info.started_at
     }
 
     pub async fn create_user_as(
