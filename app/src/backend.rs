@@ -12,6 +12,7 @@ use crate::accounts::{
     AuditPage, AuditQuery, CreatedToken, CreatedUser, Dashboard, Principal, Role, TokenScope,
     TokenView, UserView,
 };
+use crate::architecture::{NodeDetail, Topology};
 use crate::assets::{AssetDetail, LibraryPage, LibraryQuery};
 use crate::error::AppError;
 
@@ -64,6 +65,12 @@ pub trait AssetsBackend: Send + Sync + 'static {
     async fn delete(&self, actor: &Actor, id: Uuid) -> Result<(), AppError>;
 }
 
+/// The cluster as Slate sees it (live, last known, or desired from the manifests).
+pub trait ClusterBackend: Send + Sync + 'static {
+    fn topology(&self) -> Topology;
+    fn node_detail(&self, id: &str) -> Result<NodeDetail, AppError>;
+}
+
 /// The browser session of the current request.
 #[async_trait]
 pub trait SessionControl: Send + Sync + 'static {
@@ -99,6 +106,7 @@ impl RequestAuth {
 pub struct Services {
     pub accounts: Arc<dyn AccountsBackend>,
     pub assets: Arc<dyn AssetsBackend>,
+    pub cluster: Arc<dyn ClusterBackend>,
 }
 
 pub fn services() -> Result<Services, AppError> {

@@ -2,6 +2,7 @@
 //! (rendering, `ssr`) and the browser (hydration, `hydrate`).
 
 pub mod accounts;
+pub mod architecture;
 pub mod assets;
 #[cfg(feature = "ssr")]
 pub mod backend;

@@ -11,6 +11,7 @@ use crate::accounts::{
     get_dashboard, AuditPage, Dashboard, Login, LoginPage, Logout, Principal, Role, TokensPage,
     UsersPage,
 };
+use crate::architecture::ArchitecturePage;
 use crate::assets::{AssetPage, AssetsPage};
 use crate::components::{EmptyState, ErrorNote, PageHeader, RoleBadge, Time};
 use crate::error::AppError;
@@ -109,6 +110,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("") view=DashboardPage/>
                     <Route path=path!("assets") view=AssetsPage/>
                     <Route path=path!("assets/:id") view=AssetPage/>
+                    <Route path=path!("architecture") view=ArchitecturePage/>
                     <Route path=path!("admin/users") view=UsersPage/>
                     <Route path=path!("admin/tokens") view=TokensPage/>
                     <Route path=path!("admin/audit") view=AuditPage/>
@@ -122,6 +124,7 @@ pub fn App() -> impl IntoView {
 const NAV: &[(&str, &str, Role)] = &[
     ("Dashboard", "/", Role::Creator),
     ("Assets", "/assets", Role::Creator),
+    ("Architecture", "/architecture", Role::Lead),
     ("Users", "/admin/users", Role::Admin),
     ("Tokens", "/admin/tokens", Role::Admin),
     ("Audit log", "/admin/audit", Role::Admin),
@@ -270,7 +273,8 @@ mod tests {
     fn creators_see_only_the_dashboard_and_admins_see_everything() {
         let creator: Vec<_> = nav_for(Role::Creator).map(|(l, _, _)| *l).collect();
         assert_eq!(creator, ["Dashboard", "Assets"]);
-        assert_eq!(nav_for(Role::Lead).count(), 2);
+        let lead: Vec<_> = nav_for(Role::Lead).map(|(l, _, _)| *l).collect();
+        assert_eq!(lead, ["Dashboard", "Assets", "Architecture"]);
         assert_eq!(nav_for(Role::Admin).count(), NAV.len());
     }
 }

@@ -196,6 +196,34 @@ pub struct Config {
         global = true
     )]
     pub pg_os_user: String,
+
+    /// Whether to connect to a Kubernetes cluster: `auto` uses the in-cluster service
+    /// account when running in a pod, else the file named by KUBECONFIG, else none (the
+    /// architecture page then shows the desired state from the built-in k8s/ manifests);
+    /// `off` never connects.
+    #[arg(long, env = "SLATE_KUBE", value_enum, default_value_t = KubeMode::Auto, global = true)]
+    pub kube: KubeMode,
+
+    /// The kubeconfig file used outside a cluster (when it names several files separated
+    /// by `:`, the first that exists).
+    #[arg(long, env = "KUBECONFIG", global = true)]
+    pub kubeconfig: Option<String>,
+
+    /// The namespace the pipeline runs in.
+    #[arg(
+        long,
+        env = "SLATE_NAMESPACE",
+        default_value = "ai-film",
+        global = true
+    )]
+    pub namespace: String,
+}
+
+/// See `Config::kube`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KubeMode {
+    Auto,
+    Off,
 }
 
 impl Config {

@@ -98,15 +98,18 @@ impl Application {
         };
         let db_health = Arc::new(DbHealth::new());
         let (asset_events, _) = tokio::sync::broadcast::channel(256);
+        let (cluster, cluster_tasks) = crate::cluster::Cluster::start(config).await;
         let state = AppState {
             leptos_options,
             pool: pool.clone(),
             accounts: accounts.clone(),
             assets: assets.clone(),
             asset_events: asset_events.clone(),
+            cluster: cluster.clone(),
             services: Services {
                 accounts: Arc::new(accounts.clone()),
                 assets: Arc::new(assets.clone()),
+                cluster: Arc::new(cluster),
             },
             config: Arc::new(http_config),
             metrics: Arc::new(HttpMetrics::default()),
@@ -118,6 +121,7 @@ impl Application {
         let mut workers = spawn_workers(pool, accounts, db_health);
         workers.extend(crate::assets::processing::spawn(assets));
         workers.push(crate::assets::events::spawn(pool_for_events, asset_events));
+        workers.extend(cluster_tasks);
         Ok(Self {
             listener,
             router,

@@ -93,6 +93,7 @@ pub struct AppState {
     pub accounts: Accounts,
     pub assets: Assets,
     pub asset_events: tokio::sync::broadcast::Sender<String>,
+    pub cluster: crate::cluster::Cluster,
     pub services: Services,
     pub config: Arc<HttpConfig>,
     pub metrics: Arc<HttpMetrics>,
@@ -150,6 +151,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::assets::tus::router())
         .merge(crate::assets::downloads::router())
         .merge(crate::assets::events::router())
+        .merge(crate::cluster::http::router())
         .layer(from_fn_with_state(state.clone(), auth::authorize))
         .layer(from_fn_with_state(state.clone(), csrf::protect))
         .layer(sessions)

@@ -1,6 +1,7 @@
 //! The one place that says who may reach which path. Server functions carry their
 //! required role in their URL prefix (`/api/public`, `/api`, `/api/lead`, `/api/admin`);
-//! pages under `/admin` need an admin; everything else needs someone signed in.
+//! pages under `/admin` need an admin, `/architecture` a lead; everything else needs
+//! someone signed in.
 
 use app::accounts::Role;
 
@@ -21,7 +22,7 @@ pub fn required(path: &str) -> Access {
         Access::Public
     } else if under("/admin") || under("/api/admin") {
         Access::SignedIn(Role::Admin)
-    } else if under("/api/lead") {
+    } else if under("/api/lead") || under("/architecture") {
         Access::SignedIn(Role::Lead)
     } else {
         Access::SignedIn(Role::Creator)
@@ -48,6 +49,7 @@ mod tests {
         assert_eq!(required("/api/dashboard"), Access::SignedIn(Role::Creator));
         assert_eq!(required("/api/lead/anything"), Access::SignedIn(Role::Lead));
         assert_eq!(required("/admin"), Access::SignedIn(Role::Admin));
+        assert_eq!(required("/architecture"), Access::SignedIn(Role::Lead));
         assert_eq!(required("/admin/users"), Access::SignedIn(Role::Admin));
         assert_eq!(
             required("/api/admin/list_users"),

@@ -1,0 +1,94 @@
+//! The namespace's objects at one moment, whether read live from the watchers' stores or
+//! parsed from the `k8s/` manifests: the one input the topology is built from.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::core::PartialObjectMeta;
+use serde_json::Value;
+
+#[derive(Clone, Default)]
+pub struct Objects {
+    pub deployments: Vec<Arc<Deployment>>,
+    pub statefulsets: Vec<Arc<StatefulSet>>,
+    pub replicasets: Vec<Arc<ReplicaSet>>,
+    pub pods: Vec<Arc<Pod>>,
+    pub services: Vec<Arc<Service>>,
+    pub ingresses: Vec<Arc<Ingress>>,
+    pub pvcs: Vec<Arc<PersistentVolumeClaim>>,
+    pub configmaps: Vec<Arc<ConfigMap>>,
+    /// Metadata only: Slate never reads Secret values.
+    pub secrets: Vec<Arc<PartialObjectMeta<Secret>>>,
+    pub jobs: Vec<Arc<Job>>,
+    pub hpas: Vec<Arc<HorizontalPodAutoscaler>>,
+    pub events: Vec<Arc<Event>>,
+}
+
+impl Objects {
+    pub fn len(&self) -> usize {
+        self.deployments.len()
+            + self.statefulsets.len()
+            + self.replicasets.len()
+            + self.pods.len()
+            + self.services.len()
+            + self.ingresses.len()
+            + self.pvcs.len()
+            + self.configmaps.len()
+            + self.secrets.len()
+            + self.jobs.len()
+            + self.hpas.len()
+            + self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sorts objects from parsed documents into their kinds. Kinds the topology does not
+    /// draw (Namespace, RBAC, ServiceAccount) are skipped; a Secret keeps only its
+    /// metadata. Fails on a document that does not parse as its kind.
+    pub fn from_documents(docs: &[Value]) -> Result<Objects, String> {
+        fn parse<T: serde::de::DeserializeOwned>(doc: &Value) -> Result<Arc<T>, String> {
+            serde_json::from_value(doc.clone())
+                .map(Arc::new)
+                .map_err(|e| {
+                    format!(
+                        "{} {}: {e}",
+                        doc["kind"].as_str().unwrap_or("?"),
+                        doc["metadata"]["name"].as_str().unwrap_or("?")
+                    )
+                })
+        }
+        let mut o = Objects::default();
+        for doc in docs {
+            match doc["kind"].as_str().unwrap_or_default() {
+                "Deployment" => o.deployments.push(parse(doc)?),
+                "StatefulSet" => o.statefulsets.push(parse(doc)?),
+                "ReplicaSet" => o.replicasets.push(parse(doc)?),
+                "Pod" => o.pods.push(parse(doc)?),
+                "Service" => o.services.push(parse(doc)?),
+                "Ingress" => o.ingresses.push(parse(doc)?),
+                "PersistentVolumeClaim" => o.pvcs.push(parse(doc)?),
+                "ConfigMap" => o.configmaps.push(parse(doc)?),
+                "Secret" => {
+                    let secret: Secret =
+                        serde_json::from_value(doc.clone()).map_err(|e| format!("Secret: {e}"))?;
+                    o.secrets.push(Arc::new(PartialObjectMeta {
+                        types: None,
+                        metadata: secret.metadata,
+                        _phantom: Default::default(),
+                    }));
+                }
+                "Job" => o.jobs.push(parse(doc)?),
+                "HorizontalPodAutoscaler" => o.hpas.push(parse(doc)?),
+                "Event" => o.events.push(parse(doc)?),
+                _ => {}
+            }
+        }
+        Ok(o)
+    }
+}
