@@ -26,6 +26,7 @@ pub struct Application {
     db: Database,
     workers: Vec<JoinHandle<()>>,
     addr: SocketAddr,
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -99,6 +100,7 @@ impl Application {
         let db_health = Arc::new(DbHealth::new());
         let (asset_events, _) = tokio::sync::broadcast::channel(256);
         let (cluster, cluster_tasks) = crate::cluster::Cluster::start(config).await;
+        let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let state = AppState {
             leptos_options,
             pool: pool.clone(),
@@ -106,6 +108,7 @@ impl Application {
             assets: assets.clone(),
             asset_events: asset_events.clone(),
             cluster: cluster.clone(),
+            stopping: stopping_rx,
             services: Services {
                 accounts: Arc::new(accounts.clone()),
                 assets: Arc::new(assets.clone()),
@@ -128,6 +131,7 @@ impl Application {
             db,
             workers,
             addr,
+            stopping,
         })
     }
 
@@ -150,8 +154,14 @@ impl Application {
             router,
             db,
             workers,
+            stopping,
             ..
         } = self;
+        let shutdown = async move {
+            shutdown.await;
+            // End the event streams first, or graceful shutdown waits for them forever.
+            let _ = stopping.send(true);
+        };
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -7,6 +7,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub mod fake_kube;
+pub mod kube_fixtures;
 pub mod tus;
 
 use clap::Parser as _;
@@ -81,6 +83,9 @@ pub fn test_config(database_url: &str) -> Config {
     config.admin_email = Some(ADMIN_EMAIL.to_owned());
     config.admin_password = Some(PASSWORD.to_owned());
     config.db_wait_seconds = 5;
+    // Never a real cluster by accident: cluster tests point at their fake API server.
+    config.kube = server::config::KubeMode::Off;
+    config.kubeconfig = None;
     config.data_dir =
         std::env::temp_dir().join(format!("slate-test-{}", uuid::Uuid::now_v7().simple()));
     config

@@ -44,8 +44,9 @@ pub fn replicas_text(ready: Option<i32>, desired: Option<i32>) -> Option<String>
     }
 }
 
-/// A complete, standalone SVG document. `interactive` adds focus and click targets.
-pub fn render_svg(topology: &Topology, interactive: bool) -> String {
+/// A complete, standalone SVG document. `interactive` adds focus and click targets;
+/// `selected` marks one box.
+pub fn render_svg(topology: &Topology, interactive: bool, selected: Option<&str>) -> String {
     let l = layout(topology);
     let mut s = String::with_capacity(2048 + l.boxes.len() * 900 + l.curves.len() * 160);
     let _ = write!(
@@ -65,7 +66,7 @@ pub fn render_svg(topology: &Topology, interactive: bool) -> String {
     s.push_str(r##"<defs><marker id="arrow" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L8,4 L0,8 z" fill="#6b7280"/></marker></defs>"##);
     lanes(&mut s, &l);
     edges(&mut s, &l);
-    boxes(&mut s, &l, interactive);
+    boxes(&mut s, &l, interactive, selected);
     legend(&mut s, &l);
     s.push_str("</svg>");
     s
@@ -120,7 +121,7 @@ fn edges(s: &mut String, l: &Layout<'_>) {
     s.push_str("</g>");
 }
 
-fn boxes(s: &mut String, l: &Layout<'_>, interactive: bool) {
+fn boxes(s: &mut String, l: &Layout<'_>, interactive: bool, selected: Option<&str>) {
     for b in &l.boxes {
         let n = b.node;
         let (fill, stroke, ink) = n.health.colours();
@@ -139,8 +140,13 @@ fn boxes(s: &mut String, l: &Layout<'_>, interactive: bool) {
         };
         let _ = write!(
             s,
-            r#"<g class="node health-{health}" data-id="{id}" data-health="{health}" transform="translate({x:.0},{y:.0})"{focus}><title>{title}</title><rect width="{w:.0}" height="{h:.0}" rx="8" fill="{fill}" stroke="{stroke}" stroke-width="{sw}"/>"#,
+            r#"<g class="node health-{health}{chosen}" data-id="{id}" data-health="{health}" transform="translate({x:.0},{y:.0})"{focus}><title>{title}</title><rect width="{w:.0}" height="{h:.0}" rx="8" fill="{fill}" stroke="{stroke}" stroke-width="{sw}"/>"#,
             health = n.health.label().to_ascii_lowercase(),
+            chosen = if selected == Some(n.id.as_str()) {
+                " selected"
+            } else {
+                ""
+            },
             id = esc(&n.id),
             x = b.x,
             y = b.y,
@@ -172,9 +178,15 @@ fn boxes(s: &mut String, l: &Layout<'_>, interactive: bool) {
                 30
             )),
         );
-        let third = match (n.health, &n.reason) {
-            (Health::Healthy, _) | (_, None) => n.facts.join(" · "),
-            (h, Some(reason)) => format!("{} {}", h.label(), reason),
+        // The reason when something needs attention, else the facts.
+        let third = match (&n.reason, n.health) {
+            (
+                Some(reason),
+                Health::Degraded | Health::Missing | Health::Progressing | Health::Suspended,
+            ) => reason.clone(),
+            _ if !n.facts.is_empty() => n.facts.join(" · "),
+            (Some(reason), _) => reason.clone(),
+            (None, _) => String::new(),
         };
         if !third.is_empty() {
             let _ = write!(

@@ -131,22 +131,27 @@ pub fn ArchitecturePage() -> impl IntoView {
     view! {
         <PageHeader title="Architecture" subtitle="The pipeline as it runs: every workload, service, volume and setting in the namespace, with its health."/>
         <Transition fallback=|| view! { <p class="loading">"Loading the topology…"</p> }>
-            {move || match (current.get(), initial.get()) {
-                (Some(t), _) => status_bar(&t).into_any(),
-                (None, Some(Err(e))) => view! { <ErrorNote error=e/> }.into_any(),
-                (None, _) => ().into_any(),
-            }}
+            {move || initial.get().map(|first| match first {
+                Err(e) if live.with(Option::is_none) => view! { <ErrorNote error=e/> }.into_any(),
+                _ => view! {
+                    {move || current.get().map(|t| status_bar(&t))}
+                    <div class="architecture">
+                        <div
+                            class="diagram-wrap card"
+                            id="diagram"
+                            data-version=move || current.with(|t| t.as_ref().map(|t| t.version))
+                            on:click=on_click
+                            on:keydown=on_key
+                            inner_html=move || {
+                                let chosen = selected.get();
+                                current.with(|t| t.as_ref().map(|t| render_svg(t, true, chosen.as_deref())).unwrap_or_default())
+                            }
+                        ></div>
+                        {move || selected.get().map(|id| view! { <NodePanel id selected current/> })}
+                    </div>
+                }.into_any(),
+            })}
         </Transition>
-        <div class="architecture">
-            <div
-                class="diagram-wrap card"
-                id="diagram"
-                on:click=on_click
-                on:keydown=on_key
-                inner_html=move || current.get().map(|t| render_svg(&t, true)).unwrap_or_default()
-            ></div>
-            {move || selected.get().map(|id| view! { <NodePanel id selected current/> })}
-        </div>
     }
 }
 

@@ -54,5 +54,7 @@ async fn events(
         };
         Some((Ok(Event::default().event("asset").data(data)), rx))
     });
+    let stream =
+        futures::StreamExt::take_until(stream, crate::http::stopping(state.stopping.clone()));
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

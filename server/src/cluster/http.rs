@@ -86,8 +86,12 @@ async fn events(
                 }
             }
         });
-    Sse::new(futures::StreamExt::chain(initial, later))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let stream = futures::StreamExt::chain(initial, later);
+    Sse::new(futures::StreamExt::take_until(
+        stream,
+        crate::http::stopping(state.stopping.clone()),
+    ))
+    .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 fn download(body: String, content_type: &'static str, name: &'static str) -> Response {
@@ -112,7 +116,7 @@ fn download(body: String, content_type: &'static str, name: &'static str) -> Res
 async fn export_svg(State(state): State<AppState>) -> Response {
     let t = state.cluster.hub().current();
     download(
-        app::architecture::diagram::render_svg(&t, false),
+        app::architecture::diagram::render_svg(&t, false, None),
         "image/svg+xml; charset=utf-8",
         "svg",
     )

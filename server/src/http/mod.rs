@@ -94,11 +94,19 @@ pub struct AppState {
     pub assets: Assets,
     pub asset_events: tokio::sync::broadcast::Sender<String>,
     pub cluster: crate::cluster::Cluster,
+    /// Turns true when the server begins to stop, so that endless responses (event
+    /// streams) end and graceful shutdown does not wait for them forever.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
     pub services: Services,
     pub config: Arc<HttpConfig>,
     pub metrics: Arc<HttpMetrics>,
     pub db_health: Arc<DbHealth>,
     pub started_at: DateTime<Utc>,
+}
+
+/// Resolves when the server begins to stop.
+pub async fn stopping(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 impl FromRef<AppState> for LeptosOptions {

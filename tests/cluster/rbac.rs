@@ -1,0 +1,90 @@
+//! The Role in k8s/ grants exactly the API calls Slate's code makes: the calls are taken
+//! from what the fake API server received while Slate ran against it, not from a list
+//! kept by hand. When new code calls the API, this test names the missing permission;
+//! when a permission is no longer used, it names that too.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::rbac::v1::Role;
+use server::cluster::{Cluster, Target};
+use slate_tests::fake_kube::FakeKube;
+use slate_tests::kube_fixtures::{apply_settled_base, base_manifests};
+
+use crate::topology::until;
+
+type Permission = (String, String, String);
+
+fn granted() -> BTreeSet<Permission> {
+    let role = base_manifests()
+        .into_iter()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "slate")
+        .expect("the Role slate");
+    let role: Role = serde_json::from_value(role).unwrap();
+    let mut out = BTreeSet::new();
+    for rule in role.rules.unwrap_or_default() {
+        assert!(
+            rule.resource_names.is_none(),
+            "resourceNames would need a finer check"
+        );
+        for group in rule.api_groups.unwrap_or_default() {
+            for resource in rule.resources.clone().unwrap_or_default() {
+                for verb in &rule.verbs {
+                    assert_ne!(verb, "*", "no wildcards");
+                    out.insert((group.clone(), resource.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_role_grants_exactly_what_slate_calls() {
+    let fake = FakeKube::start().await;
+    apply_settled_base(&fake);
+    let (cluster, tasks) = Cluster::start_with(Target::Cluster(fake.client()), "ai-film");
+    until(&cluster, "sync", |t| {
+        matches!(
+            t.source,
+            app::architecture::Source::Live { synced: true, .. }
+        )
+    })
+    .await;
+    // Watches follow lists: give every watcher time to open its watch.
+    for _ in 0..100 {
+        let watching: BTreeSet<String> = fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.verb == "watch")
+            .map(|r| r.resource)
+            .collect();
+        if watching.len() >= 12 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let called: BTreeSet<Permission> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| !r.resource.is_empty())
+        .map(|r| {
+            let resource = match r.subresource {
+                Some(sub) => format!("{}/{sub}", r.resource),
+                None => r.resource,
+            };
+            (r.group, resource, r.verb)
+        })
+        .collect();
+    let granted = granted();
+    let missing: Vec<_> = called.difference(&granted).collect();
+    let unused: Vec<_> = granted.difference(&called).collect();
+    assert!(
+        missing.is_empty(),
+        "Slate calls what the Role does not grant: {missing:?}"
+    );
+    assert!(
+        unused.is_empty(),
+        "the Role grants what Slate never calls: {unused:?}"
+    );
+    tasks.iter().for_each(|t| t.abort());
+}
