@@ -621,3 +621,120 @@ async fn an_upload_cut_off_by_a_reload_continues_when_the_file_is_chosen_again()
     let _ = b.client.clone().close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The health of a box as the page shows it (read from the live DOM).
+async fn box_health(c: &Client, id: &str) -> Option<String> {
+    let v = c
+        .execute(
+            "const g = document.querySelector(`#diagram g[data-node=\"${arguments[0]}\"]`); return g ? g.getAttribute('data-health') : null;",
+            vec![json!(id)],
+        )
+        .await
+        .unwrap();
+    v.as_str().map(str::to_owned)
+}
+
+async fn wait_box_health(c: &Client, id: &str, want: &str) {
+    for _ in 0..100 {
+        if box_health(c, id).await.as_deref() == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    screenshot(c, "failure").await;
+    panic!(
+        "{id} never became {want}; it is {:?} (see target/screenshots/failure.png)",
+        box_health(c, id).await
+    );
+}
+
+#[tokio::test]
+async fn a_lead_watches_a_deployment_degrade_and_recover_without_a_reload() {
+    use slate_tests::kube_fixtures::*;
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let fake = slate_tests::fake_kube::FakeKube::start().await;
+    apply_settled_base(&fake);
+    let kubeconfig = std::env::temp_dir().join(format!(
+        "slate-browser-kubeconfig-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    fake.write_kubeconfig(&kubeconfig);
+    let app = slate_tests::spawn_app_with(|config| {
+        config.kube = server::config::KubeMode::Auto;
+        config.kubeconfig = Some(kubeconfig.display().to_string());
+    })
+    .await;
+    app.create_user("lead@studio.test", "lead").await;
+    let b = browser().await;
+    let c = &b.client;
+    sign_in(c, &app, "lead@studio.test").await;
+    wait_for(c, "a.nav-link[href='/architecture']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for(c, "#diagram svg").await;
+    wait_hydrated(c).await;
+    wait_box_health(c, "Deployment/slate", "healthy").await;
+    assert!(text_of(c, "#cluster-status").await.contains("Live from the cluster"));
+    set_marker(c).await;
+
+    // The rollout stalls in the cluster: the box turns degraded, with the reason.
+    set_deployment_stalled(&fake, "slate", true);
+    wait_box_health(c, "Deployment/slate", "degraded").await;
+    let title = c
+        .execute(
+            "return document.querySelector('#diagram g[data-node=\"Deployment/slate\"] title').textContent;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(title.as_str().unwrap().contains("timed out progressing"), "{title}");
+    screenshot(c, "architecture-degraded").await;
+
+    // Open its panel from the keyboard.
+    c.execute(
+        "document.querySelector('#diagram g[data-node=\"Deployment/slate\"]').focus(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    let panel = text_of(c, "#node-panel").await;
+    assert!(panel.contains("Deployment/slate"), "{panel}");
+    wait_for(c, "#node-panel table").await;
+    assert!(text_of(c, "#node-panel").await.contains("ProgressDeadlineExceeded"));
+    screenshot(c, "architecture-panel").await;
+
+    // It recovers, and the page follows.
+    set_deployment_stalled(&fake, "slate", false);
+    wait_box_health(c, "Deployment/slate", "healthy").await;
+
+    // The API server goes away: the page says so and keeps the picture.
+    fake.stop().await;
+    for _ in 0..100 {
+        if text_of(c, "#cluster-status").await.contains("Cluster unreachable since") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text_of(c, "#cluster-status").await.contains("Cluster unreachable since"));
+    assert_eq!(box_health(c, "Deployment/slate").await.as_deref(), Some("healthy"));
+    fake.restart().await;
+    for _ in 0..100 {
+        if text_of(c, "#cluster-status").await.contains("Live from the cluster") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text_of(c, "#cluster-status").await.contains("Live from the cluster"));
+    assert!(marker_survived(c).await, "all of it without a reload");
+    drop(b);
+    app.stop().await;
+    let _ = std::fs::remove_file(kubeconfig);
+}

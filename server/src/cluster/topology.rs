@@ -576,7 +576,7 @@ pub fn build(
             (Some(_), false) => (Health::Unknown, None, fact),
             (None, true) => (
                 Health::Missing,
-                Some(format!("Referenced but not in the namespace")),
+                Some("Referenced but not in the namespace".to_owned()),
                 String::new(),
             ),
             (None, false) => (
@@ -976,7 +976,7 @@ pub fn detail(objects: &Objects, topology: &Topology, id: &str) -> Result<NodeDe
             count: e.count.unwrap_or(1),
         })
         .collect();
-    events.sort_by(|a, b| b.at.cmp(&a.at));
+    events.sort_by_key(|e| std::cmp::Reverse(e.at));
     events.truncate(20);
 
     let containers = workload
