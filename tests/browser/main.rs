@@ -676,7 +676,9 @@ async fn a_lead_watches_a_deployment_degrade_and_recover_without_a_reload() {
     wait_for(c, "#diagram svg").await;
     wait_hydrated(c).await;
     wait_box_health(c, "Deployment/slate", "healthy").await;
-    assert!(text_of(c, "#cluster-status").await.contains("Live from the cluster"));
+    assert!(text_of(c, "#cluster-status")
+        .await
+        .contains("Live from the cluster"));
     set_marker(c).await;
 
     // The rollout stalls in the cluster: the box turns degraded, with the reason.
@@ -689,7 +691,10 @@ async fn a_lead_watches_a_deployment_degrade_and_recover_without_a_reload() {
         )
         .await
         .unwrap();
-    assert!(title.as_str().unwrap().contains("timed out progressing"), "{title}");
+    assert!(
+        title.as_str().unwrap().contains("timed out progressing"),
+        "{title}"
+    );
     screenshot(c, "architecture-degraded").await;
 
     // Open its panel from the keyboard.
@@ -708,7 +713,9 @@ async fn a_lead_watches_a_deployment_degrade_and_recover_without_a_reload() {
     let panel = text_of(c, "#node-panel").await;
     assert!(panel.contains("Deployment/slate"), "{panel}");
     wait_for(c, "#node-panel table").await;
-    assert!(text_of(c, "#node-panel").await.contains("ProgressDeadlineExceeded"));
+    assert!(text_of(c, "#node-panel")
+        .await
+        .contains("ProgressDeadlineExceeded"));
     screenshot(c, "architecture-panel").await;
 
     // It recovers, and the page follows.
@@ -718,21 +725,34 @@ async fn a_lead_watches_a_deployment_degrade_and_recover_without_a_reload() {
     // The API server goes away: the page says so and keeps the picture.
     fake.stop().await;
     for _ in 0..100 {
-        if text_of(c, "#cluster-status").await.contains("Cluster unreachable since") {
+        if text_of(c, "#cluster-status")
+            .await
+            .contains("Cluster unreachable since")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(text_of(c, "#cluster-status").await.contains("Cluster unreachable since"));
-    assert_eq!(box_health(c, "Deployment/slate").await.as_deref(), Some("healthy"));
+    assert!(text_of(c, "#cluster-status")
+        .await
+        .contains("Cluster unreachable since"));
+    assert_eq!(
+        box_health(c, "Deployment/slate").await.as_deref(),
+        Some("healthy")
+    );
     fake.restart().await;
     for _ in 0..100 {
-        if text_of(c, "#cluster-status").await.contains("Live from the cluster") {
+        if text_of(c, "#cluster-status")
+            .await
+            .contains("Live from the cluster")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(text_of(c, "#cluster-status").await.contains("Live from the cluster"));
+    assert!(text_of(c, "#cluster-status")
+        .await
+        .contains("Live from the cluster"));
     assert!(marker_survived(c).await, "all of it without a reload");
     drop(b);
     app.stop().await;

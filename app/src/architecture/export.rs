@@ -213,6 +213,7 @@ mod tests {
             },
             generated_at: chrono::Utc::now(),
             objects: 2,
+            folded: false,
             nodes: vec![
                 node(
                     "Deployment/comfyui",

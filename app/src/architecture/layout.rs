@@ -224,6 +224,7 @@ mod tests {
             source: Source::Desired { why: "test".into() },
             generated_at: chrono::Utc::now(),
             objects: nodes.len(),
+            folded: false,
             edges: vec![TopoEdge {
                 from: "Service/app03".into(),
                 to: "Deployment/app03".into(),

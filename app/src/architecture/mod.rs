@@ -233,6 +233,10 @@ pub struct Topology {
     pub generated_at: DateTime<Utc>,
     /// How many objects the topology was built from (before folding).
     pub objects: usize,
+    /// True when the namespace is large and Services and configuration are folded into
+    /// the workloads that use them.
+    #[serde(default)]
+    pub folded: bool,
     /// Sorted by layer, then id.
     pub nodes: Vec<TopoNode>,
     /// Sorted, without duplicates.
@@ -288,6 +292,7 @@ impl Topology {
             && edges.is_none()
             && source.is_none()
             && self.objects == next.objects
+            && self.folded == next.folded
         {
             return None;
         }
@@ -296,6 +301,7 @@ impl Topology {
             version: next.version,
             generated_at: next.generated_at,
             objects: next.objects,
+            folded: next.folded,
             source,
             upserted,
             removed,
@@ -327,6 +333,7 @@ impl Topology {
         self.version = change.version;
         self.generated_at = change.generated_at;
         self.objects = change.objects;
+        self.folded = change.folded;
         true
     }
 }
@@ -338,6 +345,8 @@ pub struct TopologyChange {
     pub version: u64,
     pub generated_at: DateTime<Utc>,
     pub objects: usize,
+    #[serde(default)]
+    pub folded: bool,
     pub source: Option<Source>,
     pub upserted: Vec<TopoNode>,
     pub removed: Vec<String>,
@@ -424,6 +433,7 @@ mod tests {
             },
             generated_at: Utc::now(),
             objects: nodes.len(),
+            folded: false,
             nodes,
             edges: vec![],
         }

@@ -183,6 +183,9 @@ fn status_bar(t: &Topology) -> impl IntoView {
         ),
     };
     let counts = t.health_counts();
+    let folded = t.folded.then(|| view! {
+        <span class="muted">"Large namespace: Services and configuration are folded into the workloads that use them."</span>
+    });
     view! {
         <div class="arch-status">
             <div class=class role="status" id="cluster-status">{text}</div>
@@ -193,6 +196,7 @@ fn status_bar(t: &Topology) -> impl IntoView {
                         <span class=format!("pill health-{}", h.label().to_ascii_lowercase())>{format!("{} {} {}", h.icon(), n, h.label())}</span>
                     }).collect_view()}
                 </span>
+                {folded}
                 <span class="exports">
                     "Export: "
                     <a href="/api/lead/architecture.svg" download="architecture.svg">"SVG"</a>" · "

@@ -128,6 +128,7 @@ mod tests {
             },
             generated_at: chrono::Utc::now(),
             objects: 1,
+            folded: false,
             nodes: vec![TopoNode {
                 id: "Deployment/a".into(),
                 kind: "Deployment".into(),

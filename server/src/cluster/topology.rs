@@ -639,6 +639,10 @@ pub fn build(
         }
     }
 
+    let folded = nodes.len() > FOLD_ABOVE;
+    if folded {
+        fold(&mut nodes, &mut edges);
+    }
     nodes.sort_by(|a, b| (a.layer, &a.id).cmp(&(b.layer, &b.id)));
     let ids: BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
     let edges: Vec<TopoEdge> = edges
@@ -651,8 +655,100 @@ pub fn build(
         source,
         generated_at,
         objects: objects.len(),
+        folded,
         nodes,
         edges,
+    }
+}
+
+/// Above this many boxes, configuration and single-workload Services are folded into
+/// the workloads that use them, so that a large namespace stays readable.
+pub const FOLD_ABOVE: usize = 80;
+
+fn fold(nodes: &mut Vec<TopoNode>, edges: &mut BTreeSet<TopoEdge>) {
+    let by_id: HashMap<String, TopoNode> =
+        nodes.iter().map(|n| (n.id.clone(), n.clone())).collect();
+    let mut gone: BTreeSet<String> = BTreeSet::new();
+    let mut facts: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
+    // Existing ConfigMaps and Secrets become counts on their readers (missing ones stay
+    // drawn: they are a problem to see).
+    for n in by_id.values() {
+        if (n.kind == "ConfigMap" || n.kind == "Secret") && n.health != Health::Missing {
+            let readers: Vec<&TopoEdge> = edges
+                .iter()
+                .filter(|e| e.kind == EdgeKind::Config && e.to == n.id)
+                .collect();
+            if readers.is_empty() {
+                continue;
+            }
+            for e in readers {
+                let label = if n.kind == "Secret" {
+                    "Secrets"
+                } else {
+                    "ConfigMaps"
+                };
+                *facts
+                    .entry(e.from.clone())
+                    .or_default()
+                    .entry(label)
+                    .or_default() += 1;
+            }
+            gone.insert(n.id.clone());
+        }
+    }
+    // A healthy Service in front of exactly one workload folds into it.
+    let mut moved: HashMap<String, String> = HashMap::new();
+    for n in by_id
+        .values()
+        .filter(|n| n.kind == "Service" && n.health == Health::Healthy)
+    {
+        let selected: Vec<&TopoEdge> = edges
+            .iter()
+            .filter(|e| e.kind == EdgeKind::Selects && e.from == n.id)
+            .collect();
+        if let [only] = selected.as_slice() {
+            moved.insert(n.id.clone(), only.to.clone());
+            *facts
+                .entry(only.to.clone())
+                .or_default()
+                .entry("Service")
+                .or_default() += 1;
+            gone.insert(n.id.clone());
+        }
+    }
+    let old = std::mem::take(edges);
+    for mut e in old {
+        if gone.contains(&e.from) && !moved.contains_key(&e.from) {
+            continue;
+        }
+        if let Some(w) = moved.get(&e.to) {
+            e.to = w.clone();
+        }
+        if let Some(w) = moved.get(&e.from) {
+            if e.kind == EdgeKind::Selects {
+                continue;
+            }
+            e.from = w.clone();
+        }
+        if gone.contains(&e.to) || e.from == e.to {
+            continue;
+        }
+        edges.insert(e);
+    }
+    nodes.retain(|n| !gone.contains(&n.id));
+    for n in nodes.iter_mut() {
+        if let Some(counts) = facts.get(&n.id) {
+            let text = counts
+                .iter()
+                .map(|(label, count)| match (*label, count) {
+                    ("Service", _) => "Service".to_owned(),
+                    (label, 1) => format!("1 {}", label.trim_end_matches('s')),
+                    (label, c) => format!("{c} {label}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            n.facts.push(format!("+ {text}"));
+        }
     }
 }
 
@@ -1021,6 +1117,55 @@ pub fn detail(objects: &Objects, topology: &Topology, id: &str) -> Result<NodeDe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use app::architecture::Source;
+
+    #[test]
+    fn a_large_namespace_folds_services_and_configuration_into_workloads() {
+        let mut docs = Vec::new();
+        for i in 0..60 {
+            let name = format!("app{i}");
+            let labels = serde_json::json!({"app.kubernetes.io/name": name});
+            docs.push(serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": format!("{name}-cfg")}}],
+                        "env": [{"name": "NEXT", "value": format!("http://app{}:80", (i + 1) % 60)}]}]}}}}));
+            docs.push(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": {"selector": labels}}));
+            docs.push(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{name}-cfg")}}));
+        }
+        docs.push(serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web"},
+            "spec": {"rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "app0", "port": {"number": 80}}}}]}}]}}));
+        let objects = Objects::from_documents(&docs).unwrap();
+        let live = Source::Live {
+            unreachable_since: None,
+            synced: true,
+        };
+        let t = build(&objects, "ai-film", live, &External::default(), Utc::now());
+        assert!(t.folded);
+        // 60 workloads, the Ingress and the external endpoint.
+        assert_eq!(t.nodes.len(), 62);
+        let app0 = t.node("Deployment/app0").unwrap();
+        assert!(
+            app0.facts.iter().any(|f| f == "+ 1 ConfigMap, Service"),
+            "{:?}",
+            app0.facts
+        );
+        let has = |from: &str, kind, to: &str| {
+            t.edges
+                .iter()
+                .any(|e| e.from == from && e.kind == kind && e.to == to)
+        };
+        // Edges that went to a folded Service now go to its workload.
+        assert!(has("Ingress/web", EdgeKind::Routes, "Deployment/app0"));
+        assert!(has(
+            "Deployment/app0",
+            EdgeKind::Declared,
+            "Deployment/app1"
+        ));
+        assert!(t
+            .edges
+            .iter()
+            .all(|e| t.node(&e.from).is_some() && t.node(&e.to).is_some()));
+    }
 
     #[test]
     fn service_names_are_found_in_environment_values() {
