@@ -552,3 +552,62 @@ fn without_a_cluster_slate_draws_the_base() {
         app::architecture::Layer::Data
     );
 }
+
+/// Compares `actual` with the committed snapshot `tests/snapshots/<name>`; with
+/// `SLATE_UPDATE_SNAPSHOTS=1` writes it instead (then review the diff before committing).
+fn snapshot(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("snapshots")
+        .join(name);
+    if std::env::var_os("SLATE_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "no snapshot {}: run with SLATE_UPDATE_SNAPSHOTS=1 and review it",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let first = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{name} differs from its snapshot from line {}:\n  expected: {:?}\n  actual:   {:?}\n(SLATE_UPDATE_SNAPSHOTS=1 rewrites it)",
+            first + 1,
+            expected.lines().nth(first),
+            actual.lines().nth(first)
+        );
+    }
+}
+
+#[test]
+fn the_base_diagram_and_its_exports_match_their_snapshots() {
+    use chrono::TimeZone as _;
+    let at = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
+        .unwrap();
+    let objects = server::cluster::desired_objects("ai-film");
+    let mut t = server::cluster::topology::build(
+        &objects,
+        "ai-film",
+        app::architecture::Source::Desired {
+            why: "no cluster".into(),
+        },
+        &Default::default(),
+        at,
+    );
+    t.version = 1;
+    let svg = app::architecture::diagram::render_svg(&t, false, None);
+    // Well-formed XML: every element opened is closed.
+    let opened =
+        svg.matches('<').count() - svg.matches("</").count() * 2 - svg.matches("/>").count();
+    assert_eq!(opened, 0, "unbalanced tags in the SVG");
+    snapshot("base.svg", &(svg.replace("><", ">\n<") + "\n"));
+    snapshot("base.txt", &app::architecture::export::ascii(&t));
+    snapshot("base.mmd", &app::architecture::export::mermaid(&t));
+}

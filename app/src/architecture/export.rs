@@ -111,8 +111,15 @@ pub fn ascii(t: &Topology) -> String {
     let rule = format!("+{}+\n", "-".repeat(inner));
     let mut s = String::new();
     let _ = writeln!(s, "{} -- {}", t.namespace, source_line(t));
+    // The diagram's order: a Service beside its workload, configuration beside its reader.
+    let placed = super::layout::layout(t);
     for layer in Layer::ALL {
-        let members: Vec<_> = t.nodes.iter().filter(|n| n.layer == layer).collect();
+        let members: Vec<_> = placed
+            .boxes
+            .iter()
+            .map(|b| b.node)
+            .filter(|n| n.layer == layer)
+            .collect();
         if members.is_empty() {
             continue;
         }
