@@ -6,6 +6,7 @@ pub mod assets;
 pub mod audit;
 pub mod cli;
 pub mod cluster;
+pub mod colab;
 pub mod config;
 pub mod db;
 pub mod embedded_pg;
