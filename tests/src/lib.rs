@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub mod fake_comfy;
 pub mod fake_kube;
 pub mod kube_fixtures;
 pub mod tus;

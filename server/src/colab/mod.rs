@@ -1,2 +1,3 @@
 pub mod address;
+pub mod probe;
 pub mod signature;

@@ -1,0 +1,209 @@
+//! A fake ComfyUI on 127.0.0.1 for the Colab tests: it answers `/system_stats`,
+//! `/prompt` and `/queue` like a current build or like a mid-2024 one, and misbehaves on
+//! cue the way a Colab runtime behind a Cloudflare quick tunnel does (HTML error pages,
+//! 530/502/429/524, slow answers, redirects, dying mid-check). It counts requests.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+/// How the fake answers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mode {
+    /// A current build on a T4.
+    Current,
+    /// A mid-2024 build: no comfyui_version, no RAM fields, string errors.
+    Mid2024,
+    /// Cloudflare's HTML error page with this status (530 = tunnel gone, 502 = ComfyUI
+    /// down, 429 = too many requests, 524 = too slow).
+    Cloudflare(u16),
+    /// A 200 with an HTML page (a captive portal, a wrong service).
+    Html,
+    /// A 200 with JSON that is not ComfyUI's.
+    NotComfy,
+    /// Answers after this long.
+    Slow(Duration),
+    /// Redirects every request to this URL.
+    Redirect(String),
+    /// A body larger than any sane answer.
+    Huge,
+}
+
+struct Inner {
+    mode: Mutex<Mode>,
+    /// Requests answered badly before the mode applies (a tunnel warming up).
+    warming: Mutex<(usize, u16)>,
+    hits: AtomicUsize,
+    queue: AtomicUsize,
+}
+
+pub struct FakeComfy {
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for FakeComfy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeComfy {
+    pub async fn start(mode: Mode) -> FakeComfy {
+        let inner = Arc::new(Inner {
+            mode: Mutex::new(mode),
+            warming: Mutex::new((0, 502)),
+            hits: AtomicUsize::new(0),
+            queue: AtomicUsize::new(0),
+        });
+        let app = Router::new()
+            .route("/system_stats", get(system_stats))
+            .route("/api/system_stats", get(system_stats))
+            .route("/prompt", get(prompt))
+            .route("/queue", get(queue))
+            .fallback(not_found)
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeComfy { addr, inner, task }
+    }
+
+    /// The endpoint as the notebook would report it (http: only the test switch accepts it).
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.inner.mode.lock().unwrap() = mode;
+    }
+
+    /// The next `count` requests get `status` (as a fresh tunnel does) before the mode applies.
+    pub fn warm_up(&self, count: usize, status: u16) {
+        *self.inner.warming.lock().unwrap() = (count, status);
+    }
+
+    pub fn set_queue(&self, n: usize) {
+        self.inner.queue.store(n, Ordering::SeqCst);
+    }
+
+    pub fn hits(&self) -> usize {
+        self.inner.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops answering at all (Colab died): connections are refused from now on.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+fn cloudflare_page(status: u16) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = format!(
+        "<!DOCTYPE html><html><head><title>{status} | trycloudflare.com</title></head><body><h1>Error {}</h1></body></html>",
+        if status == 530 { "1033".to_owned() } else { status.to_string() }
+    );
+    (
+        code,
+        [
+            (header::CONTENT_TYPE, "text/html"),
+            (header::SERVER, "cloudflare"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Applies warm-up and misbehaviour; `None` means answer normally.
+async fn misbehave(inner: &Inner) -> Option<Response> {
+    inner.hits.fetch_add(1, Ordering::SeqCst);
+    {
+        let mut warming = inner.warming.lock().unwrap();
+        if warming.0 > 0 {
+            warming.0 -= 1;
+            return Some(cloudflare_page(warming.1));
+        }
+    }
+    let mode = inner.mode.lock().unwrap().clone();
+    match mode {
+        Mode::Current | Mode::Mid2024 | Mode::NotComfy => None,
+        Mode::Cloudflare(status) => Some(cloudflare_page(status)),
+        Mode::Html => Some(
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/html")],
+                "<html><body>Sign in to continue</body></html>",
+            )
+                .into_response(),
+        ),
+        Mode::Slow(d) => {
+            tokio::time::sleep(d).await;
+            None
+        }
+        Mode::Redirect(to) => {
+            Some((StatusCode::FOUND, [(header::LOCATION, to)], "").into_response())
+        }
+        Mode::Huge => Some(
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                format!("[{}0]", "0,".repeat(1_000_000)),
+            )
+                .into_response(),
+        ),
+    }
+}
+
+async fn system_stats(State(inner): State<Arc<Inner>>) -> Response {
+    if let Some(r) = misbehave(&inner).await {
+        return r;
+    }
+    let mode = inner.mode.lock().unwrap().clone();
+    match mode {
+        Mode::Mid2024 => Json(json!({
+            "system": {"os": "posix", "python_version": "3.10.12 (main, Nov 20 2023) [GCC 11.4.0]", "embedded_python": false},
+            "devices": [{"name": "cuda:0 Tesla T4 : cudaMallocAsync", "type": "cuda", "index": 0,
+                "vram_total": 15_835_660_288_i64, "vram_free": 15_470_428_160_i64, "torch_vram_total": 0, "torch_vram_free": 0}]
+        })).into_response(),
+        Mode::NotComfy => Json(json!({"status": "ok", "version": "1.0"})).into_response(),
+        _ => Json(json!({
+            "system": {"os": "posix", "ram_total": 13_609_443_328_i64, "ram_free": 11_000_000_000_i64,
+                "comfyui_version": "0.3.40", "python_version": "3.11.13 (main, Jun  4 2025) [GCC 11.4.0]",
+                "pytorch_version": "2.6.0+cu124", "embedded_python": false, "argv": ["main.py"]},
+            "devices": [{"name": "cuda:0 Tesla T4 : cudaMallocAsync", "type": "cuda", "index": 0,
+                "vram_total": 15_828_320_256_i64, "vram_free": 15_420_000_000_i64, "torch_vram_total": 0, "torch_vram_free": 0}]
+        })).into_response(),
+    }
+}
+
+async fn prompt(State(inner): State<Arc<Inner>>) -> Response {
+    if let Some(r) = misbehave(&inner).await {
+        return r;
+    }
+    Json(json!({"exec_info": {"queue_remaining": inner.queue.load(Ordering::SeqCst)}}))
+        .into_response()
+}
+
+async fn queue(State(inner): State<Arc<Inner>>) -> Response {
+    if let Some(r) = misbehave(&inner).await {
+        return r;
+    }
+    Json(json!({"queue_running": [], "queue_pending": []})).into_response()
+}
+
+async fn not_found(State(inner): State<Arc<Inner>>) -> Response {
+    inner.hits.fetch_add(1, Ordering::SeqCst);
+    (StatusCode::NOT_FOUND, "404: Not Found").into_response()
+}
