@@ -40,9 +40,19 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The Colab endpoint's webhook.
+    #[command(subcommand)]
+    Colab(ColabCommand),
     /// The embedded PostgreSQL, for scripts and psql.
     #[command(subcommand)]
     Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ColabCommand {
+    /// Create a new webhook secret and print it once; the previous ones keep working for
+    /// 24 hours, time to update the notebook.
+    RotateSecret,
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +162,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             })
             .await
+        }
+        Command::Colab(ColabCommand::RotateSecret) => {
+            let db = Database::open(&config).await?;
+            let result = async {
+                db.migrate().await?;
+                let colab = crate::colab::Colab::new(
+                    db.pool.clone(),
+                    crate::colab::address::HostRules::parse(&config.colab_allowed_hosts, false),
+                    std::time::Duration::from_secs(config.colab_verify_seconds.max(1)),
+                );
+                let secret = colab.rotate_secret(&Who::cli()).await?;
+                println!("{secret}");
+                anyhow::Ok(())
+            }
+            .await;
+            db.close(false).await;
+            result
         }
         Command::Db(DbCommand::Start) => {
             if config.database_url.is_some() {

@@ -209,6 +209,37 @@ pub struct Config {
     #[arg(long, env = "KUBECONFIG", global = true)]
     pub kubeconfig: Option<String>,
 
+    /// Hosts accepted for the Colab endpoint besides Cloudflare quick tunnels
+    /// (`*.trycloudflare.com`): comma-separated exact names or `*.suffix` patterns.
+    #[arg(
+        long,
+        env = "SLATE_COLAB_ALLOWED_HOSTS",
+        default_value = "",
+        global = true
+    )]
+    pub colab_allowed_hosts: String,
+
+    /// TESTS ONLY: accept Colab endpoints at http://127.0.0.1:<port>. Never set this on a
+    /// real Slate: it lets a webhook make Slate fetch from its own machine.
+    #[arg(
+        long,
+        env = "SLATE_COLAB_ALLOW_LOOPBACK",
+        default_value_t = false,
+        global = true,
+        hide = true
+    )]
+    pub colab_allow_loopback: bool,
+
+    /// How long a newly reported endpoint may take to answer like ComfyUI (a fresh
+    /// tunnel takes a while to become reachable) before it is rejected.
+    #[arg(
+        long,
+        env = "SLATE_COLAB_VERIFY_SECONDS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub colab_verify_seconds: u64,
+
     /// The namespace the pipeline runs in.
     #[arg(
         long,

@@ -108,6 +108,14 @@ impl Application {
             assets: assets.clone(),
             asset_events: asset_events.clone(),
             cluster: cluster.clone(),
+            colab: crate::colab::Colab::new(
+                pool.clone(),
+                crate::colab::address::HostRules::parse(
+                    &config.colab_allowed_hosts,
+                    config.colab_allow_loopback,
+                ),
+                Duration::from_secs(config.colab_verify_seconds.max(1)),
+            ),
             stopping: stopping_rx,
             services: Services {
                 accounts: Arc::new(accounts.clone()),

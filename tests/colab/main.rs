@@ -3,3 +3,4 @@
 //! behind a Cloudflare quick tunnel.
 
 mod probe;
+mod webhook;

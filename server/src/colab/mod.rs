@@ -1,3 +1,167 @@
+//! The ComfyUI endpoint on Google Colab, behind a Cloudflare quick tunnel whose URL
+//! changes on every start: the signed webhook the notebook reports to, the URL rules and
+//! the SSRF-safe probe, verification before an endpoint is accepted, and its history.
+//! (Publication to the cluster, the health monitor with failover and the admin page are
+//! the next steps of the Colab issue and are not here yet.)
+
 pub mod address;
 pub mod probe;
 pub mod signature;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngCore as _;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use address::{redact, HostRules};
+use probe::Prober;
+use webhook::RateLimit;
+
+/// Serialises every change of the current endpoint across replicas.
+pub const LOCK_KEY: i64 = 0x5c0_1ab;
+
+/// How long a rotated-out webhook secret keeps working.
+pub const ROTATION_GRACE: chrono::Duration = chrono::Duration::hours(24);
+
+#[derive(Clone)]
+pub struct Colab {
+    pub pool: PgPool,
+    pub prober: Prober,
+    pub rate_limit: Arc<RateLimit>,
+    /// Verification keeps retrying a fresh tunnel this long…
+    pub verify_within: Duration,
+    /// …this often.
+    pub verify_every: Duration,
+}
+
+impl Colab {
+    pub fn new(pool: PgPool, rules: HostRules, verify_within: Duration) -> Colab {
+        Colab {
+            pool,
+            prober: Prober::new(rules),
+            // The notebook sends one report a minute; a burst of 30 a minute is plenty.
+            rate_limit: Arc::new(RateLimit::new(30, 300, Duration::from_secs(60))),
+            verify_within,
+            verify_every: Duration::from_secs(3)
+                .min(verify_within / 4)
+                .max(Duration::from_millis(50)),
+        }
+    }
+
+    /// The secrets that may sign a report now (newest first).
+    pub async fn active_secrets(&self) -> Result<Vec<Vec<u8>>, sqlx::Error> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "select secret from colab_webhook_secrets where retires_at is null or retires_at > now()
+             order by id desc",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(String::into_bytes).collect())
+    }
+
+    /// Creates a new webhook secret; the ones before it keep working for
+    /// [`ROTATION_GRACE`]. Returns the new secret (shown once).
+    pub async fn rotate_secret(&self, who: &crate::audit::Who) -> Result<String, sqlx::Error> {
+        let mut bytes = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        let secret = format!("whsec_{}", hex::encode(bytes));
+        let mut tx = self.pool.begin().await?;
+        let retired = sqlx::query(
+            "update colab_webhook_secrets set retires_at = now() + $1
+             where retires_at is null or retires_at > now() + $1",
+        )
+        .bind(ROTATION_GRACE)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let id: i64 = sqlx::query_scalar(
+            "insert into colab_webhook_secrets (secret, created_by) values ($1, $2) returning id",
+        )
+        .bind(&secret)
+        .bind(who.user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        crate::audit::record(
+            &mut *tx,
+            who,
+            "colab.webhook_secret_rotated",
+            Some(format!("secret {id}")),
+            json!({ "previous_secrets_retiring": retired, "grace_hours": ROTATION_GRACE.num_hours() }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(secret)
+    }
+
+    /// Verifies a reported endpoint in the background and records the outcome.
+    pub fn spawn_verification(&self, id: Uuid, url: String) {
+        let colab = self.clone();
+        tokio::spawn(async move {
+            let outcome = colab
+                .prober
+                .verify(&url, colab.verify_within, colab.verify_every)
+                .await;
+            if let Err(e) = colab.record_verification(id, &url, outcome).await {
+                tracing::error!(error = %e, "cannot record a verification");
+            }
+        });
+    }
+
+    async fn record_verification(
+        &self,
+        id: Uuid,
+        url: &str,
+        outcome: Result<(probe::SystemStats, Duration), probe::ProbeError>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+        match &outcome {
+            Ok((stats, latency)) => {
+                tracing::info!(endpoint = %redact(url), gpu = ?stats.gpu, "colab endpoint verified");
+                sqlx::query(
+                    "update colab_endpoints set state = 'healthy', verified_at = now(), verification = $2
+                     where id = $1 and state = 'verifying'",
+                )
+                .bind(id)
+                .bind(json!(stats))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "insert into endpoint_checks (endpoint_id, kind, ok, latency_ms) values ($1, 'verify', true, $2)",
+                )
+                .bind(id)
+                .bind(i32::try_from(latency.as_millis()).unwrap_or(i32::MAX))
+                .execute(&mut *tx)
+                .await?;
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %redact(url), error = %e, "colab endpoint failed verification");
+                sqlx::query(
+                    "update colab_endpoints set state = 'rejected', ended_at = now(), end_reason = $2,
+                     verification = $3 where id = $1 and state = 'verifying'",
+                )
+                .bind(id)
+                .bind(format!("verification failed: {e}"))
+                .bind(json!({ "error": e.to_string(), "class": e.class() }))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "insert into endpoint_checks (endpoint_id, kind, ok, class, detail) values ($1, 'verify', false, $2, $3)",
+                )
+                .bind(id)
+                .bind(e.class())
+                .bind(e.to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await
+    }
+}

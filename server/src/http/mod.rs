@@ -94,6 +94,7 @@ pub struct AppState {
     pub assets: Assets,
     pub asset_events: tokio::sync::broadcast::Sender<String>,
     pub cluster: crate::cluster::Cluster,
+    pub colab: crate::colab::Colab,
     /// Turns true when the server begins to stop, so that endless responses (event
     /// streams) end and graceful shutdown does not wait for them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -160,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::assets::downloads::router())
         .merge(crate::assets::events::router())
         .merge(crate::cluster::http::router())
+        .merge(crate::colab::webhook::router())
         .layer(from_fn_with_state(state.clone(), auth::authorize))
         .layer(from_fn_with_state(state.clone(), csrf::protect))
         .layer(sessions)

@@ -18,6 +18,8 @@ pub fn required(path: &str) -> Access {
         "/healthz" | "/readyz" | "/metrics" | "/login" | "/favicon.ico"
     ) || under("/pkg")
         || under("/api/public")
+        // Signed with the webhook secret instead (checked by the handler).
+        || path == crate::colab::webhook::PATH
     {
         Access::Public
     } else if under("/admin") || under("/api/admin") {
@@ -45,6 +47,11 @@ mod tests {
         assert_eq!(required("/healthz"), Access::Public);
         assert_eq!(required("/pkg/slate.wasm"), Access::Public);
         assert_eq!(required("/api/public/login"), Access::Public);
+        assert_eq!(required("/api/colab/endpoint"), Access::Public);
+        assert_eq!(
+            required("/api/colab/endpoint/x"),
+            Access::SignedIn(Role::Creator)
+        );
         assert_eq!(required("/"), Access::SignedIn(Role::Creator));
         assert_eq!(required("/api/dashboard"), Access::SignedIn(Role::Creator));
         assert_eq!(required("/api/lead/anything"), Access::SignedIn(Role::Lead));

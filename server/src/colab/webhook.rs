@@ -1,0 +1,420 @@
+//! `POST /api/colab/endpoint`: the notebook reports its tunnel (`up`), that it is alive
+//! (`heartbeat`) and that it stops (`down`). Authenticated by its signature alone (no
+//! session, no token), rate-limited, and idempotent: an event id is accepted once, and
+//! events are applied in the order of their signed times, so a late `up` for an old URL
+//! never replaces a newer one. Refusals say little to the caller and everything to the
+//! log.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::address::{normalise, redact};
+use super::signature::{self, SignatureError};
+use super::Colab;
+use crate::http::AppState;
+
+pub const PATH: &str = "/api/colab/endpoint";
+/// Largest body accepted (a URL and a few ids).
+pub const MAX_BODY: usize = 8 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(PATH, post(receive))
+}
+
+/// A fixed window per client address and one for everybody.
+pub struct RateLimit {
+    per_client: u32,
+    overall: u32,
+    window: Duration,
+    state: Mutex<(Instant, HashMap<IpAddr, u32>, u32)>,
+}
+
+impl RateLimit {
+    pub fn new(per_client: u32, overall: u32, window: Duration) -> RateLimit {
+        RateLimit {
+            per_client,
+            overall,
+            window,
+            state: Mutex::new((Instant::now(), HashMap::new(), 0)),
+        }
+    }
+
+    /// Whether one more request from `client` fits; if not, seconds to wait.
+    pub fn check(&self, client: Option<IpAddr>) -> Result<(), u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if now.duration_since(s.0) >= self.window {
+            *s = (now, HashMap::new(), 0);
+        }
+        let wait = (self.window - now.duration_since(s.0)).as_secs().max(1);
+        if s.2 >= self.overall {
+            return Err(wait);
+        }
+        if let Some(ip) = client {
+            let n = s.1.entry(ip).or_insert(0);
+            if *n >= self.per_client {
+                return Err(wait);
+            }
+            *n += 1;
+        }
+        s.2 += 1;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Report {
+    event: String,
+    event_id: String,
+    notebook_id: String,
+    #[serde(default)]
+    url: Option<String>,
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn unauthorized() -> Response {
+    refuse(
+        StatusCode::UNAUTHORIZED,
+        "The request is not signed with an active webhook secret.",
+    )
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    auth: Option<axum::Extension<app::backend::RequestAuth>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let colab = &state.colab;
+    // The address the authentication middleware found (X-Forwarded-For only when trusted).
+    let client = auth.and_then(|a| a.0.client_addr);
+    if let Err(wait) = colab.rate_limit.check(client) {
+        tracing::warn!(client = ?client, "colab webhook rate-limited");
+        let mut res = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many reports; wait a little.",
+        );
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            res.headers_mut().insert("retry-after", v);
+        }
+        return res;
+    }
+    if body.len() > MAX_BODY {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "The report is too large.");
+    }
+    let secrets = match colab.active_secrets().await {
+        Ok(s) if !s.is_empty() => s,
+        Ok(_) => {
+            tracing::warn!("colab webhook called but no webhook secret exists (create one with `slate colab rotate-secret`)");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The webhook is not set up in Slate yet.",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the webhook secrets");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Slate cannot check the report right now.",
+            );
+        }
+    };
+    let header = headers
+        .get("x-slate-signature")
+        .and_then(|v| v.to_str().ok());
+    let signed_at = match signature::verify(header, &body, &secrets, Utc::now().timestamp()) {
+        Ok(t) => t,
+        Err(err) => {
+            let reason = match &err {
+                SignatureError::Missing => "missing signature",
+                SignatureError::Malformed => "malformed signature",
+                SignatureError::Stale(_) => "timestamp outside the 300 s window",
+                SignatureError::NoMatch => "signature matches no active secret",
+            };
+            tracing::warn!(client = ?client, reason, detail = %err, "colab webhook refused");
+            return unauthorized();
+        }
+    };
+    let report: Report = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("The report is not valid: {e}."),
+            );
+        }
+    };
+    if report.event_id.is_empty() || report.event_id.len() > 200 || report.notebook_id.len() > 200 {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "event_id must have 1 to 200 characters, notebook_id at most 200.",
+        );
+    }
+    if !matches!(report.event.as_str(), "up" | "heartbeat" | "down") {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "event must be up, heartbeat or down.",
+        );
+    }
+    let url = match report
+        .url
+        .as_deref()
+        .map(|u| normalise(u, &colab.prober.rules))
+    {
+        Some(Ok(u)) => Some(u.to_string()),
+        Some(Err(e)) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("The URL is not accepted: {e}."),
+            )
+        }
+        None if report.event == "up" => {
+            return refuse(StatusCode::BAD_REQUEST, "An up event needs the url.")
+        }
+        None => None,
+    };
+    let signed = DateTime::<Utc>::from_timestamp(signed_at, 0).unwrap_or_else(Utc::now);
+    match colab
+        .apply_report(
+            &report.event,
+            &report.event_id,
+            &report.notebook_id,
+            url.as_deref(),
+            signed,
+            client,
+        )
+        .await
+    {
+        Ok(Applied::Replayed) => {
+            tracing::warn!(client = ?client, event_id = %report.event_id, "colab webhook refused: replayed event id");
+            unauthorized()
+        }
+        Ok(applied) => {
+            tracing::info!(event = %report.event, endpoint = %url.as_deref().map(redact).unwrap_or_default(), outcome = applied.word(), "colab report");
+            let status = if matches!(applied, Applied::Verifying(_)) {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                Json(json!({ "outcome": applied.word(), "endpoint_id": applied.endpoint() })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record a colab report");
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Slate cannot record the report right now; send it again.",
+            )
+        }
+    }
+}
+
+/// What a report did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// A new endpoint, being verified.
+    Verifying(uuid::Uuid),
+    /// The current endpoint is alive.
+    Heartbeat(uuid::Uuid),
+    /// The current endpoint went down.
+    Down(uuid::Uuid),
+    /// Older than what was already applied: recorded, changes nothing.
+    Stale,
+    /// About an endpoint that is not the current one: recorded, changes nothing.
+    Ignored,
+    /// The event id was seen before.
+    Replayed,
+}
+
+impl Applied {
+    pub fn word(&self) -> &'static str {
+        match self {
+            Applied::Verifying(_) => "verifying",
+            Applied::Heartbeat(_) => "heartbeat",
+            Applied::Down(_) => "down",
+            Applied::Stale => "stale",
+            Applied::Ignored => "ignored",
+            Applied::Replayed => "replayed",
+        }
+    }
+
+    pub fn endpoint(&self) -> Option<uuid::Uuid> {
+        match self {
+            Applied::Verifying(id) | Applied::Heartbeat(id) | Applied::Down(id) => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+impl Colab {
+    /// Records and applies one verified report (in one transaction, serialised with
+    /// every other change of the endpoint by an advisory lock).
+    pub async fn apply_report(
+        &self,
+        event: &str,
+        event_id: &str,
+        notebook_id: &str,
+        url: Option<&str>,
+        signed_at: DateTime<Utc>,
+        client: Option<IpAddr>,
+    ) -> Result<Applied, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock($1)")
+            .bind(super::LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+        let fresh = sqlx::query(
+            "insert into colab_webhook_events (event_id, signed_at, event, notebook_id, outcome)
+             values ($1, $2, $3, $4, 'received') on conflict (event_id) do nothing",
+        )
+        .bind(event_id)
+        .bind(signed_at)
+        .bind(event)
+        .bind(notebook_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            return Ok(Applied::Replayed);
+        }
+        // The newest event applied so far, and the current endpoint.
+        let last_applied: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "select max(signed_at) from colab_webhook_events
+             where outcome in ('verifying', 'heartbeat', 'down') and event_id <> $1",
+        )
+        .bind(event_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let current: Option<(uuid::Uuid, String)> = sqlx::query_as(
+            "select id, url from colab_endpoints where state in ('verifying', 'healthy')",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let is_current = |u: Option<&str>| match (&current, u) {
+            (Some((_, cur)), Some(u)) => cur == u,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        let who = crate::audit::Who {
+            user_id: None,
+            token_id: None,
+            label: format!("colab notebook {notebook_id}"),
+            client_addr: client,
+        };
+        let applied = if last_applied.is_some_and(|last| signed_at < last) {
+            Applied::Stale
+        } else {
+            match event {
+                "up" if is_current(url) => {
+                    let id = current.as_ref().map(|c| c.0).unwrap_or_default();
+                    sqlx::query(
+                        "update colab_endpoints set last_heartbeat_at = now() where id = $1",
+                    )
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    Applied::Heartbeat(id)
+                }
+                "up" => {
+                    let url = url.unwrap_or_default();
+                    if let Some((old, _)) = &current {
+                        sqlx::query(
+                            "update colab_endpoints set state = 'replaced', ended_at = now(),
+                             end_reason = 'a newer endpoint was reported' where id = $1",
+                        )
+                        .bind(old)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    let id = uuid::Uuid::now_v7();
+                    sqlx::query(
+                        "insert into colab_endpoints (id, url, source, notebook_id, actor_label, reported_at, state, last_heartbeat_at)
+                         values ($1, $2, 'webhook', $3, $4, $5, 'verifying', now())",
+                    )
+                    .bind(id)
+                    .bind(url)
+                    .bind(notebook_id)
+                    .bind(&who.label)
+                    .bind(signed_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    crate::audit::record(
+                        &mut *tx,
+                        &who,
+                        "colab.endpoint_reported",
+                        Some(redact(url)),
+                        json!({ "endpoint_id": id, "event_id": event_id }),
+                    )
+                    .await?;
+                    Applied::Verifying(id)
+                }
+                "heartbeat" if current.is_some() && is_current(url) => {
+                    let id = current.as_ref().map(|c| c.0).unwrap_or_default();
+                    sqlx::query(
+                        "update colab_endpoints set last_heartbeat_at = now() where id = $1",
+                    )
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    Applied::Heartbeat(id)
+                }
+                "down" if current.is_some() && is_current(url) => {
+                    let id = current.as_ref().map(|c| c.0).unwrap_or_default();
+                    sqlx::query(
+                        "update colab_endpoints set state = 'down', ended_at = now(),
+                         end_reason = 'the notebook reported down' where id = $1",
+                    )
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    crate::audit::record(
+                        &mut *tx,
+                        &who,
+                        "colab.endpoint_down",
+                        current.as_ref().map(|c| redact(&c.1)),
+                        json!({ "endpoint_id": id, "event_id": event_id }),
+                    )
+                    .await?;
+                    Applied::Down(id)
+                }
+                _ => Applied::Ignored,
+            }
+        };
+        sqlx::query("update colab_webhook_events set outcome = $2 where event_id = $1")
+            .bind(event_id)
+            .bind(applied.word())
+            .execute(&mut *tx)
+            .await?;
+        // Event ids only need remembering for the signature window; keep a day.
+        sqlx::query(
+            "delete from colab_webhook_events where received_at < now() - interval '1 day'",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if let (Applied::Verifying(id), Some(url)) = (&applied, url) {
+            self.spawn_verification(*id, url.to_owned());
+        }
+        Ok(applied)
+    }
+}
