@@ -38,7 +38,10 @@ create table colab_endpoints (
     verified_at timestamptz,
     last_heartbeat_at timestamptz,
     ended_at timestamptz,
-    end_reason text
+    end_reason text,
+    -- Written into the cluster (Secret or ConfigMap, consumers restarted), or why not.
+    published_at timestamptz,
+    publication jsonb
 );
 create index colab_endpoints_received_at on colab_endpoints (received_at desc);
 create index colab_endpoints_actor_user_id on colab_endpoints (actor_user_id);

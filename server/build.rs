@@ -1,4 +1,5 @@
-//! Embeds the `k8s/` manifests so that Slate can draw the desired state without a cluster.
+//! Embeds the `k8s/` manifests so that Slate can draw the desired state without a cluster,
+//! and rebuilds when a migration changes (sqlx embeds them).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,11 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let root = manifest_dir.join("../k8s");
     println!("cargo:rerun-if-changed={}", root.display());
+    // `sqlx::migrate!` embeds the migrations: rebuild when one changes.
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("../migrations").display()
+    );
     let mut files = Vec::new();
     collect(&root, &mut files);
     files.sort();

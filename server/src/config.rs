@@ -240,6 +240,20 @@ pub struct Config {
     )]
     pub colab_verify_seconds: u64,
 
+    /// Where the current Colab endpoint is written in the cluster: `secret` (the URL is a
+    /// credential) or `configmap`.
+    #[arg(long, env = "SLATE_COLAB_PUBLISH", value_parser = ["secret", "configmap"], default_value = "secret", global = true)]
+    pub colab_publish: String,
+
+    /// The name of that Secret or ConfigMap (key `COMFYUI_URL`).
+    #[arg(
+        long,
+        env = "SLATE_COLAB_PUBLISH_NAME",
+        default_value = "comfyui-endpoint",
+        global = true
+    )]
+    pub colab_publish_name: String,
+
     /// The namespace the pipeline runs in.
     #[arg(
         long,

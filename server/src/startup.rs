@@ -99,7 +99,21 @@ impl Application {
         };
         let db_health = Arc::new(DbHealth::new());
         let (asset_events, _) = tokio::sync::broadcast::channel(256);
-        let (cluster, cluster_tasks) = crate::cluster::Cluster::start(config).await;
+        let target = crate::cluster::target(config).await;
+        let publisher = match &target {
+            crate::cluster::Target::Cluster(client) => Some(crate::colab::publish::Publisher {
+                client: client.clone(),
+                namespace: config.namespace.clone(),
+                target: if config.colab_publish == "configmap" {
+                    crate::colab::publish::Target::ConfigMap(config.colab_publish_name.clone())
+                } else {
+                    crate::colab::publish::Target::Secret(config.colab_publish_name.clone())
+                },
+            }),
+            crate::cluster::Target::None(_) => None,
+        };
+        let (cluster, cluster_tasks) =
+            crate::cluster::Cluster::start_with(target, &config.namespace);
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let state = AppState {
             leptos_options,
@@ -115,7 +129,8 @@ impl Application {
                     config.colab_allow_loopback,
                 ),
                 Duration::from_secs(config.colab_verify_seconds.max(1)),
-            ),
+            )
+            .with_publisher(publisher),
             stopping: stopping_rx,
             services: Services {
                 accounts: Arc::new(accounts.clone()),

@@ -3,6 +3,7 @@
 
 mod fake;
 mod http;
+mod publish;
 mod rbac;
 mod real;
 mod topology;

@@ -63,6 +63,18 @@ async fn the_role_grants_exactly_what_slate_calls() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // Publishing the Colab endpoint: the first time creates the Secret, then patches it.
+    let publisher = server::colab::publish::Publisher {
+        client: fake.client(),
+        namespace: "ai-film".into(),
+        target: server::colab::publish::Target::Secret("comfyui-endpoint".into()),
+    };
+    for url in [
+        "https://first-try.trycloudflare.com/",
+        "https://second-go.trycloudflare.com/",
+    ] {
+        publisher.publish(url).await.expect("published");
+    }
     let called: BTreeSet<Permission> = fake
         .requests()
         .into_iter()

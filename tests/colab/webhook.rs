@@ -372,3 +372,111 @@ async fn the_webhook_is_rate_limited() {
     assert!(retry_after.is_some());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_accepted_endpoint_is_published_to_the_cluster_and_audited() {
+    use slate_tests::fake_kube::FakeKube;
+    let fake = FakeKube::start().await;
+    slate_tests::kube_fixtures::apply_settled_base(&fake);
+    let kubeconfig = std::env::temp_dir().join(format!(
+        "slate-colab-kube-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    fake.write_kubeconfig(&kubeconfig);
+    let app = spawn_app_with(|c| {
+        c.colab_allow_loopback = true;
+        c.colab_verify_seconds = 2;
+        c.kube = server::config::KubeMode::Auto;
+        c.kubeconfig = Some(kubeconfig.display().to_string());
+    })
+    .await;
+    let secret = new_secret(&app).await;
+    let comfy = FakeComfy::start(Mode::Current).await;
+    let t = Utc::now().timestamp();
+    assert_eq!(
+        send(&app, &secret, t, &report("up", "p-1", Some(&comfy.url())))
+            .await
+            .status(),
+        202
+    );
+    wait_state(&app, &comfy.url(), "healthy").await;
+    let mut published = None;
+    for _ in 0..100 {
+        published = fake.get("v1", "Secret", "ai-film", "comfyui-endpoint");
+        if published.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let published = match published {
+        Some(p) => p,
+        None => {
+            let rows: Vec<(Option<Value>, String)> =
+                sqlx::query_as("select publication, state from colab_endpoints")
+                    .fetch_all(&app.pool)
+                    .await
+                    .unwrap();
+            panic!("the Secret was not written: {rows:?}");
+        }
+    };
+    assert!(published["data"]["COMFYUI_URL"].is_string());
+    let comfyui = fake
+        .get("apps/v1", "Deployment", "ai-film", "comfyui")
+        .unwrap();
+    assert!(comfyui["spec"]["template"]["metadata"]["annotations"]
+        ["kubectl.kubernetes.io/restartedAt"]
+        .is_string());
+    for _ in 0..100 {
+        if app
+            .count("select count(*) from audit_log where action = 'colab.endpoint_published'")
+            .await
+            == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let publication: Value = sqlx::query_scalar(
+        "select publication from colab_endpoints where published_at is not null",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(publication["restarted"], json!(["comfyui"]));
+    app.stop().await;
+    let _ = std::fs::remove_file(kubeconfig);
+}
+
+#[tokio::test]
+async fn without_a_cluster_publication_is_skipped_and_says_so() {
+    let app = app().await;
+    let secret = new_secret(&app).await;
+    let comfy = FakeComfy::start(Mode::Current).await;
+    let t = Utc::now().timestamp();
+    assert_eq!(
+        send(&app, &secret, t, &report("up", "s-1", Some(&comfy.url())))
+            .await
+            .status(),
+        202
+    );
+    wait_state(&app, &comfy.url(), "healthy").await;
+    for _ in 0..100 {
+        if app
+            .count("select count(*) from audit_log where action = 'colab.endpoint_not_published'")
+            .await
+            == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let publication: Value = sqlx::query_scalar("select publication from colab_endpoints")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(publication["skipped"]
+        .as_str()
+        .unwrap()
+        .contains("no cluster"));
+    app.stop().await;
+}

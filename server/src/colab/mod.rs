@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod probe;
+pub mod publish;
 pub mod signature;
 pub mod webhook;
 
@@ -36,6 +37,8 @@ pub struct Colab {
     pub verify_within: Duration,
     /// …this often.
     pub verify_every: Duration,
+    /// Where accepted endpoints are published; None without a cluster.
+    pub publisher: Option<publish::Publisher>,
 }
 
 impl Colab {
@@ -49,7 +52,56 @@ impl Colab {
             verify_every: Duration::from_secs(3)
                 .min(verify_within / 4)
                 .max(Duration::from_millis(50)),
+            publisher: None,
         }
+    }
+
+    pub fn with_publisher(mut self, publisher: Option<publish::Publisher>) -> Colab {
+        self.publisher = publisher;
+        self
+    }
+
+    /// Publishes `url` as endpoint `id` (or records why it was not) and audits it.
+    pub async fn publish(&self, id: Uuid, url: &str) -> Result<(), sqlx::Error> {
+        let (detail, ok) = match &self.publisher {
+            None => (
+                json!({"skipped": "no cluster: Slate is not connected to Kubernetes"}),
+                false,
+            ),
+            Some(p) => match p.publish(url).await {
+                Ok(publication) => {
+                    tracing::info!(endpoint = %redact(url), object = %publication.object, restarted = ?publication.restarted, refused = ?publication.refused, "colab endpoint published");
+                    (json!(publication), true)
+                }
+                Err(e) => {
+                    tracing::warn!(endpoint = %redact(url), error = %e, "cannot publish the colab endpoint");
+                    (json!({"error": e.to_string()}), false)
+                }
+            },
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "update colab_endpoints set publication = $2, published_at = case when $3 then now() else published_at end
+             where id = $1",
+        )
+        .bind(id)
+        .bind(&detail)
+        .bind(ok)
+        .execute(&mut *tx)
+        .await?;
+        crate::audit::record(
+            &mut *tx,
+            &crate::audit::Who::system(),
+            if ok {
+                "colab.endpoint_published"
+            } else {
+                "colab.endpoint_not_published"
+            },
+            Some(redact(url)),
+            json!({ "endpoint_id": id, "publication": detail }),
+        )
+        .await?;
+        tx.commit().await
     }
 
     /// The secrets that may sign a report now (newest first).
@@ -105,8 +157,16 @@ impl Colab {
                 .prober
                 .verify(&url, colab.verify_within, colab.verify_every)
                 .await;
-            if let Err(e) = colab.record_verification(id, &url, outcome).await {
-                tracing::error!(error = %e, "cannot record a verification");
+            let verified = outcome.is_ok();
+            match colab.record_verification(id, &url, outcome).await {
+                // Published only if it is still the endpoint waiting for this result.
+                Ok(true) if verified => {
+                    if let Err(e) = colab.publish(id, &url).await {
+                        tracing::error!(error = %e, "cannot record a publication");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot record a verification"),
             }
         });
     }
@@ -116,7 +176,9 @@ impl Colab {
         id: Uuid,
         url: &str,
         outcome: Result<(probe::SystemStats, Duration), probe::ProbeError>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
+        // Whether the endpoint was still waiting for this verification (not replaced).
+        let mut current = false;
         let mut tx = self.pool.begin().await?;
         sqlx::query("select pg_advisory_xact_lock($1)")
             .bind(LOCK_KEY)
@@ -125,14 +187,16 @@ impl Colab {
         match &outcome {
             Ok((stats, latency)) => {
                 tracing::info!(endpoint = %redact(url), gpu = ?stats.gpu, "colab endpoint verified");
-                sqlx::query(
+                current = sqlx::query(
                     "update colab_endpoints set state = 'healthy', verified_at = now(), verification = $2
                      where id = $1 and state = 'verifying'",
                 )
                 .bind(id)
                 .bind(json!(stats))
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected()
+                    == 1;
                 sqlx::query(
                     "insert into endpoint_checks (endpoint_id, kind, ok, latency_ms) values ($1, 'verify', true, $2)",
                 )
@@ -162,6 +226,7 @@ impl Colab {
                 .await?;
             }
         }
-        tx.commit().await
+        tx.commit().await?;
+        Ok(current)
     }
 }
