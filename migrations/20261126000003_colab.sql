@@ -62,3 +62,12 @@ create table endpoint_checks (
     queue_remaining integer
 );
 create index endpoint_checks_endpoint_id_at on endpoint_checks (endpoint_id, at desc);
+
+-- Settings an admin changes: the fallback endpoint used when the current one fails.
+create table colab_settings (
+    id boolean primary key default true check (id),
+    fallback_url text,
+    updated_at timestamptz not null default now(),
+    updated_by uuid references users (id) on delete set null
+);
+create index colab_settings_updated_by on colab_settings (updated_by);

@@ -53,6 +53,9 @@ pub enum ColabCommand {
     /// Create a new webhook secret and print it once; the previous ones keep working for
     /// 24 hours, time to update the notebook.
     RotateSecret,
+    /// Set the endpoint Slate fails over to when the current one stops answering (give
+    /// no URL to clear it).
+    SetFallback { url: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +177,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
                 let secret = colab.rotate_secret(&Who::cli()).await?;
                 println!("{secret}");
+                anyhow::Ok(())
+            }
+            .await;
+            db.close(false).await;
+            result
+        }
+        Command::Colab(ColabCommand::SetFallback { url }) => {
+            let db = Database::open(&config).await?;
+            let result = async {
+                db.migrate().await?;
+                let colab = crate::colab::Colab::new(
+                    db.pool.clone(),
+                    crate::colab::address::HostRules::parse(&config.colab_allowed_hosts, false),
+                    std::time::Duration::from_secs(config.colab_verify_seconds.max(1)),
+                );
+                match colab.set_fallback(&Who::cli(), url.as_deref()).await? {
+                    Some(url) => {
+                        println!("fallback set to {}", crate::colab::address::redact(&url))
+                    }
+                    None => println!("fallback cleared"),
+                }
                 anyhow::Ok(())
             }
             .await;

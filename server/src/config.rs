@@ -240,6 +240,16 @@ pub struct Config {
     )]
     pub colab_verify_seconds: u64,
 
+    /// How often the current Colab endpoint is checked (`GET /prompt`); three failures in
+    /// a row mark it down and start a failover.
+    #[arg(
+        long,
+        env = "SLATE_COLAB_CHECK_SECONDS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub colab_check_seconds: u64,
+
     /// Where the current Colab endpoint is written in the cluster: `secret` (the URL is a
     /// credential) or `configmap`.
     #[arg(long, env = "SLATE_COLAB_PUBLISH", value_parser = ["secret", "configmap"], default_value = "secret", global = true)]

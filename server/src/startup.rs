@@ -115,6 +115,20 @@ impl Application {
         let (cluster, cluster_tasks) =
             crate::cluster::Cluster::start_with(target, &config.namespace);
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+        let colab = crate::colab::Colab::new(
+            pool.clone(),
+            crate::colab::address::HostRules::parse(
+                &config.colab_allowed_hosts,
+                config.colab_allow_loopback,
+            ),
+            Duration::from_secs(config.colab_verify_seconds.max(1)),
+        )
+        .with_publisher(publisher)
+        .with_diagram(cluster.clone());
+        colab.show_on_diagram().await;
+        let colab_monitor = colab
+            .clone()
+            .spawn_monitor(Duration::from_secs(config.colab_check_seconds.max(1)));
         let state = AppState {
             leptos_options,
             pool: pool.clone(),
@@ -122,15 +136,7 @@ impl Application {
             assets: assets.clone(),
             asset_events: asset_events.clone(),
             cluster: cluster.clone(),
-            colab: crate::colab::Colab::new(
-                pool.clone(),
-                crate::colab::address::HostRules::parse(
-                    &config.colab_allowed_hosts,
-                    config.colab_allow_loopback,
-                ),
-                Duration::from_secs(config.colab_verify_seconds.max(1)),
-            )
-            .with_publisher(publisher),
+            colab,
             stopping: stopping_rx,
             services: Services {
                 accounts: Arc::new(accounts.clone()),
@@ -148,6 +154,7 @@ impl Application {
         workers.extend(crate::assets::processing::spawn(assets));
         workers.push(crate::assets::events::spawn(pool_for_events, asset_events));
         workers.extend(cluster_tasks);
+        workers.push(colab_monitor);
         Ok(Self {
             listener,
             router,

@@ -2,5 +2,6 @@
 //! recognising ComfyUI, against a fake ComfyUI that misbehaves like a Colab runtime
 //! behind a Cloudflare quick tunnel.
 
+mod failover;
 mod probe;
 mod webhook;

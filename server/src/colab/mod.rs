@@ -5,6 +5,7 @@
 //! the next steps of the Colab issue and are not here yet.)
 
 pub mod address;
+pub mod monitor;
 pub mod probe;
 pub mod publish;
 pub mod signature;
@@ -39,6 +40,8 @@ pub struct Colab {
     pub verify_every: Duration,
     /// Where accepted endpoints are published; None without a cluster.
     pub publisher: Option<publish::Publisher>,
+    /// The architecture diagram, whose external box shows the endpoint's health.
+    pub diagram: Option<crate::cluster::Cluster>,
 }
 
 impl Colab {
@@ -53,7 +56,83 @@ impl Colab {
                 .min(verify_within / 4)
                 .max(Duration::from_millis(50)),
             publisher: None,
+            diagram: None,
         }
+    }
+
+    pub fn with_diagram(mut self, diagram: crate::cluster::Cluster) -> Colab {
+        self.diagram = Some(diagram);
+        self
+    }
+
+    /// Shows what Slate knows about the endpoint on the architecture diagram.
+    pub async fn show_on_diagram(&self) {
+        use app::architecture::Health;
+        let Some(diagram) = &self.diagram else { return };
+        let row: Result<Option<(String, Option<serde_json::Value>)>, _> = sqlx::query_as(
+            "select state, verification from colab_endpoints where state in ('verifying', 'healthy')",
+        )
+        .fetch_optional(&self.pool)
+        .await;
+        let last_check: Option<(bool, Option<String>, Option<i32>)> = sqlx::query_as(
+            "select c.ok, c.detail, c.queue_remaining from endpoint_checks c
+             join colab_endpoints e on e.id = c.endpoint_id and e.state = 'healthy'
+             order by c.at desc limit 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .ok()
+        .flatten();
+        let mut external = crate::cluster::topology::External::default();
+        match row {
+            Ok(Some((state, verification))) if state == "healthy" => {
+                let gpu = verification
+                    .as_ref()
+                    .and_then(|v| v["gpu"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "GPU".into());
+                external.facts = vec![gpu];
+                match last_check {
+                    Some((false, detail, _)) => {
+                        external.health = Health::Degraded;
+                        external.reason =
+                            Some(format!("Last check failed: {}", detail.unwrap_or_default()));
+                    }
+                    Some((true, _, queue)) => {
+                        external.health = Health::Healthy;
+                        external.reason = None;
+                        if let Some(q) = queue {
+                            external.facts.push(format!("queue {q}"));
+                        }
+                    }
+                    None => {
+                        external.health = Health::Healthy;
+                        external.reason = None;
+                    }
+                }
+            }
+            Ok(Some(_)) => {
+                external.health = Health::Progressing;
+                external.reason = Some("A new endpoint is being verified".into());
+            }
+            Ok(None) => {
+                let ended: Option<(String, Option<String>)> = sqlx::query_as(
+                    "select state, end_reason from colab_endpoints order by received_at desc limit 1",
+                )
+                .fetch_optional(&self.pool)
+                .await
+                .ok()
+                .flatten();
+                if let Some((_, reason)) = ended {
+                    external.health = Health::Degraded;
+                    external.reason = Some(format!(
+                        "No working endpoint: {}",
+                        reason.unwrap_or_else(|| "the last one ended".into())
+                    ));
+                }
+            }
+            Err(_) => return,
+        }
+        diagram.set_external(external);
     }
 
     pub fn with_publisher(mut self, publisher: Option<publish::Publisher>) -> Colab {
@@ -168,6 +247,7 @@ impl Colab {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "cannot record a verification"),
             }
+            colab.show_on_diagram().await;
         });
     }
 

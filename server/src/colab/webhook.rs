@@ -415,6 +415,9 @@ impl Colab {
         if let (Applied::Verifying(id), Some(url)) = (&applied, url) {
             self.spawn_verification(*id, url.to_owned());
         }
+        if matches!(applied, Applied::Verifying(_) | Applied::Down(_)) {
+            self.show_on_diagram().await;
+        }
         Ok(applied)
     }
 }

@@ -1,0 +1,194 @@
+//! The failover scenario end to end, against the fake API server and fake ComfyUIs:
+//! up → healthy → the tunnel dies → three failed checks → failover to the fallback,
+//! published with kubectl's restart patch → a new `up` → switch to it.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::Utc;
+use server::audit::Who;
+use server::colab::signature::sign;
+use slate_tests::fake_comfy::{FakeComfy, Mode};
+use slate_tests::fake_kube::FakeKube;
+use slate_tests::{spawn_app_with, TestApp};
+
+async fn published_url(fake: &FakeKube) -> Option<String> {
+    let secret = fake.get("v1", "Secret", "ai-film", "comfyui-endpoint")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["COMFYUI_URL"].as_str()?)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+async fn wait_published(fake: &FakeKube, url: &str) {
+    for _ in 0..300 {
+        if published_url(fake).await.as_deref() == Some(url) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{url} was never published; the Secret holds {:?}",
+        published_url(fake).await
+    );
+}
+
+async fn current(app: &TestApp) -> Option<(String, String, String)> {
+    sqlx::query_as(
+        "select url, source, state from colab_endpoints where state in ('verifying', 'healthy')",
+    )
+    .fetch_optional(&app.pool)
+    .await
+    .unwrap()
+}
+
+async fn up(app: &TestApp, secret: &str, id: &str, url: &str) {
+    let body = serde_json::json!({"event": "up", "event_id": id, "notebook_id": "nb", "url": url})
+        .to_string();
+    let res = app
+        .bare_client()
+        .post(app.url("/api/colab/endpoint"))
+        .header(
+            "x-slate-signature",
+            sign(secret.as_bytes(), Utc::now().timestamp(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+}
+
+#[tokio::test]
+async fn a_dead_tunnel_fails_over_and_a_new_up_takes_over_again() {
+    let fake = FakeKube::start().await;
+    slate_tests::kube_fixtures::apply_settled_base(&fake);
+    let kubeconfig = std::env::temp_dir().join(format!(
+        "slate-failover-kube-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    fake.write_kubeconfig(&kubeconfig);
+    let app = spawn_app_with(|c| {
+        c.colab_allow_loopback = true;
+        c.colab_verify_seconds = 2;
+        c.colab_check_seconds = 1;
+        c.kube = server::config::KubeMode::Auto;
+        c.kubeconfig = Some(kubeconfig.display().to_string());
+    })
+    .await;
+    let colab = server::colab::Colab::new(
+        app.pool.clone(),
+        server::colab::address::HostRules::parse("", true),
+        Duration::from_secs(2),
+    );
+    let secret = colab.rotate_secret(&Who::cli()).await.unwrap();
+    let (first, fallback, third) = (
+        FakeComfy::start(Mode::Current).await,
+        FakeComfy::start(Mode::Mid2024).await,
+        FakeComfy::start(Mode::Current).await,
+    );
+    colab
+        .set_fallback(&Who::cli(), Some(&fallback.url()))
+        .await
+        .unwrap();
+
+    // Up, verified, published.
+    up(&app, &secret, "f-1", &first.url()).await;
+    wait_published(&fake, &first.url()).await;
+    let restarts = |fake: &FakeKube| {
+        fake.requests()
+            .into_iter()
+            .filter(|r| {
+                r.verb == "patch"
+                    && r.resource == "deployments"
+                    && r.name.as_deref() == Some("comfyui")
+            })
+            .count()
+    };
+    assert_eq!(restarts(&fake), 1);
+
+    // The tunnel dies: three failed checks later the fallback is current and published.
+    first.set_mode(Mode::Cloudflare(530));
+    wait_published(&fake, &fallback.url()).await;
+    assert_eq!(
+        current(&app).await,
+        Some((fallback.url(), "fallback".into(), "healthy".into()))
+    );
+    assert_eq!(restarts(&fake), 2);
+    let (state, reason): (String, String) =
+        sqlx::query_as("select state, end_reason from colab_endpoints where url = $1")
+            .bind(first.url())
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "down");
+    assert!(
+        reason.contains("3 checks failed in a row") && reason.contains("tunnel is gone"),
+        "{reason}"
+    );
+    let failed: i64 = app.count("select count(*) from endpoint_checks where kind = 'health' and not ok and class = 'gone'").await;
+    assert!(failed >= 3);
+    assert_eq!(
+        app.count("select count(*) from audit_log where action = 'colab.failover'")
+            .await,
+        1
+    );
+
+    // The notebook restarts with a new tunnel: it takes over from the fallback.
+    up(&app, &secret, "f-2", &third.url()).await;
+    wait_published(&fake, &third.url()).await;
+    assert_eq!(current(&app).await.map(|c| c.0), Some(third.url()));
+    assert_eq!(restarts(&fake), 3);
+
+    // The architecture diagram's external box follows the endpoint's health.
+    let admin = app.signed_in(slate_tests::ADMIN_EMAIL, "admin").await;
+    let mut external = serde_json::Value::Null;
+    for _ in 0..100 {
+        let t: serde_json::Value = app
+            .call(&admin, "/api/lead/topology", &[])
+            .await
+            .json()
+            .await
+            .unwrap();
+        external = t["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == "External/comfyui-colab")
+            .cloned()
+            .unwrap();
+        if external["health"] == "healthy" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(external["health"], "healthy", "{external}");
+    assert_eq!(external["facts"][0], "Tesla T4");
+    third.set_mode(Mode::Cloudflare(502));
+    for _ in 0..100 {
+        let t: serde_json::Value = app
+            .call(&admin, "/api/lead/topology", &[])
+            .await
+            .json()
+            .await
+            .unwrap();
+        external = t["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == "External/comfyui-colab")
+            .cloned()
+            .unwrap();
+        if external["health"] == "degraded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(external["health"], "degraded", "{external}");
+    assert!(
+        external["reason"].as_str().unwrap().contains("restarting"),
+        "{external}"
+    );
+    app.stop().await;
+    let _ = std::fs::remove_file(kubeconfig);
+}
