@@ -18,7 +18,7 @@ use super::{Colab, LOCK_KEY};
 /// Failed checks in a row that mark an endpoint down.
 pub const FAILURES_FOR_DOWN: i64 = 3;
 /// The lease's own key (distinct from the lock that serialises changes).
-const LEASE_KEY: i64 = 0x5c0_1ab_1ea5e;
+const LEASE_KEY: i64 = 0x05c0_1ab1_ea5e;
 
 impl Colab {
     /// Runs the monitor forever (abort the task to stop it).
