@@ -71,6 +71,17 @@ pub trait ClusterBackend: Send + Sync + 'static {
     fn node_detail(&self, id: &str) -> Result<NodeDetail, AppError>;
 }
 
+/// The Colab endpoint (admins).
+#[async_trait]
+pub trait ColabBackend: Send + Sync + 'static {
+    async fn overview(&self, actor: &Actor) -> Result<crate::colab::ColabOverview, AppError>;
+    async fn reveal(&self, actor: &Actor, id: Uuid) -> Result<String, AppError>;
+    async fn set_endpoint(&self, actor: &Actor, url: &str) -> Result<(), AppError>;
+    async fn set_fallback(&self, actor: &Actor, url: Option<String>) -> Result<(), AppError>;
+    async fn reverify(&self, actor: &Actor) -> Result<(), AppError>;
+    async fn rotate_secret(&self, actor: &Actor) -> Result<crate::colab::RotatedSecret, AppError>;
+}
+
 /// The browser session of the current request.
 #[async_trait]
 pub trait SessionControl: Send + Sync + 'static {
@@ -107,6 +118,7 @@ pub struct Services {
     pub accounts: Arc<dyn AccountsBackend>,
     pub assets: Arc<dyn AssetsBackend>,
     pub cluster: Arc<dyn ClusterBackend>,
+    pub colab: Arc<dyn ColabBackend>,
 }
 
 pub fn services() -> Result<Services, AppError> {

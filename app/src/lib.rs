@@ -6,6 +6,7 @@ pub mod architecture;
 pub mod assets;
 #[cfg(feature = "ssr")]
 pub mod backend;
+pub mod colab;
 pub mod components;
 pub mod error;
 mod shell;

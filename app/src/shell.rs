@@ -13,6 +13,7 @@ use crate::accounts::{
 };
 use crate::architecture::ArchitecturePage;
 use crate::assets::{AssetPage, AssetsPage};
+use crate::colab::ColabPage;
 use crate::components::{EmptyState, ErrorNote, PageHeader, RoleBadge, Time};
 use crate::error::AppError;
 
@@ -111,6 +112,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("assets") view=AssetsPage/>
                     <Route path=path!("assets/:id") view=AssetPage/>
                     <Route path=path!("architecture") view=ArchitecturePage/>
+                    <Route path=path!("admin/colab") view=ColabPage/>
                     <Route path=path!("admin/users") view=UsersPage/>
                     <Route path=path!("admin/tokens") view=TokensPage/>
                     <Route path=path!("admin/audit") view=AuditPage/>
@@ -125,6 +127,7 @@ const NAV: &[(&str, &str, Role)] = &[
     ("Dashboard", "/", Role::Creator),
     ("Assets", "/assets", Role::Creator),
     ("Architecture", "/architecture", Role::Lead),
+    ("Colab", "/admin/colab", Role::Admin),
     ("Users", "/admin/users", Role::Admin),
     ("Tokens", "/admin/tokens", Role::Admin),
     ("Audit log", "/admin/audit", Role::Admin),

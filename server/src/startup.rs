@@ -124,7 +124,8 @@ impl Application {
             Duration::from_secs(config.colab_verify_seconds.max(1)),
         )
         .with_publisher(publisher)
-        .with_diagram(cluster.clone());
+        .with_diagram(cluster.clone())
+        .with_public_url(config.public_url().as_str());
         colab.show_on_diagram().await;
         let colab_monitor = colab
             .clone()
@@ -136,12 +137,13 @@ impl Application {
             assets: assets.clone(),
             asset_events: asset_events.clone(),
             cluster: cluster.clone(),
-            colab,
+            colab: colab.clone(),
             stopping: stopping_rx,
             services: Services {
                 accounts: Arc::new(accounts.clone()),
                 assets: Arc::new(assets.clone()),
                 cluster: Arc::new(cluster),
+                colab: Arc::new(colab.clone()),
             },
             config: Arc::new(http_config),
             metrics: Arc::new(HttpMetrics::default()),

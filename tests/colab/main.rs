@@ -2,6 +2,7 @@
 //! recognising ComfyUI, against a fake ComfyUI that misbehaves like a Colab runtime
 //! behind a Cloudflare quick tunnel.
 
+mod admin;
 mod failover;
 mod probe;
 mod webhook;

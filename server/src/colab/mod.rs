@@ -5,6 +5,7 @@
 //! the next steps of the Colab issue and are not here yet.)
 
 pub mod address;
+pub mod admin;
 pub mod monitor;
 pub mod probe;
 pub mod publish;
@@ -42,6 +43,8 @@ pub struct Colab {
     pub publisher: Option<publish::Publisher>,
     /// The architecture diagram, whose external box shows the endpoint's health.
     pub diagram: Option<crate::cluster::Cluster>,
+    /// Slate's public URL, for the webhook address in the notebook cell.
+    pub public_url: String,
 }
 
 impl Colab {
@@ -57,7 +60,13 @@ impl Colab {
                 .max(Duration::from_millis(50)),
             publisher: None,
             diagram: None,
+            public_url: "http://127.0.0.1:3000".into(),
         }
+    }
+
+    pub fn with_public_url(mut self, url: &str) -> Colab {
+        self.public_url = url.trim_end_matches('/').to_owned();
+        self
     }
 
     pub fn with_diagram(mut self, diagram: crate::cluster::Cluster) -> Colab {
