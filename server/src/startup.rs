@@ -125,7 +125,11 @@ impl Application {
         )
         .with_publisher(publisher)
         .with_diagram(cluster.clone())
-        .with_public_url(config.public_url().as_str());
+        .with_public_url(&match &config.public_url {
+            Some(url) => url.to_string(),
+            // The address actually bound (port 0 in tests becomes the real port).
+            None => format!("http://{addr}"),
+        });
         colab.show_on_diagram().await;
         let colab_monitor = colab
             .clone()

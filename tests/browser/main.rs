@@ -758,3 +758,74 @@ async fn a_lead_watches_a_deployment_degrade_and_recover_without_a_reload() {
     app.stop().await;
     let _ = std::fs::remove_file(kubeconfig);
 }
+
+async fn wait_text(c: &Client, css: &str, want: &str) {
+    for _ in 0..150 {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if e.text().await.unwrap_or_default().contains(want) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    screenshot(c, "failure").await;
+    panic!("{css} never said {want:?} (see target/screenshots/failure.png)");
+}
+
+#[tokio::test]
+async fn an_admin_sees_the_colab_endpoint_go_down_and_come_back_without_a_reload() {
+    use slate_tests::fake_comfy::{FakeComfy, Mode};
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let app = slate_tests::spawn_app_with(|c| {
+        c.colab_allow_loopback = true;
+        c.colab_verify_seconds = 2;
+        c.colab_check_seconds = 1;
+    })
+    .await;
+    let comfy = FakeComfy::start(Mode::Current).await;
+    let b = browser().await;
+    let c = &b.client;
+    sign_in(c, &app, ADMIN_EMAIL).await;
+    wait_for(c, "a.nav-link[href='/admin/colab']").await.click().await.unwrap();
+    wait_for(c, "#colab-current").await;
+    wait_hydrated(c).await;
+    assert!(text_of(c, "#colab-current").await.contains("No endpoint"));
+    set_marker(c).await;
+
+    // Set by hand from the page: verified, then healthy with its GPU.
+    wait_for(c, "#endpoint-input").await.send_keys(&comfy.url()).await.unwrap();
+    wait_for(c, "#set-endpoint-form button[type=submit]").await.click().await.unwrap();
+    wait_text(c, "#colab-current", "Healthy").await;
+    wait_text(c, "#endpoint-gpu", "Tesla T4").await;
+    screenshot(c, "colab-healthy").await;
+
+    // The tunnel dies: three failed checks later the page says so by itself.
+    comfy.set_mode(Mode::Cloudflare(530));
+    wait_text(c, "#colab-current", "No endpoint").await;
+    wait_text(c, "#colab-history", "3 checks failed in a row").await;
+    screenshot(c, "colab-down").await;
+
+    // The notebook comes back with a new `up`: the page follows.
+    comfy.set_mode(Mode::Current);
+    let colab = server::colab::Colab::new(
+        app.pool.clone(),
+        server::colab::address::HostRules::parse("", true),
+        Duration::from_secs(2),
+    );
+    let secret = colab.rotate_secret(&server::audit::Who::cli()).await.unwrap();
+    let body = json!({"event": "up", "event_id": "again", "notebook_id": "nb", "url": comfy.url()}).to_string();
+    let t = chrono::Utc::now().timestamp();
+    let res = app
+        .bare_client()
+        .post(app.url("/api/colab/endpoint"))
+        .header("x-slate-signature", server::colab::signature::sign(secret.as_bytes(), t, body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    wait_text(c, "#colab-current", "Healthy").await;
+    assert!(marker_survived(c).await, "all of it without a reload");
+    drop(b);
+    app.stop().await;
+}

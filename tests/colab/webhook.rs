@@ -477,6 +477,6 @@ async fn without_a_cluster_publication_is_skipped_and_says_so() {
     assert!(publication["skipped"]
         .as_str()
         .unwrap()
-        .contains("no cluster"));
+        .contains("not connected to Kubernetes"));
     app.stop().await;
 }

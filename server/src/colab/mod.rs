@@ -153,7 +153,7 @@ impl Colab {
     pub async fn publish(&self, id: Uuid, url: &str) -> Result<(), sqlx::Error> {
         let (detail, ok) = match &self.publisher {
             None => (
-                json!({"skipped": "no cluster: Slate is not connected to Kubernetes"}),
+                json!({"skipped": "Slate is not connected to Kubernetes"}),
                 false,
             ),
             Some(p) => match p.publish(url).await {
