@@ -85,9 +85,11 @@ impl Colab {
                 .bind(e.to_string())
                 .execute(&self.pool)
                 .await?;
-                // Failures since the last success.
+                // Failures since the last success. 429 (too many requests: back off) and 524
+                // (slow, not dead) are recorded but do not count towards "down".
                 let failures: i64 = sqlx::query_scalar(
                     "select count(*) from endpoint_checks where endpoint_id = $1 and kind = 'health' and not ok
+                     and class not in ('busy', 'slow')
                      and at > coalesce((select max(at) from endpoint_checks where endpoint_id = $1 and ok), '-infinity')",
                 )
                 .bind(id)
