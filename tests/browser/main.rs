@@ -786,15 +786,27 @@ async fn an_admin_sees_the_colab_endpoint_go_down_and_come_back_without_a_reload
     let b = browser().await;
     let c = &b.client;
     sign_in(c, &app, ADMIN_EMAIL).await;
-    wait_for(c, "a.nav-link[href='/admin/colab']").await.click().await.unwrap();
+    wait_for(c, "a.nav-link[href='/admin/colab']")
+        .await
+        .click()
+        .await
+        .unwrap();
     wait_for(c, "#colab-current").await;
     wait_hydrated(c).await;
     assert!(text_of(c, "#colab-current").await.contains("No endpoint"));
     set_marker(c).await;
 
     // Set by hand from the page: verified, then healthy with its GPU.
-    wait_for(c, "#endpoint-input").await.send_keys(&comfy.url()).await.unwrap();
-    wait_for(c, "#set-endpoint-form button[type=submit]").await.click().await.unwrap();
+    wait_for(c, "#endpoint-input")
+        .await
+        .send_keys(&comfy.url())
+        .await
+        .unwrap();
+    wait_for(c, "#set-endpoint-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
     wait_text(c, "#colab-current", "Healthy").await;
     wait_text(c, "#endpoint-gpu", "Tesla T4").await;
     screenshot(c, "colab-healthy").await;
@@ -812,13 +824,20 @@ async fn an_admin_sees_the_colab_endpoint_go_down_and_come_back_without_a_reload
         server::colab::address::HostRules::parse("", true),
         Duration::from_secs(2),
     );
-    let secret = colab.rotate_secret(&server::audit::Who::cli()).await.unwrap();
-    let body = json!({"event": "up", "event_id": "again", "notebook_id": "nb", "url": comfy.url()}).to_string();
+    let secret = colab
+        .rotate_secret(&server::audit::Who::cli())
+        .await
+        .unwrap();
+    let body = json!({"event": "up", "event_id": "again", "notebook_id": "nb", "url": comfy.url()})
+        .to_string();
     let t = chrono::Utc::now().timestamp();
     let res = app
         .bare_client()
         .post(app.url("/api/colab/endpoint"))
-        .header("x-slate-signature", server::colab::signature::sign(secret.as_bytes(), t, body.as_bytes()))
+        .header(
+            "x-slate-signature",
+            server::colab::signature::sign(secret.as_bytes(), t, body.as_bytes()),
+        )
         .body(body)
         .send()
         .await

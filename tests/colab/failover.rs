@@ -192,3 +192,49 @@ async fn a_dead_tunnel_fails_over_and_a_new_up_takes_over_again() {
     app.stop().await;
     let _ = std::fs::remove_file(kubeconfig);
 }
+
+#[tokio::test]
+async fn busy_and_slow_answers_do_not_take_an_endpoint_down() {
+    let app = spawn_app_with(|c| {
+        c.colab_allow_loopback = true;
+        c.colab_verify_seconds = 2;
+        c.colab_check_seconds = 1;
+    })
+    .await;
+    let colab = server::colab::Colab::new(
+        app.pool.clone(),
+        server::colab::address::HostRules::parse("", true),
+        Duration::from_secs(2),
+    );
+    let secret = colab.rotate_secret(&Who::cli()).await.unwrap();
+    let comfy = FakeComfy::start(Mode::Current).await;
+    up(&app, &secret, "b-1", &comfy.url()).await;
+    for _ in 0..100 {
+        if current(&app).await.is_some_and(|c| c.2 == "healthy") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    comfy.set_mode(Mode::Cloudflare(429));
+    for _ in 0..100 {
+        if app
+            .count("select count(*) from endpoint_checks where class = 'busy'")
+            .await
+            >= 4
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        app.count("select count(*) from endpoint_checks where class = 'busy'")
+            .await
+            >= 4
+    );
+    assert_eq!(
+        current(&app).await.map(|c| c.2),
+        Some("healthy".to_owned()),
+        "429 means back off, not down"
+    );
+    app.stop().await;
+}

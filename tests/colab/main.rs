@@ -3,6 +3,7 @@
 //! behind a Cloudflare quick tunnel.
 
 mod admin;
+mod client;
 mod failover;
 mod probe;
 mod webhook;

@@ -38,8 +38,21 @@ pub enum Mode {
     Huge,
 }
 
+/// A prompt the fake has accepted. It runs when first asked about and finishes when
+/// asked again (so following it sees pending/running, then the outcome).
+#[derive(Clone, Debug)]
+pub struct Prompt {
+    pub id: String,
+    pub graph: serde_json::Value,
+    pub client_id: Option<String>,
+    polls: usize,
+}
+
 struct Inner {
     mode: Mutex<Mode>,
+    prompts: Mutex<Vec<Prompt>>,
+    /// What POST /interrupt and POST /queue received.
+    pub_requests: Mutex<Vec<(String, serde_json::Value)>>,
     /// Requests answered badly before the mode applies (a tunnel warming up).
     warming: Mutex<(usize, u16)>,
     hits: AtomicUsize,
@@ -62,6 +75,8 @@ impl FakeComfy {
     pub async fn start(mode: Mode) -> FakeComfy {
         let inner = Arc::new(Inner {
             mode: Mutex::new(mode),
+            prompts: Mutex::new(Vec::new()),
+            pub_requests: Mutex::new(Vec::new()),
             warming: Mutex::new((0, 502)),
             hits: AtomicUsize::new(0),
             queue: AtomicUsize::new(0),
@@ -69,8 +84,12 @@ impl FakeComfy {
         let app = Router::new()
             .route("/system_stats", get(system_stats))
             .route("/api/system_stats", get(system_stats))
-            .route("/prompt", get(prompt))
-            .route("/queue", get(queue))
+            .route("/prompt", get(prompt).post(submit))
+            .route("/queue", get(queue).post(queue_change))
+            .route("/history/{id}", get(history))
+            .route("/interrupt", axum::routing::post(interrupt))
+            .route("/upload/image", axum::routing::post(upload))
+            .route("/view", get(view))
             .fallback(not_found)
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -97,6 +116,21 @@ impl FakeComfy {
 
     pub fn set_queue(&self, n: usize) {
         self.inner.queue.store(n, Ordering::SeqCst);
+    }
+
+    /// The prompts accepted so far.
+    pub fn prompts(&self) -> Vec<Prompt> {
+        self.inner.prompts.lock().unwrap().clone()
+    }
+
+    /// What POST /interrupt and POST /queue received, as (path, body).
+    pub fn controls(&self) -> Vec<(String, serde_json::Value)> {
+        self.inner.pub_requests.lock().unwrap().clone()
+    }
+
+    /// ComfyUI restarted: every prompt is forgotten (history and queue empty).
+    pub fn forget(&self) {
+        self.inner.prompts.lock().unwrap().clear();
     }
 
     pub fn hits(&self) -> usize {
@@ -200,7 +234,134 @@ async fn queue(State(inner): State<Arc<Inner>>) -> Response {
     if let Some(r) = misbehave(&inner).await {
         return r;
     }
-    Json(json!({"queue_running": [], "queue_pending": []})).into_response()
+    let prompts = inner.prompts.lock().unwrap();
+    let waiting: Vec<&Prompt> = prompts.iter().filter(|p| p.polls < 2).collect();
+    let entry = |(n, p): (usize, &&Prompt)| json!([n, p.id, p.graph, {}, []]);
+    let running: Vec<_> = waiting.iter().take(1).enumerate().map(entry).collect();
+    let pending: Vec<_> = waiting.iter().skip(1).enumerate().map(entry).collect();
+    Json(json!({"queue_running": running, "queue_pending": pending})).into_response()
+}
+
+async fn submit(State(inner): State<Arc<Inner>>, Json(body): Json<serde_json::Value>) -> Response {
+    if let Some(r) = misbehave(&inner).await {
+        return r;
+    }
+    let graph = body["prompt"].clone();
+    if graph.as_object().is_none_or(|g| g.is_empty()) {
+        let mid2024 = *inner.mode.lock().unwrap() == Mode::Mid2024;
+        let error = if mid2024 {
+            json!("Prompt has no outputs")
+        } else {
+            json!({"type": "prompt_no_outputs", "message": "Prompt has no outputs", "details": "", "extra_info": {}})
+        };
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": error, "node_errors": {}})),
+        )
+            .into_response();
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut prompts = inner.prompts.lock().unwrap();
+    prompts.push(Prompt {
+        id: id.clone(),
+        graph,
+        client_id: body["client_id"].as_str().map(str::to_owned),
+        polls: 0,
+    });
+    Json(json!({"prompt_id": id, "number": prompts.len(), "node_errors": {}})).into_response()
+}
+
+async fn history(
+    State(inner): State<Arc<Inner>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if let Some(r) = misbehave(&inner).await {
+        return r;
+    }
+    let mut prompts = inner.prompts.lock().unwrap();
+    let Some(p) = prompts.iter_mut().find(|p| p.id == id) else {
+        return Json(json!({})).into_response();
+    };
+    p.polls += 1;
+    if p.polls < 2 {
+        return Json(json!({})).into_response();
+    }
+    let broken = p.graph.to_string().contains("\"Broken\"");
+    let entry = if broken {
+        json!({"prompt": [], "outputs": {}, "status": {"status_str": "error", "completed": false, "messages": [
+            ["execution_start", {"prompt_id": id}],
+            ["execution_error", {"prompt_id": id, "node_id": "7", "node_type": "Broken", "exception_message": "CUDA out of memory\n", "exception_type": "torch.OutOfMemoryError"}]
+        ]}})
+    } else {
+        json!({"prompt": [], "outputs": {"9": {"images": [{"filename": "slate_00001_.png", "subfolder": "", "type": "output"}]}},
+            "status": {"status_str": "success", "completed": true, "messages": []}})
+    };
+    Json(json!({ id: entry })).into_response()
+}
+
+async fn queue_change(
+    State(inner): State<Arc<Inner>>,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    inner
+        .pub_requests
+        .lock()
+        .unwrap()
+        .push(("/queue".into(), body.clone()));
+    let deleted: Vec<String> = body["delete"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    inner
+        .prompts
+        .lock()
+        .unwrap()
+        .retain(|p| !deleted.contains(&p.id));
+    StatusCode::OK.into_response()
+}
+
+async fn interrupt(
+    State(inner): State<Arc<Inner>>,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    inner
+        .pub_requests
+        .lock()
+        .unwrap()
+        .push(("/interrupt".into(), body));
+    StatusCode::OK.into_response()
+}
+
+async fn upload(State(inner): State<Arc<Inner>>, body: axum::body::Bytes) -> Response {
+    if let Some(r) = misbehave(&inner).await {
+        return r;
+    }
+    let text = String::from_utf8_lossy(&body);
+    let name = text
+        .split("filename=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("upload.png")
+        .to_owned();
+    Json(json!({"name": name, "subfolder": "", "type": "input"})).into_response()
+}
+
+async fn view(
+    State(inner): State<Arc<Inner>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if let Some(r) = misbehave(&inner).await {
+        return r;
+    }
+    let name = q.get("filename").cloned().unwrap_or_default();
+    if name.contains("..") || name.starts_with('/') {
+        return (StatusCode::BAD_REQUEST, "invalid filename").into_response();
+    }
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend_from_slice(name.as_bytes());
+    ([(header::CONTENT_TYPE, "image/png")], bytes).into_response()
 }
 
 async fn not_found(State(inner): State<Arc<Inner>>) -> Response {

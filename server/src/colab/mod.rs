@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod admin;
+pub mod client;
 pub mod monitor;
 pub mod probe;
 pub mod publish;

@@ -101,8 +101,12 @@ impl Prober {
         Prober { rules }
     }
 
-    /// GET `path` on the endpoint and parse JSON, with every safety rule applied.
-    pub async fn get_json(&self, endpoint: &str, path: &str) -> Result<Answer, ProbeError> {
+    /// A client pinned to the endpoint's checked addresses, and the endpoint's base URL.
+    pub async fn connect(
+        &self,
+        endpoint: &str,
+        total: Duration,
+    ) -> Result<(reqwest::Client, Url), ProbeError> {
         let base = normalise(endpoint, &self.rules)?;
         let host = base.host_str().unwrap_or_default().to_owned();
         let port = base.port_or_known_default().unwrap_or(443);
@@ -132,51 +136,72 @@ impl Prober {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(TOTAL_TIMEOUT)
+            .timeout(total)
             .no_proxy()
             .resolve_to_addrs(&host, &addrs)
             .build()
             .map_err(|e| ProbeError::Connect(e.to_string()))?;
+        Ok((client, base))
+    }
+
+    /// Sends a request built by `build` and reads at most `cap` bytes of a 2xx answer.
+    /// Non-2xx answers are classified, except the statuses in `pass` (returned as is).
+    pub async fn send(
+        &self,
+        endpoint: &str,
+        path: &str,
+        total: Duration,
+        cap: usize,
+        pass: &[u16],
+        build: impl FnOnce(&reqwest::Client, Url) -> reqwest::RequestBuilder,
+    ) -> Result<(u16, Vec<u8>, Duration), ProbeError> {
+        let (client, base) = self.connect(endpoint, total).await?;
         let url: Url = base
             .join(path.trim_start_matches('/'))
             .map_err(|_| AddressError::NotAUrl)?;
         let started = Instant::now();
-        let mut res = client.get(url).send().await.map_err(transport)?;
+        let mut res = build(&client, url).send().await.map_err(transport)?;
         let status = res.status().as_u16();
-        match status {
-            200..=299 => {}
-            300..=399 => return Err(ProbeError::Redirect(status)),
-            530 => return Err(ProbeError::Gone(status)),
-            502 => return Err(ProbeError::Restarting),
-            429 => return Err(ProbeError::Busy),
-            524 => return Err(ProbeError::Slow),
-            // Cloudflare's "1033" page comes with 530 or sometimes 404.
-            404 if res
-                .headers()
-                .get("server")
-                .is_some_and(|s| s == "cloudflare") =>
-            {
-                return Err(ProbeError::Gone(status))
+        if !pass.contains(&status) {
+            match status {
+                200..=299 => {}
+                300..=399 => return Err(ProbeError::Redirect(status)),
+                530 => return Err(ProbeError::Gone(status)),
+                502 => return Err(ProbeError::Restarting),
+                429 => return Err(ProbeError::Busy),
+                524 => return Err(ProbeError::Slow),
+                // Cloudflare's "1033" page comes with 530 or sometimes 404.
+                404 if res
+                    .headers()
+                    .get("server")
+                    .is_some_and(|s| s == "cloudflare") =>
+                {
+                    return Err(ProbeError::Gone(status))
+                }
+                other => return Err(ProbeError::Status(other)),
             }
-            other => return Err(ProbeError::Status(other)),
         }
         let mut body = Vec::new();
         while let Some(chunk) = res.chunk().await.map_err(transport)? {
             body.extend_from_slice(&chunk);
-            if body.len() > MAX_BODY {
+            if body.len() > cap {
                 return Err(ProbeError::TooLarge);
             }
         }
-        let latency = started.elapsed();
-        let json = serde_json::from_slice::<Value>(&body).map_err(|_| {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).to_lowercase();
-            ProbeError::NotComfy(if text.contains("<html") || text.contains("<!doctype") {
-                "the answer is an HTML page, not JSON".into()
-            } else {
-                "the answer is not JSON".into()
+        Ok((status, body, started.elapsed()))
+    }
+
+    /// GET `path` on the endpoint and parse JSON, with every safety rule applied.
+    pub async fn get_json(&self, endpoint: &str, path: &str) -> Result<Answer, ProbeError> {
+        let (_, body, latency) = self
+            .send(endpoint, path, TOTAL_TIMEOUT, MAX_BODY, &[], |c, url| {
+                c.get(url)
             })
-        })?;
-        Ok(Answer { json, latency })
+            .await?;
+        Ok(Answer {
+            json: parse_json(&body)?,
+            latency,
+        })
     }
 
     /// `GET /system_stats`: accepted only when it looks like ComfyUI.
@@ -222,6 +247,18 @@ impl Prober {
             }
         }
     }
+}
+
+/// JSON, or a word on what came instead.
+pub fn parse_json(body: &[u8]) -> Result<Value, ProbeError> {
+    serde_json::from_slice::<Value>(body).map_err(|_| {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]).to_lowercase();
+        ProbeError::NotComfy(if text.contains("<html") || text.contains("<!doctype") {
+            "the answer is an HTML page, not JSON".into()
+        } else {
+            "the answer is not JSON".into()
+        })
+    })
 }
 
 fn transport(e: reqwest::Error) -> ProbeError {
