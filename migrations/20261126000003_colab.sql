@@ -71,3 +71,22 @@ create table colab_settings (
     updated_by uuid references users (id) on delete set null
 );
 create index colab_settings_updated_by on colab_settings (updated_by);
+
+-- Deploy events: what changed in the cluster and who did it. Slate's own actions (the
+-- Colab endpoint's publication and the restarts it causes) are written here now; the
+-- deploys issue adds cluster revisions and CI reports to the same history.
+create table deploy_events (
+    id uuid primary key,
+    at timestamptz not null default now(),
+    source text not null check (source in ('slate', 'ci', 'cluster')),
+    actor_label text not null,
+    action text not null,
+    namespace text not null,
+    kind text not null,
+    name text not null,
+    outcome text not null check (outcome in ('done', 'refused', 'failed')),
+    reason text,
+    detail jsonb not null default '{}'::jsonb
+);
+create index deploy_events_at on deploy_events (at desc);
+create index deploy_events_object on deploy_events (namespace, kind, name, at desc);

@@ -443,6 +443,30 @@ async fn an_accepted_endpoint_is_published_to_the_cluster_and_audited() {
     .await
     .unwrap();
     assert_eq!(publication["restarted"], json!(["comfyui"]));
+    // Recorded as Slate-initiated deploy events: the write and the restart.
+    let events: Vec<(String, String, String, String)> = sqlx::query_as(
+        "select source, action, kind || '/' || name, outcome from deploy_events order by action",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        events,
+        [
+            (
+                "slate".into(),
+                "publish-endpoint".into(),
+                "Secret/comfyui-endpoint".into(),
+                "done".into()
+            ),
+            (
+                "slate".into(),
+                "restart".into(),
+                "Deployment/comfyui".into(),
+                "done".into()
+            ),
+        ]
+    );
     app.stop().await;
     let _ = std::fs::remove_file(kubeconfig);
 }

@@ -169,6 +169,48 @@ impl Colab {
             },
         };
         let mut tx = self.pool.begin().await?;
+        // Each publication is a Slate-initiated deploy event: the write, every restart,
+        // and every consumer left alone because it is paused.
+        if let (Some(p), true) = (&self.publisher, ok) {
+            let publication: publish::Publication =
+                serde_json::from_value(detail.clone()).unwrap_or_default();
+            let (kind, name) = publication.object.split_once('/').unwrap_or(("Secret", ""));
+            let mut events: Vec<(&str, String, String, &str, Option<String>)> = vec![(
+                "publish-endpoint",
+                kind.to_owned(),
+                name.to_owned(),
+                "done",
+                None,
+            )];
+            for d in &publication.restarted {
+                events.push(("restart", "Deployment".into(), d.clone(), "done", None));
+            }
+            for (d, why) in &publication.refused {
+                events.push((
+                    "restart",
+                    "Deployment".into(),
+                    d.clone(),
+                    "refused",
+                    Some(why.clone()),
+                ));
+            }
+            for (action, kind, name, outcome, why) in events {
+                sqlx::query(
+                    "insert into deploy_events (id, source, actor_label, action, namespace, kind, name, outcome, reason, detail)
+                     values ($1, 'slate', 'slate (colab endpoint)', $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(Uuid::now_v7())
+                .bind(action)
+                .bind(&p.namespace)
+                .bind(kind)
+                .bind(name)
+                .bind(outcome)
+                .bind(why.unwrap_or_else(|| format!("the Colab endpoint changed to {}", redact(url))))
+                .bind(json!({ "endpoint_id": id }))
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         sqlx::query(
             "update colab_endpoints set publication = $2, published_at = case when $3 then now() else published_at end
              where id = $1",
