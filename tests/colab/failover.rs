@@ -42,6 +42,31 @@ async fn current(app: &TestApp) -> Option<(String, String, String)> {
     .unwrap()
 }
 
+/// The diagram's external box, once its health is `want` (or the last seen after a while).
+async fn external_box(app: &TestApp, admin: &reqwest::Client, want: &str) -> serde_json::Value {
+    let mut external = serde_json::Value::Null;
+    for _ in 0..100 {
+        let t: serde_json::Value = app
+            .call(admin, "/api/lead/topology", &[])
+            .await
+            .json()
+            .await
+            .unwrap();
+        external = t["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == "External/comfyui-colab")
+            .cloned()
+            .unwrap();
+        if external["health"] == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    external
+}
+
 async fn up(app: &TestApp, secret: &str, id: &str, url: &str) {
     let body = serde_json::json!({"event": "up", "event_id": id, "notebook_id": "nb", "url": url})
         .to_string();
@@ -142,48 +167,11 @@ async fn a_dead_tunnel_fails_over_and_a_new_up_takes_over_again() {
 
     // The architecture diagram's external box follows the endpoint's health.
     let admin = app.signed_in(slate_tests::ADMIN_EMAIL, "admin").await;
-    let mut external = serde_json::Value::Null;
-    for _ in 0..100 {
-        let t: serde_json::Value = app
-            .call(&admin, "/api/lead/topology", &[])
-            .await
-            .json()
-            .await
-            .unwrap();
-        external = t["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["id"] == "External/comfyui-colab")
-            .cloned()
-            .unwrap();
-        if external["health"] == "healthy" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let external = external_box(&app, &admin, "healthy").await;
     assert_eq!(external["health"], "healthy", "{external}");
     assert_eq!(external["facts"][0], "Tesla T4");
     third.set_mode(Mode::Cloudflare(502));
-    for _ in 0..100 {
-        let t: serde_json::Value = app
-            .call(&admin, "/api/lead/topology", &[])
-            .await
-            .json()
-            .await
-            .unwrap();
-        external = t["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["id"] == "External/comfyui-colab")
-            .cloned()
-            .unwrap();
-        if external["health"] == "degraded" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let external = external_box(&app, &admin, "degraded").await;
     assert_eq!(external["health"], "degraded", "{external}");
     assert!(
         external["reason"].as_str().unwrap().contains("restarting"),

@@ -940,6 +940,24 @@ fn workloads(o: &Objects, live: bool) -> Vec<Workload<'_>> {
     out
 }
 
+/// The `type`, `status`, `reason` and `message` of any kind's conditions.
+fn condition_rows<T: serde::Serialize>(conditions: &Option<Vec<T>>) -> Option<Vec<ConditionRow>> {
+    let value = serde_json::to_value(conditions.as_ref()?).ok()?;
+    let text = |c: &serde_json::Value, k: &str| c[k].as_str().map(str::to_owned);
+    Some(
+        value
+            .as_array()?
+            .iter()
+            .map(|c| ConditionRow {
+                kind: text(c, "type").unwrap_or_default(),
+                status: text(c, "status").unwrap_or_default(),
+                reason: text(c, "reason"),
+                message: text(c, "message"),
+            })
+            .collect(),
+    )
+}
+
 /// Pods, conditions, events and containers of the box `id`.
 pub fn detail(objects: &Objects, topology: &Topology, id: &str) -> Result<NodeDetail, AppError> {
     let node = topology
@@ -972,35 +990,19 @@ pub fn detail(objects: &Objects, topology: &Topology, id: &str) -> Result<NodeDe
     pods.sort_by(|a, b| a.name.cmp(&b.name));
 
     let (kind, name) = id.split_once('/').unwrap_or(("", id));
+    // Every kind's conditions have the same four fields; read them through JSON rather
+    // than once per type.
     let conditions: Vec<ConditionRow> = match kind {
         "Deployment" => objects
             .deployments
             .iter()
             .find(|d| d.name_any() == name)
-            .and_then(|d| d.status.as_ref()?.conditions.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| ConditionRow {
-                kind: c.type_,
-                status: c.status,
-                reason: c.reason,
-                message: c.message,
-            })
-            .collect(),
+            .and_then(|d| condition_rows(&d.status.as_ref()?.conditions)),
         "StatefulSet" => objects
             .statefulsets
             .iter()
             .find(|d| d.name_any() == name)
-            .and_then(|d| d.status.as_ref()?.conditions.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| ConditionRow {
-                kind: c.type_,
-                status: c.status,
-                reason: c.reason,
-                message: c.message,
-            })
-            .collect(),
+            .and_then(|d| condition_rows(&d.status.as_ref()?.conditions)),
         "Job" => workload
             .and_then(|w| {
                 objects
@@ -1008,32 +1010,15 @@ pub fn detail(objects: &Objects, topology: &Topology, id: &str) -> Result<NodeDe
                     .iter()
                     .find(|j| Some(&j.metadata) == Some(w.meta))
             })
-            .and_then(|j| j.status.as_ref()?.conditions.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| ConditionRow {
-                kind: c.type_,
-                status: c.status,
-                reason: c.reason,
-                message: c.message,
-            })
-            .collect(),
+            .and_then(|j| condition_rows(&j.status.as_ref()?.conditions)),
         "PersistentVolumeClaim" => objects
             .pvcs
             .iter()
             .find(|p| p.name_any() == name)
-            .and_then(|p| p.status.as_ref()?.conditions.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| ConditionRow {
-                kind: c.type_,
-                status: c.status,
-                reason: c.reason,
-                message: c.message,
-            })
-            .collect(),
-        _ => vec![],
-    };
+            .and_then(|p| condition_rows(&p.status.as_ref()?.conditions)),
+        _ => None,
+    }
+    .unwrap_or_default();
 
     // Events about the object itself, its ReplicaSets / Jobs, or its pods.
     let mut about: BTreeSet<String> = workload.map(|w| w.uids.clone()).unwrap_or_default();
