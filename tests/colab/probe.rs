@@ -56,6 +56,10 @@ async fn tunnel_failures_are_classified() {
         p.system_stats(&comfy.url()).await.unwrap_err(),
         ProbeError::NotComfy(_)
     ));
+    comfy.set_mode(Mode::DiesMidAnswer);
+    let cut = p.system_stats(&comfy.url()).await.unwrap_err();
+    assert!(matches!(cut, ProbeError::Connect(_)), "{cut:?}");
+    assert!(cut.transient(), "a runtime dying mid-answer may come back");
     comfy.set_mode(Mode::Huge);
     assert_eq!(
         p.system_stats(&comfy.url()).await.unwrap_err(),

@@ -36,6 +36,9 @@ pub enum Mode {
     Redirect(String),
     /// A body larger than any sane answer.
     Huge,
+    /// Starts answering, then the connection dies half-way through the body (Colab
+    /// killed mid-check).
+    DiesMidAnswer,
 }
 
 /// A prompt the fake has accepted. It runs when first asked about and finishes when
@@ -197,6 +200,26 @@ async fn misbehave(inner: &Inner) -> Option<Response> {
             )
                 .into_response(),
         ),
+        Mode::DiesMidAnswer => {
+            let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
+                Ok(bytes::Bytes::from_static(
+                    b"{\"system\": {\"os\": \"posix\", ",
+                )),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "the runtime died",
+                )),
+            ];
+            let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+            Some(
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+                    .into_response(),
+            )
+        }
     }
 }
 
