@@ -93,7 +93,7 @@ impl TokenScope {
         match self {
             TokenScope::Api => "scripts calling Slate's API as the owner",
             TokenScope::Ci => "CI pipelines reporting deploys",
-            TokenScope::Colab => "the Colab notebook reporting its endpoint",
+            TokenScope::Colab => "only /api/colab (the notebook signs with the webhook secret)",
         }
     }
 
