@@ -325,7 +325,8 @@ impl Colab {
             Applied::Stale
         } else {
             match event {
-                "up" if is_current(url) => {
+                // A heartbeat, or an `up` repeating the current URL: the endpoint lives.
+                "up" | "heartbeat" if current.is_some() && is_current(url) => {
                     let id = current.as_ref().map(|c| c.0).unwrap_or_default();
                     sqlx::query(
                         "update colab_endpoints set last_heartbeat_at = now() where id = $1",
@@ -367,16 +368,6 @@ impl Colab {
                     )
                     .await?;
                     Applied::Verifying(id)
-                }
-                "heartbeat" if current.is_some() && is_current(url) => {
-                    let id = current.as_ref().map(|c| c.0).unwrap_or_default();
-                    sqlx::query(
-                        "update colab_endpoints set last_heartbeat_at = now() where id = $1",
-                    )
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                    Applied::Heartbeat(id)
                 }
                 "down" if current.is_some() && is_current(url) => {
                     let id = current.as_ref().map(|c| c.0).unwrap_or_default();
