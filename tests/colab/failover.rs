@@ -20,16 +20,33 @@ async fn published_url(fake: &FakeKube) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-async fn wait_published(fake: &FakeKube, url: &str) {
+fn restarts(fake: &FakeKube) -> usize {
+    fake.requests()
+        .into_iter()
+        .filter(|r| {
+            r.verb == "patch" && r.resource == "deployments" && r.name.as_deref() == Some("comfyui")
+        })
+        .count()
+}
+
+/// Waits until the Secret holds `url` and the consumers have been restarted `restarts`
+/// times in all: a publication writes the Secret first and patches the Deployments after.
+async fn wait_published(fake: &FakeKube, url: &str, restarts_so_far: usize) {
     for _ in 0..300 {
-        if published_url(fake).await.as_deref() == Some(url) {
+        if published_url(fake).await.as_deref() == Some(url) && restarts(fake) >= restarts_so_far {
+            assert_eq!(
+                restarts(fake),
+                restarts_so_far,
+                "one restart per publication"
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!(
-        "{url} was never published; the Secret holds {:?}",
-        published_url(fake).await
+        "{url} was never published with restart {restarts_so_far}; the Secret holds {:?}, restarts {}",
+        published_url(fake).await,
+        restarts(fake)
     );
 }
 
@@ -119,27 +136,15 @@ async fn a_dead_tunnel_fails_over_and_a_new_up_takes_over_again() {
 
     // Up, verified, published.
     up(&app, &secret, "f-1", &first.url()).await;
-    wait_published(&fake, &first.url()).await;
-    let restarts = |fake: &FakeKube| {
-        fake.requests()
-            .into_iter()
-            .filter(|r| {
-                r.verb == "patch"
-                    && r.resource == "deployments"
-                    && r.name.as_deref() == Some("comfyui")
-            })
-            .count()
-    };
-    assert_eq!(restarts(&fake), 1);
+    wait_published(&fake, &first.url(), 1).await;
 
     // The tunnel dies: three failed checks later the fallback is current and published.
     first.set_mode(Mode::Cloudflare(530));
-    wait_published(&fake, &fallback.url()).await;
+    wait_published(&fake, &fallback.url(), 2).await;
     assert_eq!(
         current(&app).await,
         Some((fallback.url(), "fallback".into(), "healthy".into()))
     );
-    assert_eq!(restarts(&fake), 2);
     let (state, reason): (String, String) =
         sqlx::query_as("select state, end_reason from colab_endpoints where url = $1")
             .bind(first.url())
@@ -161,9 +166,8 @@ async fn a_dead_tunnel_fails_over_and_a_new_up_takes_over_again() {
 
     // The notebook restarts with a new tunnel: it takes over from the fallback.
     up(&app, &secret, "f-2", &third.url()).await;
-    wait_published(&fake, &third.url()).await;
+    wait_published(&fake, &third.url(), 3).await;
     assert_eq!(current(&app).await.map(|c| c.0), Some(third.url()));
-    assert_eq!(restarts(&fake), 3);
 
     // The architecture diagram's external box follows the endpoint's health.
     let admin = app.signed_in(slate_tests::ADMIN_EMAIL, "admin").await;

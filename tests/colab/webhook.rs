@@ -401,15 +401,18 @@ async fn an_accepted_endpoint_is_published_to_the_cluster_and_audited() {
         202
     );
     wait_state(&app, &comfy.url(), "healthy").await;
-    let mut published = None;
+    // The audit entry is written once the whole publication (Secret, then restarts) is done.
     for _ in 0..100 {
-        published = fake.get("v1", "Secret", "ai-film", "comfyui-endpoint");
-        if published.is_some() {
+        if app
+            .count("select count(*) from audit_log where action = 'colab.endpoint_published'")
+            .await
+            == 1
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let published = match published {
+    let published = match fake.get("v1", "Secret", "ai-film", "comfyui-endpoint") {
         Some(p) => p,
         None => {
             let rows: Vec<(Option<Value>, String)> =
@@ -427,16 +430,6 @@ async fn an_accepted_endpoint_is_published_to_the_cluster_and_audited() {
     assert!(comfyui["spec"]["template"]["metadata"]["annotations"]
         ["kubectl.kubernetes.io/restartedAt"]
         .is_string());
-    for _ in 0..100 {
-        if app
-            .count("select count(*) from audit_log where action = 'colab.endpoint_published'")
-            .await
-            == 1
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let publication: Value = sqlx::query_scalar(
         "select publication from colab_endpoints where published_at is not null",
     )
