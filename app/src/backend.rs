@@ -82,6 +82,46 @@ pub trait ColabBackend: Send + Sync + 'static {
     async fn rotate_secret(&self, actor: &Actor) -> Result<crate::colab::RotatedSecret, AppError>;
 }
 
+/// Deploy history, rollout status, restart and rollback.
+#[async_trait]
+pub trait DeploysBackend: Send + Sync + 'static {
+    async fn view(
+        &self,
+        actor: &Actor,
+        filter: crate::deploys::DeployFilter,
+    ) -> Result<crate::deploys::DeploysView, AppError>;
+    /// Revision `revision`'s template against revision `against` (its previous one when
+    /// `None`).
+    async fn diff(
+        &self,
+        kind: &str,
+        name: &str,
+        revision: i64,
+        against: Option<i64>,
+    ) -> Result<crate::deploys::TemplateDiff, AppError>;
+    async fn rollback_preview(
+        &self,
+        name: &str,
+        revision: i64,
+    ) -> Result<crate::deploys::RollbackPreview, AppError>;
+    /// Rolls a Deployment back to a revision; returns what happened, in words.
+    async fn rollback(
+        &self,
+        actor: &Actor,
+        name: &str,
+        revision: i64,
+        reason: &str,
+    ) -> Result<String, AppError>;
+    /// Restarts a Deployment or StatefulSet; returns what happened, in words.
+    async fn restart(
+        &self,
+        actor: &Actor,
+        kind: &str,
+        name: &str,
+        reason: &str,
+    ) -> Result<String, AppError>;
+}
+
 /// The browser session of the current request.
 #[async_trait]
 pub trait SessionControl: Send + Sync + 'static {
@@ -119,6 +159,7 @@ pub struct Services {
     pub assets: Arc<dyn AssetsBackend>,
     pub cluster: Arc<dyn ClusterBackend>,
     pub colab: Arc<dyn ColabBackend>,
+    pub deploys: Arc<dyn DeploysBackend>,
 }
 
 pub fn services() -> Result<Services, AppError> {

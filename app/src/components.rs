@@ -79,6 +79,43 @@ pub fn encode_query_value(value: &str) -> String {
         .collect()
 }
 
+/// Bumps `refresh` whenever the event stream at `url` sends an `event` whose data
+/// `wanted` accepts. The stream is opened in the browser only, and closed (its listener
+/// freed) when the page is left.
+pub fn follow_events(
+    url: &'static str,
+    event: &'static str,
+    wanted: fn(&str) -> bool,
+    refresh: RwSignal<u64>,
+) {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::closure::Closure;
+        use wasm_bindgen::JsCast as _;
+        Effect::new(move |_| {
+            let Ok(source) = web_sys::EventSource::new(url) else {
+                return;
+            };
+            let on_event =
+                Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
+                    if wanted(&e.data().as_string().unwrap_or_default()) {
+                        refresh.update(|n| *n += 1);
+                    }
+                });
+            let _ =
+                source.add_event_listener_with_callback(event, on_event.as_ref().unchecked_ref());
+            let kept = send_wrapper::SendWrapper::new((source, on_event));
+            on_cleanup(move || {
+                let (source, on_event) = kept.take();
+                source.close();
+                drop(on_event);
+            });
+        });
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (url, event, wanted, refresh);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod assets;
 pub mod backend;
 pub mod colab;
 pub mod components;
+pub mod deploys;
 pub mod error;
 mod shell;
 

@@ -15,6 +15,7 @@ use crate::architecture::ArchitecturePage;
 use crate::assets::{AssetPage, AssetsPage};
 use crate::colab::ColabPage;
 use crate::components::{EmptyState, ErrorNote, PageHeader, RoleBadge, Time};
+use crate::deploys::pages::DeploysPage;
 use crate::error::AppError;
 
 /// The HTML document. On the server it also sets the Content-Security-Policy with a
@@ -112,6 +113,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("assets") view=AssetsPage/>
                     <Route path=path!("assets/:id") view=AssetPage/>
                     <Route path=path!("architecture") view=ArchitecturePage/>
+                    <Route path=path!("deploys") view=DeploysPage/>
                     <Route path=path!("admin/colab") view=ColabPage/>
                     <Route path=path!("admin/users") view=UsersPage/>
                     <Route path=path!("admin/tokens") view=TokensPage/>
@@ -127,6 +129,7 @@ const NAV: &[(&str, &str, Role)] = &[
     ("Dashboard", "/", Role::Creator),
     ("Assets", "/assets", Role::Creator),
     ("Architecture", "/architecture", Role::Lead),
+    ("Deploys", "/deploys", Role::Lead),
     ("Colab", "/admin/colab", Role::Admin),
     ("Users", "/admin/users", Role::Admin),
     ("Tokens", "/admin/tokens", Role::Admin),
@@ -277,7 +280,7 @@ mod tests {
         let creator: Vec<_> = nav_for(Role::Creator).map(|(l, _, _)| *l).collect();
         assert_eq!(creator, ["Dashboard", "Assets"]);
         let lead: Vec<_> = nav_for(Role::Lead).map(|(l, _, _)| *l).collect();
-        assert_eq!(lead, ["Dashboard", "Assets", "Architecture"]);
+        assert_eq!(lead, ["Dashboard", "Assets", "Architecture", "Deploys"]);
         assert_eq!(nav_for(Role::Admin).count(), NAV.len());
     }
 }

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod colab;
 pub mod config;
 pub mod db;
+pub mod deploys;
 pub mod embedded_pg;
 pub mod http;
 pub mod startup;

@@ -99,6 +99,7 @@ impl Application {
         };
         let db_health = Arc::new(DbHealth::new());
         let (asset_events, _) = tokio::sync::broadcast::channel(256);
+        let (deploy_events, _) = tokio::sync::broadcast::channel(256);
         let target = crate::cluster::target(config).await;
         let publisher = match &target {
             crate::cluster::Target::Cluster(client) => Some(crate::colab::publish::Publisher {
@@ -142,12 +143,14 @@ impl Application {
             asset_events: asset_events.clone(),
             cluster: cluster.clone(),
             colab: colab.clone(),
+            deploy_events: deploy_events.clone(),
             stopping: stopping_rx,
             services: Services {
                 accounts: Arc::new(accounts.clone()),
                 assets: Arc::new(assets.clone()),
-                cluster: Arc::new(cluster),
+                cluster: Arc::new(cluster.clone()),
                 colab: Arc::new(colab.clone()),
+                deploys: Arc::new(crate::deploys::Deploys::new(pool.clone(), cluster.clone())),
             },
             config: Arc::new(http_config),
             metrics: Arc::new(HttpMetrics::default()),
@@ -158,7 +161,21 @@ impl Application {
         let pool_for_events = pool.clone();
         let mut workers = spawn_workers(pool, accounts, db_health);
         workers.extend(crate::assets::processing::spawn(assets));
-        workers.push(crate::assets::events::spawn(pool_for_events, asset_events));
+        workers.push(crate::assets::events::spawn(
+            pool_for_events.clone(),
+            asset_events,
+        ));
+        workers.push(crate::assets::events::forward(
+            pool_for_events.clone(),
+            "deploy_changes",
+            deploy_events,
+        ));
+        if cluster.is_live() {
+            workers.push(tokio::spawn(crate::deploys::revisions::run(
+                cluster,
+                pool_for_events,
+            )));
+        }
         workers.extend(cluster_tasks);
         workers.push(colab_monitor);
         Ok(Self {

@@ -1038,3 +1038,510 @@ async fn deletion_waits_for_finalizers() {
     assert!(fake.get("v1", "ConfigMap", NAMESPACE, "guarded").is_none());
     assert_api_error(api.get("guarded").await, 404, "NotFound");
 }
+
+/// The opt-in Deployment controller: ReplicaSets and revisions as rollout history sees them.
+mod deployment_controller {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+
+    use super::*;
+
+    const REVISION: &str = "deployment.kubernetes.io/revision";
+    const HISTORY: &str = "deployment.kubernetes.io/revision-history";
+    const CAUSE: &str = "kubernetes.io/change-cause";
+    const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+    /// Deployment `site`: two replicas of `image`, with the annotations `kubectl apply`
+    /// and a change cause leave.
+    fn site(image: &str) -> Value {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": "site",
+                "namespace": NAMESPACE,
+                "labels": {"app": "site"},
+                "annotations": {LAST_APPLIED: "{}", CAUSE: format!("deploy {image}")},
+            },
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "site"}},
+                "template": {
+                    "metadata": {"labels": {"app": "site", "tier": "web"}},
+                    "spec": {"containers": [{"name": "main", "image": image}]},
+                },
+            },
+        })
+    }
+
+    /// A strategic merge patch to `image` with `cause` as the change cause.
+    fn set_image(image: &str, cause: &str) -> Patch<Value> {
+        Patch::Strategic(json!({
+            "metadata": {"annotations": {CAUSE: cause}},
+            "spec": {"template": {"spec": {"containers": [{"name": "main", "image": image}]}}},
+        }))
+    }
+
+    fn replica_sets(fake: &FakeKube) -> Vec<Value> {
+        fake.list("apps/v1", "ReplicaSet", NAMESPACE)
+    }
+
+    fn revision(object: &Value) -> u64 {
+        object["metadata"]["annotations"][REVISION]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Every ReplicaSet as `REVISION IMAGE xREPLICAS`, by revision.
+    fn rollout(fake: &FakeKube) -> Vec<String> {
+        let mut sets = replica_sets(fake);
+        sets.sort_by_key(revision);
+        sets.iter()
+            .map(|rs| {
+                format!(
+                    "{} {} x{}",
+                    revision(rs),
+                    rs["spec"]["template"]["spec"]["containers"][0]["image"]
+                        .as_str()
+                        .unwrap_or_default(),
+                    rs["spec"]["replicas"]
+                )
+            })
+            .collect()
+    }
+
+    /// The one ReplicaSet running `image`.
+    fn with_image(fake: &FakeKube, image: &str) -> Value {
+        let mut found: Vec<Value> = replica_sets(fake)
+            .into_iter()
+            .filter(|rs| rs["spec"]["template"]["spec"]["containers"][0]["image"] == image)
+            .collect();
+        assert_eq!(found.len(), 1, "one ReplicaSet runs {image}: {found:?}");
+        found.remove(0)
+    }
+
+    fn name_of(object: &Value) -> String {
+        object["metadata"]["name"]
+            .as_str()
+            .expect("a name")
+            .to_owned()
+    }
+
+    fn stored_site(fake: &FakeKube) -> Value {
+        fake.get("apps/v1", "Deployment", NAMESPACE, "site")
+            .expect("the Deployment")
+    }
+
+    fn event_name<K: Resource>(event: kube::Result<WatchEvent<K>>) -> String {
+        match event.expect("a watch event") {
+            WatchEvent::Added(o) => format!("ADDED {}", o.meta().name.clone().unwrap_or_default()),
+            WatchEvent::Modified(o) => {
+                format!("MODIFIED {}", o.meta().name.clone().unwrap_or_default())
+            }
+            WatchEvent::Deleted(o) => {
+                format!("DELETED {}", o.meta().name.clone().unwrap_or_default())
+            }
+            WatchEvent::Bookmark(b) => format!("BOOKMARK {}", b.metadata.resource_version),
+            WatchEvent::Error(status) => format!("ERROR {} {}", status.code, status.reason),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_deployment_gets_a_replica_set_at_revision_1() {
+        let fake = FakeKube::start().await;
+        fake.enable_deployment_controller();
+        let api: Api<Deployment> = Api::default_namespaced(fake.client());
+        let created = api
+            .create(&PostParams::default(), &typed(site("web:1")))
+            .await
+            .expect("create");
+        let uid = created.metadata.uid.clone().expect("a uid");
+
+        let sets = replica_sets(&fake);
+        assert_eq!(sets.len(), 1, "{sets:?}");
+        let rs = &sets[0];
+        let name = name_of(rs);
+        let hash = name
+            .strip_prefix("site-")
+            .expect("named after the Deployment");
+        assert_eq!(hash.len(), 10, "{hash}");
+        assert!(
+            hash.chars()
+                .all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)),
+            "{hash}"
+        );
+        let labels = json!({"app": "site", "tier": "web", "pod-template-hash": hash});
+        assert_eq!(rs["metadata"]["labels"], labels);
+        assert_eq!(rs["spec"]["template"]["metadata"]["labels"], labels);
+        assert_eq!(
+            rs["spec"]["template"]["spec"],
+            json!({"containers": [{"name": "main", "image": "web:1"}]})
+        );
+        assert_eq!(
+            rs["spec"]["selector"],
+            json!({"matchLabels": {"app": "site", "pod-template-hash": hash}})
+        );
+        assert_eq!(
+            rs["metadata"]["ownerReferences"],
+            json!([{
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": "site",
+                "uid": uid,
+                "controller": true,
+                "blockOwnerDeletion": true,
+            }])
+        );
+        assert_eq!(
+            rs["metadata"]["annotations"],
+            json!({
+                CAUSE: "deploy web:1",
+                REVISION: "1",
+                "deployment.kubernetes.io/desired-replicas": "2",
+                "deployment.kubernetes.io/max-replicas": "3",
+            }),
+            "the Deployment's annotations but last-applied-configuration, and the revision"
+        );
+        assert_eq!(rs["spec"]["replicas"], 2);
+        assert_eq!(
+            rs["status"],
+            json!({
+                "replicas": 2,
+                "fullyLabeledReplicas": 2,
+                "readyReplicas": 2,
+                "availableReplicas": 2,
+                "observedGeneration": 1,
+            })
+        );
+
+        let got = api.get("site").await.expect("get");
+        assert_eq!(
+            got.annotations().get(REVISION).map(String::as_str),
+            Some("1")
+        );
+        let status = got.status.expect("a status");
+        assert_eq!(
+            (
+                status.observed_generation,
+                status.replicas,
+                status.updated_replicas,
+                status.available_replicas
+            ),
+            (Some(1), Some(2), Some(2), Some(2))
+        );
+        let conditions = status.conditions.expect("conditions");
+        let progressing = conditions
+            .iter()
+            .find(|c| c.type_ == "Progressing")
+            .expect("Progressing");
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_deref()),
+            ("True", Some("NewReplicaSetAvailable"))
+        );
+        assert_eq!(
+            progressing.message.as_deref(),
+            Some(format!("ReplicaSet \"{name}\" has successfully progressed.").as_str())
+        );
+        assert!(conditions
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "True"));
+
+        let typed_sets: Api<ReplicaSet> = Api::default_namespaced(fake.client());
+        let listed = typed_sets
+            .list(&ListParams::default())
+            .await
+            .expect("list ReplicaSets");
+        assert_eq!(names::<ReplicaSet>(&listed.items), [name.as_str()]);
+        let requests: Vec<String> = fake
+            .requests()
+            .into_iter()
+            .map(|r| format!("{} {}", r.verb, r.resource))
+            .collect();
+        assert_eq!(
+            requests,
+            ["create deployments", "get deployments", "list replicasets"],
+            "the controller's writes are not requests"
+        );
+
+        let mut twin = site("web:1");
+        twin["metadata"]["name"] = json!("twin");
+        fake.apply(twin);
+        assert!(
+            fake.get("apps/v1", "ReplicaSet", NAMESPACE, &format!("twin-{hash}"))
+                .is_some(),
+            "the same template hashes the same"
+        );
+    }
+
+    #[tokio::test]
+    async fn enabling_reconciles_existing_deployments_and_keeps_a_current_status() {
+        let fake = FakeKube::start().await;
+        let mut stalled = site("web:1");
+        stalled["status"] = json!({
+            "observedGeneration": 1,
+            "replicas": 2,
+            "conditions": [
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+            ],
+        });
+        fake.apply(stalled.clone());
+        assert!(replica_sets(&fake).is_empty(), "off until enabled");
+
+        fake.enable_deployment_controller();
+        assert_eq!(rollout(&fake), ["1 web:1 x2"]);
+        let stored = stored_site(&fake);
+        assert_eq!(stored["metadata"]["annotations"][REVISION], "1");
+        assert_eq!(
+            stored["status"], stalled["status"],
+            "a status for the current generation stays"
+        );
+
+        let reapplied = fake.apply(stalled.clone());
+        assert_eq!(
+            reapplied["metadata"]["annotations"][REVISION], "1",
+            "apply returns the object after the controller ran"
+        );
+        assert_eq!(reapplied["status"], stalled["status"]);
+        assert_eq!(rollout(&fake), ["1 web:1 x2"]);
+        assert!(fake.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_template_patch_rolls_out_revision_2_and_scales_the_old_one_down() {
+        let fake = FakeKube::start().await;
+        fake.enable_deployment_controller();
+        let api: Api<Deployment> = Api::default_namespaced(fake.client());
+        api.create(&PostParams::default(), &typed(site("web:1")))
+            .await
+            .expect("create");
+        let first = name_of(&with_image(&fake, "web:1"));
+
+        let params = PatchParams::default();
+        api.patch("site", &params, &set_image("web:2", "deploy web:2"))
+            .await
+            .expect("patch the image");
+        assert_eq!(rollout(&fake), ["1 web:1 x0", "2 web:2 x2"]);
+        let new = with_image(&fake, "web:2");
+        let second = name_of(&new);
+        assert_ne!(second, first);
+        assert_eq!(new["metadata"]["annotations"][CAUSE], "deploy web:2");
+        assert_eq!(new["metadata"]["annotations"][REVISION], "2");
+        assert!(new["metadata"]["annotations"].get(LAST_APPLIED).is_none());
+        let old = with_image(&fake, "web:1");
+        assert_eq!(old["metadata"]["annotations"][CAUSE], "deploy web:1");
+        assert_eq!(
+            (&old["status"]["replicas"], &old["status"]["readyReplicas"]),
+            (&json!(0), &json!(0))
+        );
+
+        let stored = stored_site(&fake);
+        assert_eq!(stored["metadata"]["annotations"][REVISION], "2");
+        assert_eq!(stored["metadata"]["generation"], 2);
+        assert_eq!(stored["status"]["observedGeneration"], 2);
+        assert_eq!(
+            stored["status"]["conditions"][1]["message"],
+            format!("ReplicaSet \"{second}\" has successfully progressed.")
+        );
+
+        // The same patch again changes nothing, so nothing is written.
+        let versions = |fake: &FakeKube| -> Vec<Value> {
+            let mut all: Vec<Value> = replica_sets(fake)
+                .iter()
+                .map(|rs| rs["metadata"]["resourceVersion"].clone())
+                .collect();
+            all.push(stored_site(fake)["metadata"]["resourceVersion"].clone());
+            all
+        };
+        let before = versions(&fake);
+        api.patch("site", &params, &set_image("web:2", "deploy web:2"))
+            .await
+            .expect("patch again");
+        assert_eq!(versions(&fake), before);
+
+        // Scaling goes to the current ReplicaSet only, and is no new revision.
+        api.patch_scale(
+            "site",
+            &params,
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("scale");
+        assert_eq!(rollout(&fake), ["1 web:1 x0", "2 web:2 x3"]);
+        let scaled = with_image(&fake, "web:2");
+        assert_eq!(scaled["status"]["availableReplicas"], 3);
+        assert_eq!(
+            scaled["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"],
+            "3"
+        );
+    }
+
+    #[tokio::test]
+    async fn putting_an_old_template_back_rolls_back_to_its_replica_set() {
+        let fake = FakeKube::start().await;
+        fake.enable_deployment_controller();
+        let api: Api<Deployment> = Api::default_namespaced(fake.client());
+        api.create(&PostParams::default(), &typed(site("web:1")))
+            .await
+            .expect("create");
+        let first = name_of(&with_image(&fake, "web:1"));
+        let params = PatchParams::default();
+        api.patch("site", &params, &set_image("web:2", "deploy web:2"))
+            .await
+            .expect("to web:2");
+        let second = name_of(&with_image(&fake, "web:2"));
+
+        api.patch("site", &params, &set_image("web:1", "roll back"))
+            .await
+            .expect("back to web:1");
+        assert_eq!(rollout(&fake), ["2 web:2 x0", "3 web:1 x2"]);
+        let back = with_image(&fake, "web:1");
+        assert_eq!(name_of(&back), first, "no new ReplicaSet");
+        assert_eq!(back["metadata"]["annotations"][HISTORY], "1");
+        assert_eq!(back["metadata"]["annotations"][CAUSE], "roll back");
+        assert_eq!(stored_site(&fake)["metadata"]["annotations"][REVISION], "3");
+
+        api.patch("site", &params, &set_image("web:2", "forward"))
+            .await
+            .expect("to web:2 again");
+        assert_eq!(rollout(&fake), ["3 web:1 x0", "4 web:2 x2"]);
+        let again = with_image(&fake, "web:2");
+        assert_eq!(name_of(&again), second);
+        assert_eq!(again["metadata"]["annotations"][HISTORY], "2");
+
+        api.patch("site", &params, &set_image("web:1", "back again"))
+            .await
+            .expect("to web:1 again");
+        assert_eq!(rollout(&fake), ["4 web:2 x0", "5 web:1 x2"]);
+        assert_eq!(
+            with_image(&fake, "web:1")["metadata"]["annotations"][HISTORY],
+            "1,3"
+        );
+        assert_eq!(stored_site(&fake)["metadata"]["annotations"][REVISION], "5");
+        assert_eq!(replica_sets(&fake).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_paused_deployment_rolls_nothing_out_until_resumed() {
+        let fake = FakeKube::start().await;
+        fake.enable_deployment_controller();
+        let api: Api<Deployment> = Api::default_namespaced(fake.client());
+        api.create(&PostParams::default(), &typed(site("web:1")))
+            .await
+            .expect("create");
+        let params = PatchParams::default();
+
+        api.patch(
+            "site",
+            &params,
+            &Patch::Strategic(json!({"spec": {
+                "paused": true,
+                "template": {"spec": {"containers": [{"name": "main", "image": "web:2"}]}},
+            }})),
+        )
+        .await
+        .expect("pause and change the image");
+        assert_eq!(rollout(&fake), ["1 web:1 x2"]);
+        let paused = stored_site(&fake);
+        assert_eq!(paused["metadata"]["annotations"][REVISION], "1");
+        assert_eq!(paused["metadata"]["generation"], 2);
+        assert_eq!(paused["status"]["observedGeneration"], 1);
+
+        api.patch(
+            "site",
+            &params,
+            &Patch::Merge(json!({"spec": {"paused": false}})),
+        )
+        .await
+        .expect("resume");
+        assert_eq!(rollout(&fake), ["1 web:1 x0", "2 web:2 x2"]);
+        let resumed = stored_site(&fake);
+        assert_eq!(resumed["metadata"]["annotations"][REVISION], "2");
+        assert_eq!(resumed["status"]["observedGeneration"], 3);
+    }
+
+    #[tokio::test]
+    async fn the_revision_history_limit_deletes_the_oldest_replica_sets() {
+        let fake = FakeKube::start().await;
+        fake.enable_deployment_controller();
+        let limited = |image: &str| {
+            let mut deployment = site(image);
+            deployment["spec"]["revisionHistoryLimit"] = json!(2);
+            deployment
+        };
+        fake.apply(limited("web:1"));
+        let mut names = vec![name_of(&with_image(&fake, "web:1"))];
+        for n in 2..=6 {
+            let image = format!("web:{n}");
+            fake.apply(limited(&image));
+            names.push(name_of(&with_image(&fake, &image)));
+        }
+        assert_eq!(rollout(&fake), ["4 web:4 x0", "5 web:5 x0", "6 web:6 x2"]);
+        for gone in &names[..3] {
+            assert!(
+                fake.get("apps/v1", "ReplicaSet", NAMESPACE, gone).is_none(),
+                "{gone} was deleted"
+            );
+        }
+        let mut kept: Vec<String> = replica_sets(&fake).iter().map(name_of).collect();
+        kept.sort();
+        let mut expected = names[3..].to_vec();
+        expected.sort();
+        assert_eq!(kept, expected);
+        assert_eq!(stored_site(&fake)["metadata"]["annotations"][REVISION], "6");
+    }
+
+    #[tokio::test]
+    async fn watchers_see_the_controllers_replica_set_changes() {
+        let fake = FakeKube::start().await;
+        fake.enable_deployment_controller();
+        let mut deployment = site("web:1");
+        deployment["spec"]["revisionHistoryLimit"] = json!(1);
+        fake.apply(deployment);
+        let first = name_of(&with_image(&fake, "web:1"));
+        let sets: Api<ReplicaSet> = Api::default_namespaced(fake.client());
+        let listed = sets.list(&ListParams::default()).await.expect("list");
+        let version = listed.metadata.resource_version.expect("a resourceVersion");
+        let stream = sets
+            .watch(&WatchParams::default(), &version)
+            .await
+            .expect("watch");
+        let (store, _) = reflect(sets.clone(), watcher::Config::default());
+        synced(&store).await;
+
+        let api: Api<Deployment> = Api::default_namespaced(fake.client());
+        let params = PatchParams::default();
+        api.patch("site", &params, &set_image("web:2", "deploy web:2"))
+            .await
+            .expect("to web:2");
+        let second = name_of(&with_image(&fake, "web:2"));
+        let mut both = vec![first.clone(), second.clone()];
+        both.sort();
+        eventually("the reflector to see the new ReplicaSet", || {
+            store_names(&store) == both
+        })
+        .await;
+        api.patch("site", &params, &set_image("web:3", "deploy web:3"))
+            .await
+            .expect("to web:3");
+        let third = name_of(&with_image(&fake, "web:3"));
+
+        let events: Vec<String> =
+            within("five events", stream.take(5).map(event_name).collect()).await;
+        assert_eq!(
+            events,
+            [
+                format!("ADDED {second}"),
+                format!("MODIFIED {first}"),
+                format!("ADDED {third}"),
+                format!("MODIFIED {second}"),
+                format!("DELETED {first}"),
+            ]
+        );
+        let mut expected = vec![second.clone(), third.clone()];
+        expected.sort();
+        eventually("the reflector to follow", || {
+            store_names(&store) == expected
+        })
+        .await;
+    }
+}

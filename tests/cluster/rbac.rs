@@ -58,7 +58,7 @@ async fn the_role_grants_exactly_what_slate_calls() {
             .filter(|r| r.verb == "watch")
             .map(|r| r.resource)
             .collect();
-        if watching.len() >= 12 {
+        if watching.len() >= 13 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -75,6 +75,28 @@ async fn the_role_grants_exactly_what_slate_calls() {
     ] {
         publisher.publish(url).await.expect("published");
     }
+    // Deploys: a restart of each kind of workload and a rollback, as kubectl does them.
+    let workloads = server::deploys::Workloads {
+        client: fake.client(),
+        namespace: "ai-film".into(),
+    };
+    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-26T10:00:00Z"}}}}});
+    for (kind, name) in [("Deployment", "comfyui"), ("StatefulSet", "postgres")] {
+        workloads.get(kind, name).await.expect("read");
+        workloads
+            .restart(kind, name, &patch)
+            .await
+            .expect("restarted");
+    }
+    let current = workloads.get("Deployment", "blender").await.unwrap();
+    let mut old = current["spec"]["template"].clone();
+    old["spec"]["containers"][0]["image"] = serde_json::json!("blender:4.1.0");
+    let server::deploys::rollout::Undo::Patch(undo) =
+        server::deploys::rollout::undo(&current, &old, &serde_json::json!({})).unwrap()
+    else {
+        panic!("a patch")
+    };
+    workloads.undo("blender", undo).await.expect("rolled back");
     let called: BTreeSet<Permission> = fake
         .requests()
         .into_iter()

@@ -17,9 +17,15 @@
 //!
 //! Not served, on purpose: authentication and RBAC (every request is allowed), admission
 //! and validation beyond names and namespaces, field ownership in server-side apply,
-//! garbage collection of dependents, controllers (nothing creates ReplicaSets or Pods),
-//! `as=Table`, protobuf, websockets (exec, attach, port-forward), and periodic watch
-//! bookmarks (the only BOOKMARK sent ends the initial events of a streaming list).
+//! garbage collection of dependents, `as=Table`, protobuf, websockets (exec, attach,
+//! port-forward), periodic watch bookmarks (the only BOOKMARK sent ends the initial
+//! events of a streaming list), and controllers but one: nothing creates Pods, and
+//! ReplicaSets only once [`FakeKube::enable_deployment_controller`] turns on the opt-in
+//! Deployment controller. That one keeps a ReplicaSet per pod template of each
+//! Deployment, with the revision annotations rollout history reads (new revisions,
+//! rollbacks, `revisionHistoryLimit`), scales the current one up and the rest to 0 at
+//! once and reports the rollout complete; it makes no Pods, models no surge, readiness
+//! or progress deadline, and leaves a deleted Deployment's ReplicaSets in place.
 
 use std::net::{Shutdown, SocketAddr};
 use std::path::Path;
@@ -30,6 +36,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod controller;
 mod discovery;
 mod kinds;
 mod patch;
@@ -191,7 +198,8 @@ impl FakeKube {
     /// differs from the stored one is kept, so tests can set it), and
     /// `metadata.resourceVersion`. A namespaced object without a namespace goes to
     /// `ai-film`. Unlike the API, `status` is stored as given. Replacing with identical
-    /// content changes nothing, as on a real server. Returns the stored object.
+    /// content changes nothing, as on a real server. Returns the stored object, as it is
+    /// once the Deployment controller (when enabled) has run.
     ///
     /// Panics when the object lacks apiVersion, kind or metadata.name.
     pub fn apply(&self, object: Value) -> Value {
@@ -199,11 +207,12 @@ impl FakeKube {
         let stored = {
             let mut state = self.inner.lock();
             let key = store::key_of(&object);
-            if state.objects.contains_key(&key) {
+            let written = if state.objects.contains_key(&key) {
                 state.update(&key, object, Origin::Test)
             } else {
                 state.create(object, Origin::Test)
-            }
+            };
+            state.objects.get(&key).cloned().unwrap_or(written)
         };
         self.inner.notify();
         stored
@@ -226,6 +235,40 @@ impl FakeKube {
                 self.apply(value);
             }
         }
+    }
+
+    /// Turns on the fake's only controller, an imitation of the deployment controller
+    /// good enough for rollout history, and runs it at once for every stored Deployment.
+    ///
+    /// From then on every create, replace or patch of an `apps/v1` Deployment (through
+    /// the API, [`FakeKube::apply`] or the `scale` and `status` subresources) is
+    /// reconciled synchronously, before watchers hear of it. Unless `spec.paused`:
+    ///
+    /// - the ReplicaSets it controls (an `ownerReferences` entry with `controller: true`
+    ///   and its uid) are compared with `spec.template`, ignoring the
+    ///   `pod-template-hash` label. A new template gets a new ReplicaSet,
+    ///   `{deployment}-{hash}` (the hash deterministic, 10 characters), labelled and
+    ///   selected with `pod-template-hash`, with revision max + 1 in
+    ///   `deployment.kubernetes.io/revision`, `desired-replicas`, `max-replicas` and the
+    ///   Deployment's own annotations (such as `kubernetes.io/change-cause`; never
+    ///   `last-applied-configuration` or the controller's). An old template back (a
+    ///   rollback) gets its ReplicaSet revision max + 1, the old revision appended to
+    ///   `deployment.kubernetes.io/revision-history` and the Deployment's annotations;
+    /// - the current ReplicaSet is scaled to `spec.replicas` (default 1), the others to
+    ///   0, with statuses as if every pod were ready at once;
+    /// - the Deployment's `deployment.kubernetes.io/revision` becomes the current
+    ///   revision and, when `status.observedGeneration` is not `metadata.generation`, its
+    ///   status says the rollout is complete (a status set for the current generation,
+    ///   such as a stalled one, stays);
+    /// - scaled-down ReplicaSets beyond `spec.revisionHistoryLimit` (default 10) are
+    ///   deleted, oldest revision first.
+    ///
+    /// Its writes get resourceVersions and reach watchers like any change, are not
+    /// [`FakeKube::requests`], and write nothing when nothing changes. It makes no Pods
+    /// and does not delete the ReplicaSets of a deleted Deployment.
+    pub fn enable_deployment_controller(&self) {
+        self.inner.lock().enable_deployment_controller();
+        self.inner.notify();
     }
 
     /// Deletes an object at once (finalizers are ignored) and tells watchers (DELETED).

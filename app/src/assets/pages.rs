@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use super::upload::{format_eta, format_speed, UploadItem, UploadStatus, Uploads};
 use super::*;
-use crate::components::{encode_query_value, EmptyState, ErrorNote, PageHeader, Time};
+use crate::components::{
+    encode_query_value, follow_events, EmptyState, ErrorNote, PageHeader, Time,
+};
 
 const KINDS: [(&str, &str); 6] = [
     ("image", "Images"),
@@ -27,29 +29,7 @@ const STATES: [(&str, &str); 4] = [
 
 /// Bumps `refresh` whenever the server announces an asset change (Server-Sent Events).
 fn follow_asset_events(refresh: RwSignal<u64>) {
-    #[cfg(feature = "hydrate")]
-    {
-        use wasm_bindgen::closure::Closure;
-        use wasm_bindgen::JsCast as _;
-        Effect::new(move |_| {
-            let Ok(source) = web_sys::EventSource::new("/api/assets/events") else {
-                return;
-            };
-            let on_change =
-                Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |_| refresh.update(|n| *n += 1));
-            let _ = source
-                .add_event_listener_with_callback("asset", on_change.as_ref().unchecked_ref());
-            // The listener lives as long as the page: closed, then freed, when it is left.
-            let kept = send_wrapper::SendWrapper::new((source, on_change));
-            on_cleanup(move || {
-                let (source, on_change) = kept.take();
-                source.close();
-                drop(on_change);
-            });
-        });
-    }
-    #[cfg(not(feature = "hydrate"))]
-    let _ = refresh;
+    follow_events("/api/assets/events", "asset", |_| true, refresh);
 }
 
 #[component]

@@ -5,41 +5,16 @@
 use leptos::prelude::*;
 
 use super::*;
-use crate::components::{EmptyState, ErrorNote, PageHeader, Time};
+use crate::components::{follow_events, EmptyState, ErrorNote, PageHeader, Time};
 
 /// Bumps `refresh` when the endpoint's health changes on the server.
 fn follow_endpoint(refresh: RwSignal<u64>) {
-    #[cfg(feature = "hydrate")]
-    {
-        use wasm_bindgen::closure::Closure;
-        use wasm_bindgen::JsCast as _;
-        Effect::new(move |_| {
-            let Ok(source) = web_sys::EventSource::new(crate::architecture::pages::EVENTS_URL)
-            else {
-                return;
-            };
-            let on_change =
-                Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
-                    let touches = e
-                        .data()
-                        .as_string()
-                        .is_some_and(|d| d.contains("External/comfyui-colab"));
-                    if touches {
-                        refresh.update(|n| *n += 1);
-                    }
-                });
-            let _ = source
-                .add_event_listener_with_callback("change", on_change.as_ref().unchecked_ref());
-            let kept = send_wrapper::SendWrapper::new((source, on_change));
-            on_cleanup(move || {
-                let (source, on_change) = kept.take();
-                source.close();
-                drop(on_change);
-            });
-        });
-    }
-    #[cfg(not(feature = "hydrate"))]
-    let _ = refresh;
+    follow_events(
+        crate::architecture::pages::EVENTS_URL,
+        "change",
+        |data| data.contains("External/comfyui-colab"),
+        refresh,
+    );
 }
 
 fn state_pill(state: &str) -> impl IntoView {

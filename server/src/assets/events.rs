@@ -21,19 +21,30 @@ pub fn router() -> Router<AppState> {
 
 /// Forwards `asset_changes` notifications into `tx`, reconnecting with backoff.
 pub fn spawn(pool: sqlx::PgPool, tx: broadcast::Sender<String>) -> JoinHandle<()> {
+    forward(pool, "asset_changes", tx)
+}
+
+/// Forwards the notifications of one channel into `tx`, reconnecting with backoff.
+pub fn forward(
+    pool: sqlx::PgPool,
+    channel: &'static str,
+    tx: broadcast::Sender<String>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut delay = Duration::from_secs(1);
         loop {
             match PgListener::connect_with(&pool).await {
                 Ok(mut listener) => {
-                    if listener.listen("asset_changes").await.is_ok() {
+                    if listener.listen(channel).await.is_ok() {
                         delay = Duration::from_secs(1);
                         while let Ok(n) = listener.recv().await {
                             let _ = tx.send(n.payload().to_owned());
                         }
                     }
                 }
-                Err(err) => tracing::debug!(error = %err, "asset change listener cannot connect"),
+                Err(err) => {
+                    tracing::debug!(error = %err, channel, "change listener cannot connect")
+                }
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(30));

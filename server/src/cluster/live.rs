@@ -1,4 +1,5 @@
-//! Live state: one watcher and reflector per kind (with backoff, so a flapping API
+//! Live state: one watcher and reflector per kind (the twelve the topology draws, plus
+//! ControllerRevisions for the deploy history) (with backoff, so a flapping API
 //! server is retried calmly and never crashes Slate), a record of whether the API server
 //! answers, and a snapshot of every store for the topology builder.
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use app::architecture::Source;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, PersistentVolumeClaim, Pod, Secret, Service};
@@ -95,6 +96,7 @@ pub struct Stores {
     jobs: Store<Job>,
     hpas: Store<HorizontalPodAutoscaler>,
     events: Store<Event>,
+    controller_revisions: Store<ControllerRevision>,
 }
 
 impl Stores {
@@ -112,6 +114,7 @@ impl Stores {
             jobs: self.jobs.state(),
             hpas: self.hpas.state(),
             events: self.events.state(),
+            controller_revisions: self.controller_revisions.state(),
         }
     }
 }
@@ -188,6 +191,7 @@ pub fn start(
         jobs: watch(&client, ns, "jobs", c, n, &mut t),
         hpas: watch(&client, ns, "horizontalpodautoscalers", c, n, &mut t),
         events: watch(&client, ns, "events", c, n, &mut t),
+        controller_revisions: watch(&client, ns, "controllerrevisions", c, n, &mut t),
     };
     // A resumed watch says nothing until something changes, so while the API server is
     // unreachable a cheap probe finds out when it is back.

@@ -99,6 +99,10 @@ struct Inner {
     changed: Arc<Notify>,
     live: Option<(live::Stores, Arc<live::Connection>)>,
     desired_why: Option<String>,
+    /// The live objects after every rebuild (never the desired state): the deploy
+    /// history and the rollout status read them.
+    feed: tokio::sync::watch::Sender<Arc<Objects>>,
+    client: Option<kube::Client>,
 }
 
 /// The cluster service: current topology, change stream, details.
@@ -117,9 +121,11 @@ impl Cluster {
     pub fn start_with(target: Target, namespace: &str) -> (Cluster, Vec<JoinHandle<()>>) {
         let changed = Arc::new(Notify::new());
         let mut tasks = Vec::new();
+        let mut kube_client = None;
         let (live, desired_why, objects) = match target {
             Target::Cluster(client) => {
                 tracing::info!(namespace, "watching the cluster");
+                kube_client = Some(client.clone());
                 let connection = Arc::new(live::Connection::default());
                 let (stores, t) =
                     live::start(client, namespace, connection.clone(), changed.clone());
@@ -147,6 +153,8 @@ impl Cluster {
             changed,
             live,
             desired_why,
+            feed: tokio::sync::watch::channel(Arc::new(Objects::default())).0,
+            client: kube_client,
         });
         let cluster = Cluster { inner };
         let looped = cluster.clone();
@@ -184,6 +192,9 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let next = topology::build(&objects, &inner.namespace, source, &external, Utc::now());
+        if inner.live.is_some() {
+            inner.feed.send_replace(objects.clone());
+        }
         *inner.objects.lock().unwrap_or_else(|e| e.into_inner()) = objects;
         inner.hub.publish(next);
     }
@@ -200,6 +211,39 @@ impl Cluster {
 
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
+    }
+
+    /// The live objects, as of the last rebuild; changes with every rebuild. Empty and
+    /// never changing without a cluster.
+    pub fn feed(&self) -> tokio::sync::watch::Receiver<Arc<Objects>> {
+        self.inner.feed.subscribe()
+    }
+
+    /// The client, when connected to a cluster.
+    pub fn client(&self) -> Option<kube::Client> {
+        self.inner.client.clone()
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// Whether every watcher has listed once and the API server answers.
+    pub fn is_synced(&self) -> bool {
+        self.inner.live.as_ref().is_some_and(|(_, c)| {
+            matches!(
+                c.source(),
+                Source::Live {
+                    synced: true,
+                    unreachable_since: None
+                }
+            )
+        })
+    }
+
+    /// Why there is no live cluster, when there is none.
+    pub fn why_not_live(&self) -> Option<String> {
+        self.inner.desired_why.clone()
     }
 
     pub fn is_live(&self) -> bool {

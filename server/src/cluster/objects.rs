@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, PersistentVolumeClaim, Pod, Secret, Service};
@@ -26,6 +26,8 @@ pub struct Objects {
     pub jobs: Vec<Arc<Job>>,
     pub hpas: Vec<Arc<HorizontalPodAutoscaler>>,
     pub events: Vec<Arc<Event>>,
+    /// StatefulSets' revisions (for the deploy history; not drawn).
+    pub controller_revisions: Vec<Arc<ControllerRevision>>,
 }
 
 impl Objects {
@@ -42,6 +44,7 @@ impl Objects {
             + self.jobs.len()
             + self.hpas.len()
             + self.events.len()
+            + self.controller_revisions.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -86,6 +89,7 @@ impl Objects {
                 "Job" => o.jobs.push(parse(doc)?),
                 "HorizontalPodAutoscaler" => o.hpas.push(parse(doc)?),
                 "Event" => o.events.push(parse(doc)?),
+                "ControllerRevision" => o.controller_revisions.push(parse(doc)?),
                 _ => {}
             }
         }

@@ -206,7 +206,7 @@ impl Colab {
                 .bind(name)
                 .bind(outcome)
                 .bind(why.unwrap_or_else(|| format!("the Colab endpoint changed to {}", redact(url))))
-                .bind(json!({ "endpoint_id": id }))
+                .bind(json!({ "endpoint_id": id, "restarted_at": publication.restarted_at }))
                 .execute(&mut *tx)
                 .await?;
             }

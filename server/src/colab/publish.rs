@@ -30,6 +30,10 @@ pub struct Publication {
     pub object: String,
     pub created: bool,
     pub restarted: Vec<String>,
+    /// The `restartedAt` stamp the restarts wrote (it ties the new revisions to this
+    /// publication in the deploy history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<String>,
     /// Consumers left alone, with the reason (paused).
     pub refused: Vec<(String, String)>,
 }
@@ -54,13 +58,6 @@ fn labels() -> BTreeMap<String, String> {
         ),
         ("slate.dev/layer".to_owned(), "processing".to_owned()),
     ])
-}
-
-/// The strategic-merge patch of `kubectl rollout restart` at time `at`.
-pub fn restart_patch(at: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
-    json!({"spec": {"template": {"metadata": {"annotations": {
-        "kubectl.kubernetes.io/restartedAt": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    }}}}})
 }
 
 impl Publisher {
@@ -110,19 +107,24 @@ impl Publisher {
         let consumers = deployments
             .list(&ListParams::default().labels(CONSUMER_SELECTOR))
             .await?;
-        let patch = restart_patch(chrono::Utc::now());
+        let now = chrono::Utc::now();
         for d in consumers {
             let name = d.name_any();
-            if d.spec.as_ref().and_then(|s| s.paused) == Some(true) {
-                publication
-                    .refused
-                    .push((name, "the Deployment is paused: resume it first".into()));
-                continue;
+            let value = serde_json::to_value(&d).unwrap_or_default();
+            match crate::deploys::rollout::restart(&value, now) {
+                Err(refusal) => {
+                    publication
+                        .refused
+                        .push((name.clone(), refusal.message("Deployment", &name)));
+                }
+                Ok((patch, stamp)) => {
+                    deployments
+                        .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                        .await?;
+                    publication.restarted.push(name);
+                    publication.restarted_at = Some(stamp);
+                }
             }
-            deployments
-                .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
-                .await?;
-            publication.restarted.push(name);
         }
         Ok(publication)
     }

@@ -95,6 +95,8 @@ pub struct AppState {
     pub asset_events: tokio::sync::broadcast::Sender<String>,
     pub cluster: crate::cluster::Cluster,
     pub colab: crate::colab::Colab,
+    /// `NOTIFY deploy_changes` payloads, for the deploy pages' event streams.
+    pub deploy_events: tokio::sync::broadcast::Sender<String>,
     /// Turns true when the server begins to stop, so that endless responses (event
     /// streams) end and graceful shutdown does not wait for them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -162,6 +164,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::assets::events::router())
         .merge(crate::cluster::http::router())
         .merge(crate::colab::webhook::router())
+        .merge(crate::deploys::ci::router())
+        .merge(crate::deploys::events::router())
         .layer(from_fn_with_state(state.clone(), auth::authorize))
         .layer(from_fn_with_state(state.clone(), csrf::protect))
         .layer(sessions)

@@ -24,7 +24,7 @@ pub fn required(path: &str) -> Access {
         Access::Public
     } else if under("/admin") || under("/api/admin") {
         Access::SignedIn(Role::Admin)
-    } else if under("/api/lead") || under("/architecture") {
+    } else if under("/api/lead") || under("/architecture") || under("/deploys") {
         Access::SignedIn(Role::Lead)
     } else {
         Access::SignedIn(Role::Creator)

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::{json, Map, Value};
 
+use super::controller;
 use super::kinds;
 use super::Request;
 
@@ -67,6 +68,8 @@ pub(crate) struct State {
     /// (requests left to fail, HTTP status to fail with)
     pub failures: (usize, u16),
     pub logs: BTreeMap<LogKey, String>,
+    /// Whether Deployment writes run the fake's deployment controller.
+    pub deployment_controller: bool,
     snapshots: VecDeque<Snapshot>,
     next_snapshot: u64,
 }
@@ -83,6 +86,7 @@ impl Default for State {
             requests: Vec::new(),
             failures: (0, 0),
             logs: BTreeMap::new(),
+            deployment_controller: false,
             snapshots: VecDeque::new(),
             next_snapshot: 1,
         }
@@ -161,7 +165,7 @@ fn now() -> String {
 }
 
 /// Everything but `metadata` and `status`: what a change to bumps `generation`.
-fn desired_state(object: &Value) -> Value {
+pub(crate) fn desired_state(object: &Value) -> Value {
     let mut rest = object.as_object().cloned().unwrap_or_default();
     rest.remove("metadata");
     rest.remove("status");
@@ -195,8 +199,49 @@ impl State {
         }
     }
 
-    /// Stores a new object (the caller checked it is absent) and records ADDED.
-    pub fn create(&mut self, mut object: Value, origin: Origin) -> Value {
+    /// Stores a new object (the caller checked it is absent) and records ADDED; then
+    /// runs the controllers that watch its kind. Returns the object as this write stored
+    /// it (a controller may have changed it since).
+    pub fn create(&mut self, object: Value, origin: Origin) -> Value {
+        let stored = self.create_raw(object, origin);
+        self.run_controllers(&key_of(&stored));
+        stored
+    }
+
+    /// Replaces a stored object as [`State::update_raw`] does, then runs the controllers
+    /// that watch its kind. Returns the object as this write stored it.
+    pub fn update(&mut self, key: &Key, object: Value, origin: Origin) -> Value {
+        let stored = self.update_raw(key, object, origin);
+        self.run_controllers(key);
+        stored
+    }
+
+    /// Turns the deployment controller on and reconciles every stored Deployment.
+    pub fn enable_deployment_controller(&mut self) {
+        self.deployment_controller = true;
+        let deployments: Vec<Key> = self
+            .objects
+            .keys()
+            .filter(|key| controller::is_deployment(key))
+            .cloned()
+            .collect();
+        for key in deployments {
+            controller::reconcile_deployment(self, &key);
+        }
+    }
+
+    /// What a write to `key` sets off: the deployment controller, when it is on and the
+    /// object is a Deployment. Controllers write through the `_raw` methods, so their own
+    /// writes set nothing off.
+    fn run_controllers(&mut self, key: &Key) {
+        if self.deployment_controller && controller::is_deployment(key) {
+            controller::reconcile_deployment(self, key);
+        }
+    }
+
+    /// Stores a new object (the caller checked it is absent) and records ADDED, without
+    /// running controllers.
+    pub fn create_raw(&mut self, mut object: Value, origin: Origin) -> Value {
         let rv = self.bump();
         let metadata = metadata_mut(&mut object);
         let keep = |m: &Map<String, Value>, field: &str| {
@@ -218,12 +263,12 @@ impl State {
         object
     }
 
-    /// Replaces a stored object (the caller checked it is present) and records MODIFIED;
-    /// returns the stored object. Identical content is a no-op. An object being deleted
-    /// whose last finalizer goes is removed.
-    pub fn update(&mut self, key: &Key, mut object: Value, origin: Origin) -> Value {
+    /// Replaces a stored object (the caller checked it is present) and records MODIFIED,
+    /// without running controllers; returns the stored object. Identical content is a
+    /// no-op. An object being deleted whose last finalizer goes is removed.
+    pub fn update_raw(&mut self, key: &Key, mut object: Value, origin: Origin) -> Value {
         let Some(old) = self.objects.get(key).cloned() else {
-            return self.create(object, origin);
+            return self.create_raw(object, origin);
         };
         let old_meta = old["metadata"].as_object().cloned().unwrap_or_default();
         let metadata = metadata_mut(&mut object);
