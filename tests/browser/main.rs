@@ -179,6 +179,20 @@ async fn screenshot(c: &Client, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
 
+/// A screenshot of the whole page, however long, for the pages people scroll.
+async fn screenshot_page(c: &Client, name: &str) {
+    let height = c
+        .execute("return document.documentElement.scrollHeight;", vec![])
+        .await
+        .ok()
+        .and_then(|h| h.as_u64())
+        .unwrap_or(860)
+        .clamp(860, 4000) as u32;
+    let _ = c.set_window_size(1280, height).await;
+    screenshot(c, name).await;
+    let _ = c.set_window_size(1280, 860).await;
+}
+
 async fn set_marker(c: &Client) {
     c.execute("window.__slateMarker = 'still here'; return true;", vec![])
         .await
@@ -847,4 +861,105 @@ async fn an_admin_sees_the_colab_endpoint_go_down_and_come_back_without_a_reload
     assert!(marker_survived(c).await, "all of it without a reload");
     drop(b);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn an_admin_sees_a_new_revision_live_opens_its_diff_and_rolls_back() {
+    use slate_tests::kube_fixtures::*;
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let fake = slate_tests::fake_kube::FakeKube::start().await;
+    fake.enable_deployment_controller();
+    apply_settled_base(&fake);
+    let kubeconfig = std::env::temp_dir().join(format!(
+        "slate-browser-deploys-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    fake.write_kubeconfig(&kubeconfig);
+    let app = slate_tests::spawn_app_with(|config| {
+        config.kube = server::config::KubeMode::Auto;
+        config.kubeconfig = Some(kubeconfig.display().to_string());
+    })
+    .await;
+    let b = browser().await;
+    let c = &b.client;
+    sign_in(c, &app, ADMIN_EMAIL).await;
+    wait_for(c, "a.nav-link[href='/deploys']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for(c, "#rollout-deployment-blender").await;
+    wait_hydrated(c).await;
+    wait_text(c, "#timeline", "Deployment/blender · Revision 1").await;
+    set_marker(c).await;
+
+    // Someone sets a new image by hand: the revision appears without a reload.
+    let mut blender = fake
+        .get("apps/v1", "Deployment", "ai-film", "blender")
+        .unwrap();
+    blender["metadata"]["annotations"]["kubernetes.io/change-cause"] =
+        json!("kubectl set image blender=blender:4.3.0");
+    blender["spec"]["template"]["spec"]["containers"][0]["image"] = json!("blender:4.3.0");
+    fake.apply(blender);
+    wait_text(c, "#timeline", "Deployment/blender · Revision 2").await;
+    wait_text(c, "#rollout-deployment-blender", "blender:4.3.0").await;
+    // And a stalled rollout elsewhere says why, live.
+    set_deployment_stalled(&fake, "slate", true);
+    wait_text(c, "#rollout-deployment-slate", "progress deadline exceeded").await;
+    assert!(marker_survived(c).await, "the page was not reloaded");
+
+    // Open revision 2's diff: the image line changed.
+    let entry = wait_for(c, "#timeline li.entry-revision:first-child a.btn").await;
+    entry.click().await.unwrap();
+    wait_for(c, "#template-diff tr.changed").await;
+    let changed = text_of(c, "#template-diff tr.changed").await;
+    assert!(
+        changed.contains("blender:4.3.0") && changed.contains("image"),
+        "{changed}"
+    );
+    wait_text(c, "#diff-summary", "between revision 1 and revision 2").await;
+    screenshot(c, "deploys-diff").await;
+    screenshot_page(c, "deploys-page").await;
+
+    // Roll back to revision 1 from its own entry, after reading the confirmation.
+    let first = c
+        .find(Locator::XPath(
+            "//ol[@id='timeline']/li[contains(., 'Deployment/blender · Revision 1')]//a[contains(@class, 'btn')]",
+        ))
+        .await
+        .unwrap();
+    first.click().await.unwrap();
+    wait_text(c, "#diff-title", "revision 1").await;
+    wait_for(c, "#rollback-open").await.click().await.unwrap();
+    wait_text(c, "#rollback-confirm", "running now").await;
+    wait_for(c, "#rollback-confirm #template-diff tr.changed").await;
+    wait_for(c, "#rollback-reason")
+        .await
+        .send_keys("4.3.0 crashes on GPU nodes")
+        .await
+        .unwrap();
+    screenshot(c, "deploys-rollback-confirm").await;
+    wait_for(c, "#rollback-confirm-button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_text(
+        c,
+        "#deploy-message",
+        "Rolled Deployment/blender back to revision 1",
+    )
+    .await;
+    wait_text(c, "#timeline", "Deployment/blender · Revision 3").await;
+    wait_text(c, "#timeline", "4.3.0 crashes on GPU nodes").await;
+    let image = fake
+        .get("apps/v1", "Deployment", "ai-film", "blender")
+        .unwrap()["spec"]["template"]["spec"]["containers"][0]["image"]
+        .clone();
+    assert_ne!(image, json!("blender:4.3.0"));
+    assert!(marker_survived(c).await, "the page was not reloaded");
+    screenshot(c, "deploys").await;
+    drop(b);
+    app.stop().await;
+    let _ = std::fs::remove_file(kubeconfig);
 }

@@ -378,6 +378,7 @@ async fn the_webhook_is_rate_limited() {
 async fn an_accepted_endpoint_is_published_to_the_cluster_and_audited() {
     use slate_tests::fake_kube::FakeKube;
     let fake = FakeKube::start().await;
+    fake.enable_deployment_controller();
     slate_tests::kube_fixtures::apply_settled_base(&fake);
     let kubeconfig = std::env::temp_dir().join(format!(
         "slate-colab-kube-{}",
@@ -460,6 +461,24 @@ async fn an_accepted_endpoint_is_published_to_the_cluster_and_audited() {
                 "done".into()
             ),
         ]
+    );
+    // The restart's new revision of ComfyUI is attributed to the publication.
+    let mut attributed = None;
+    for _ in 0..100 {
+        attributed = sqlx::query_as::<_, (String, Option<String>)>(
+            "select source, actor from deploy_revisions where workload = 'comfyui' and revision = 2",
+        )
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+        if attributed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        attributed,
+        Some(("slate".into(), Some("slate (colab endpoint)".into())))
     );
     app.stop().await;
     let _ = std::fs::remove_file(kubeconfig);

@@ -216,3 +216,83 @@ async fn a_run_is_recorded_once_per_phase_and_finishes_once() {
     assert!(audited[0].contains("github actions"), "{audited:?}");
     app.stop().await;
 }
+
+/// The example workflow's reporter (`scripts/report-deploy`), run as the workflow runs it.
+#[tokio::test]
+async fn the_example_workflows_reporter_is_understood() {
+    let app = spawn_app().await;
+    let ci = app.create_token("github actions", "ci", ADMIN_EMAIL).await;
+    let root = slate_tests::root();
+    let workflow: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root.join(".github/workflows/deploy.yml")).unwrap(),
+    )
+    .unwrap();
+    let steps: Vec<String> = workflow["jobs"]["deploy"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["run"].as_str().map(str::to_owned))
+        .collect();
+    for phase in ["started", "succeeded", "failed"] {
+        assert!(
+            steps
+                .iter()
+                .any(|r| r.contains(&format!("scripts/report-deploy {phase} \"$IMAGE\""))),
+            "the workflow reports {phase}"
+        );
+    }
+    // On a blocking thread: the server answers on this test's runtime meanwhile.
+    let run = |phase: &str, image: &str| {
+        let mut command = std::process::Command::new(root.join("scripts/report-deploy"));
+        command
+            .args([phase, image])
+            .env("SLATE_URL", app.url(""))
+            .env("SLATE_CI_TOKEN", &ci)
+            .env("DEPLOY_ENV", "prod")
+            .env("GITHUB_SHA", SHA)
+            .env("GITHUB_REF_NAME", "main")
+            .env("GITHUB_RUN_ID", "8800")
+            .env("GITHUB_RUN_ATTEMPT", "2")
+            .env("GITHUB_ACTOR", "mara")
+            .env("GITHUB_SERVER_URL", "https://github.com")
+            .env("GITHUB_REPOSITORY", "studio/slate");
+        async move {
+            tokio::task::spawn_blocking(move || {
+                command.output().expect("python3 runs the reporter")
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let image = "ghcr.io/studio/slate:sha-4f2a9c1e0b7d";
+    let started = run("started", image).await;
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    assert!(String::from_utf8_lossy(&started.stdout).starts_with("201"));
+    assert!(run("succeeded", image).await.status.success());
+    let again = run("succeeded", image).await;
+    assert!(again.status.success(), "a repeated report is not an error");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("\"duplicate\":true"));
+    let refused = run("failed", "not an image").await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("422"));
+    let row: (String, String, String, String, Vec<String>) =
+        sqlx::query_as("select run_id, branch, run_url, phase, images from ci_deploys")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        row,
+        (
+            "8800-2".to_owned(),
+            "main".to_owned(),
+            "https://github.com/studio/slate/actions/runs/8800".to_owned(),
+            "succeeded".to_owned(),
+            vec![image.to_owned()]
+        )
+    );
+    app.stop().await;
+}

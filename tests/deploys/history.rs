@@ -277,3 +277,78 @@ async fn restart_is_kubectls_and_paused_deployments_are_refused() {
     assert_eq!(status, 404, "{body}");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn statefulset_revisions_come_from_controller_revisions() {
+    let env = Env::start().await;
+    let postgres = env
+        .fake
+        .get("apps/v1", "StatefulSet", "ai-film", "postgres")
+        .unwrap();
+    let uid = postgres["metadata"]["uid"].as_str().unwrap().to_owned();
+    let revision = |n: i64, image: &str| {
+        let mut template = postgres["spec"]["template"].clone();
+        template["spec"]["containers"][0]["image"] = json!(image);
+        template["$patch"] = json!("replace");
+        json!({
+            "apiVersion": "apps/v1", "kind": "ControllerRevision",
+            "metadata": {
+                "name": format!("postgres-{n}a2b3c4d5"), "namespace": "ai-film",
+                "labels": {"controller.kubernetes.io/hash": format!("{n}a2b3c4d5")},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "postgres",
+                                     "uid": uid, "controller": true, "blockOwnerDeletion": true}]
+            },
+            "data": {"spec": {"template": template}},
+            "revision": n
+        })
+    };
+    env.fake.apply(revision(1, "postgres:17.2-bookworm"));
+    env.fake.apply(revision(2, "postgres:17.3-bookworm"));
+    let (source, _, images, _) = env.revision("StatefulSet", "postgres", 2).await;
+    assert_eq!(source, "cluster");
+    assert_eq!(images, vec!["postgres:17.3-bookworm".to_owned()]);
+    let lead = env.app.signed_in("lead@studio.test", "lead").await;
+    let form = [
+        ("kind", "StatefulSet"),
+        ("name", "postgres"),
+        ("revision", "2"),
+    ];
+    let diff: Value = env
+        .app
+        .call(&lead, "/api/lead/deploy_diff", &form)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let changed: Vec<&Value> = diff["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["change"] != "Same")
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert!(changed[0]["right"][1]
+        .as_str()
+        .unwrap()
+        .contains("postgres:17.3-bookworm"));
+    assert!(
+        !diff["rows"].to_string().contains("$patch"),
+        "the ControllerRevision's patch directive is not part of the template"
+    );
+    // Restarting a StatefulSet is kubectl's patch too.
+    let (status, body) = env.restart(&lead, "StatefulSet", "postgres", "").await;
+    assert_eq!(status, 200, "{body}");
+    let sent: Vec<_> = env
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.verb == "patch" && r.resource == "statefulsets")
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].body.as_ref().unwrap()["spec"]["template"]["metadata"]["annotations"]
+            ["kubectl.kubernetes.io/restartedAt"]
+            .is_string()
+    );
+    env.stop().await;
+}

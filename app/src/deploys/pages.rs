@@ -117,6 +117,21 @@ pub fn DeploysPage() -> impl IntoView {
     );
     // The revision an admin is about to roll back to.
     let confirming = RwSignal::new(None::<(String, i64)>);
+    // Bring the diff (or the confirmation) into view when it opens: it is above the
+    // timeline the link was clicked in.
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        let target = match (confirming.get(), diff.get()) {
+            (Some(_), _) => "rollback-confirm",
+            (None, Some(Some(_))) => "diff-panel",
+            _ => return,
+        };
+        request_animation_frame(move || {
+            if let Some(e) = document().get_element_by_id(target) {
+                e.scroll_into_view();
+            }
+        });
+    });
     let value = move |key: &'static str| move || query.read().get(key).unwrap_or_default();
 
     view! {
@@ -129,6 +144,20 @@ pub fn DeploysPage() -> impl IntoView {
             Ok(message) => view! { <div class="notice success" role="status" id="deploy-message">{message}</div> }.into_any(),
             Err(e) => view! { <ErrorNote error=e/> }.into_any(),
         })}
+        <Transition fallback=|| ()>
+            {move || diff.get().flatten().map(|r| match r {
+                Err(e) => view! { <ErrorNote error=e/> }.into_any(),
+                Ok(d) => {
+                    let data = view_data.get().and_then(|v| v.ok());
+                    let can_rollback = data.as_ref().is_some_and(|v| v.can_rollback);
+                    let running = data.and_then(|v| {
+                        v.rollouts.into_iter().find(|r| r.kind == d.kind && r.name == d.name)?.revision
+                    });
+                    diff_panel(d, query.get(), can_rollback, running, confirming).into_any()
+                }
+            })}
+        </Transition>
+        {move || confirming.get().map(|(name, revision)| view! { <RollbackConfirm name revision rollback confirming/> })}
         <Transition fallback=|| view! { <p class="loading">"Loading the deploy history…"</p> }>
             {move || view_data.get().map(|r| match r {
                 Err(e) => view! { <ErrorNote error=e/> }.into_any(),
@@ -190,16 +219,6 @@ pub fn DeploysPage() -> impl IntoView {
                 }
             })}
         </Transition>
-        <Transition fallback=|| ()>
-            {move || diff.get().flatten().map(|r| match r {
-                Err(e) => view! { <ErrorNote error=e/> }.into_any(),
-                Ok(d) => {
-                    let can_rollback = view_data.get().and_then(|v| v.ok()).is_some_and(|v| v.can_rollback);
-                    diff_panel(d, query.get(), can_rollback, confirming).into_any()
-                }
-            })}
-        </Transition>
-        {move || confirming.get().map(|(name, revision)| view! { <RollbackConfirm name revision rollback confirming/> })}
     }
 }
 
@@ -282,7 +301,10 @@ fn timeline(entries: &[DeployEntry], q: &leptos_router::params::ParamsMap) -> im
                         {outcome_pill(&e.outcome)}
                     </div>
                     <div class="entry-body">
-                        <span class="muted">"by "{e.actor.clone().unwrap_or_else(|| "unknown (no annotation says who)".into())}</span>
+                        {match e.actor.clone() {
+                            Some(a) => view! { <span>"by "<strong>{a}</strong></span> }.into_any(),
+                            None => view! { <span class="muted">"who: not recorded"</span> }.into_any(),
+                        }}
                         {e.reason.clone().map(|r| view! { <span class="entry-reason">{format!("— {r}")}</span> })}
                         {e.change_cause.clone().filter(|c| Some(c) != e.reason.as_ref()).map(|c| view! { <span class="entry-reason">{format!("change-cause: {c}")}</span> })}
                         {sha.map(|s| view! { <span class="muted">"commit "<code>{s}</code></span> })}
@@ -329,6 +351,9 @@ fn diff_table(d: &TemplateDiff) -> impl IntoView {
     view! {
         <div class="diff-wrap">
             <table class="diff" id="template-diff">
+                <colgroup>
+                    <col class="ln"/><col class="code"/><col class="mark"/><col class="ln"/><col class="code"/>
+                </colgroup>
                 <thead><tr>
                     <th colspan="2" scope="colgroup">{d.left_label.clone()}</th>
                     <th><span class="visually-hidden">"Change"</span></th>
@@ -344,6 +369,7 @@ fn diff_panel(
     d: TemplateDiff,
     q: leptos_router::params::ParamsMap,
     can_rollback: bool,
+    running: Option<i64>,
     confirming: RwSignal<Option<(String, i64)>>,
 ) -> impl IntoView {
     let changes = d.changes();
@@ -375,7 +401,8 @@ fn diff_panel(
             ("against", None),
         ],
     );
-    let rollback_button = (can_rollback && d.kind == "Deployment").then(|| {
+    let is_running = running == Some(revision);
+    let rollback_button = (can_rollback && d.kind == "Deployment" && !is_running).then(|| {
         view! {
             <button type="button" class="btn danger" id="rollback-open"
                 on:click=move |_| confirming.set(Some((name.clone(), revision)))>
@@ -396,8 +423,9 @@ fn diff_panel(
                 <span>"Compare with: "</span>
                 <ul class="chips">{others}</ul>
             </nav>
-            <p id="diff-summary">{if changes == 0 { "No differences.".to_owned() } else { format!("{changes} changed lines between {} and {}.", d.left_label, d.right_label) }}</p>
+            <p id="diff-summary">{match changes { 0 => "No differences.".to_owned(), 1 => format!("1 changed line between {} and {}.", d.left_label, d.right_label), n => format!("{n} changed lines between {} and {}.", d.left_label, d.right_label) }}</p>
             {diff_table(&d)}
+            {is_running.then(|| view! { <p class="muted" id="diff-running">"This is the revision running now."</p> })}
             {rollback_button}
         </section>
     }
