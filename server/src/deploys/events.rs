@@ -1,6 +1,7 @@
 //! `GET /api/lead/deploys/events`: tells open deploy pages to refresh. A `changed` event
 //! follows any write to the history (PostgreSQL `NOTIFY deploy_changes`, from whichever
-//! replica) and any change of the live workloads (rollout status), gathered for 250 ms.
+//! replica) and any change of a Deployment or StatefulSet (rollout status), gathered for
+//! 250 ms. Changes of other kinds (Events, Pods) wake the stream but send nothing.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -10,8 +11,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::Router;
 use futures::Stream;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::sync::broadcast;
 
+use crate::cluster::objects::Objects;
 use crate::http::AppState;
 
 pub const PATH: &str = "/api/lead/deploys/events";
@@ -22,30 +25,62 @@ pub fn router() -> Router<AppState> {
     Router::new().route(PATH, get(events))
 }
 
+/// What the rollout status is made of: every Deployment's and StatefulSet's name and
+/// resourceVersion.
+fn workloads(objects: &Objects) -> Vec<(String, String)> {
+    let key = |m: &ObjectMeta| {
+        (
+            m.name.clone().unwrap_or_default(),
+            m.resource_version.clone().unwrap_or_default(),
+        )
+    };
+    objects
+        .deployments
+        .iter()
+        .map(|d| key(&d.metadata))
+        .chain(objects.statefulsets.iter().map(|s| key(&s.metadata)))
+        .collect()
+}
+
 async fn events(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let history = state.deploy_events.subscribe();
     let feed = state.cluster.feed();
-    let stream = futures::stream::unfold((history, feed), |(mut history, mut feed)| async move {
-        let woke = tokio::select! {
-            r = history.recv() => !matches!(r, Err(broadcast::error::RecvError::Closed)),
-            r = feed.changed() => r.is_ok() || {
-                // Without a cluster the feed never changes: wait on the history alone.
-                !matches!(history.recv().await, Err(broadcast::error::RecvError::Closed))
-            },
-        };
-        if !woke {
-            return None;
-        }
-        tokio::time::sleep(GATHER).await;
-        while history.try_recv().is_ok() {}
-        feed.mark_unchanged();
-        Some((
-            Ok(Event::default().event("changed").data("deploys")),
-            (history, feed),
-        ))
-    });
+    let seen = workloads(&feed.borrow());
+    let stream = futures::stream::unfold(
+        (history, feed, seen),
+        |(mut history, mut feed, mut seen)| async move {
+            loop {
+                // Whether the history changed (else a workload may have).
+                let mut history_changed = tokio::select! {
+                    r = history.recv() => match r {
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                        _ => true,
+                    },
+                    r = feed.changed() => match r {
+                        Ok(()) => false,
+                        // Without a cluster the feed never changes: wait on the history.
+                        Err(_) => match history.recv().await {
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                            _ => true,
+                        },
+                    },
+                };
+                tokio::time::sleep(GATHER).await;
+                while history.try_recv().is_ok() {
+                    history_changed = true;
+                }
+                let now = workloads(&feed.borrow_and_update());
+                if now == seen && !history_changed {
+                    continue;
+                }
+                seen = now;
+                let event = Event::default().event("changed").data("deploys");
+                return Some((Ok(event), (history, feed, seen)));
+            }
+        },
+    );
     let stream =
         futures::StreamExt::take_until(stream, crate::http::stopping(state.stopping.clone()));
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

@@ -314,6 +314,9 @@ pub async fn run(cluster: crate::cluster::Cluster, pool: PgPool) {
     let namespace = cluster.namespace().to_owned();
     let mut feed = cluster.feed();
     let mut last: Option<Arc<Objects>> = None;
+    // Revisions known to be stored (by this replica or another): most rebuilds bring
+    // none that is new, and then touch no database.
+    let mut stored: HashSet<(&'static str, String, i64)> = HashSet::new();
     loop {
         if feed.changed().await.is_err() {
             return;
@@ -325,15 +328,22 @@ pub async fn run(cluster: crate::cluster::Cluster, pool: PgPool) {
         if last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &objects)) {
             continue;
         }
-        let seen = seen(&objects, Utc::now());
-        match record(&pool, &namespace, &seen).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(n, "revisions recorded"),
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot record revisions; trying again in 5 s");
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                feed.mark_changed();
-                continue;
+        let new: Vec<Seen> = seen(&objects, Utc::now())
+            .into_iter()
+            .filter(|s| !stored.contains(&(s.kind, s.workload.clone(), s.revision)))
+            .collect();
+        if !new.is_empty() {
+            match record(&pool, &namespace, &new).await {
+                Ok(n) => {
+                    tracing::debug!(n, "revisions recorded");
+                    stored.extend(new.into_iter().map(|s| (s.kind, s.workload, s.revision)));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot record revisions; trying again in 5 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    feed.mark_changed();
+                    continue;
+                }
             }
         }
         last = Some(objects);
