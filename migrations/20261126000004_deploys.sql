@@ -30,6 +30,8 @@ create table deploy_revisions (
 );
 create index deploy_revisions_at on deploy_revisions (created_at desc);
 create index deploy_revisions_images on deploy_revisions using gin (images);
+create index deploy_revisions_slate_event on deploy_revisions (slate_event);
+create index deploy_revisions_ci_run on deploy_revisions (ci_run);
 
 -- What CI reported, one row per workflow run (idempotent by run id).
 create table ci_deploys (
@@ -50,6 +52,7 @@ create table ci_deploys (
     updated_at timestamptz not null default now()
 );
 create index ci_deploys_images on ci_deploys using gin (images);
+create index ci_deploys_token_owner on ci_deploys (token_owner);
 
 -- Open deploy pages hear about every change, whichever replica made it.
 create function deploy_changed() returns trigger language plpgsql as $$
