@@ -10,6 +10,7 @@ pub mod colab;
 pub mod components;
 pub mod deploys;
 pub mod error;
+pub mod pipelines;
 mod shell;
 
 pub use shell::*;
