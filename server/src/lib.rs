@@ -12,4 +12,5 @@ pub mod db;
 pub mod deploys;
 pub mod embedded_pg;
 pub mod http;
+pub mod pipelines;
 pub mod startup;

@@ -1,0 +1,192 @@
+//! Pipelines: templates (`store`), runs (`runs`), the durable queue (`queue`) and the
+//! dispatchers that hand queued stages to executors.
+//!
+//! A dispatcher per executor kind claims work when it is woken (PostgreSQL
+//! `NOTIFY stage_queued`, from any replica) or every second, runs each claimed stage in
+//! its own task, renews the leases every two seconds (hearing of cancellations on the
+//! way), and records the outcome. A reconciler gives back stages whose runner died.
+
+pub mod local;
+pub mod queue;
+pub mod runs;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::PgPool;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use queue::{Claim, Outcome};
+
+/// An executor runs one attempt of a stage to its end.
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Runs the attempt; `cancel` turns true when the run is cancelled (the executor then
+    /// stops the work and returns `Outcome::Cancelled`).
+    async fn run(&self, claim: &Claim, cancel: watch::Receiver<bool>) -> Outcome;
+}
+
+/// Claims and runs the stages of one executor kind.
+pub struct Dispatcher {
+    pub pool: PgPool,
+    pub kind: String,
+    pub capacity: i64,
+    pub executor: Arc<dyn Executor>,
+    /// This process's runner id (the lease owner).
+    pub runner: Uuid,
+    pub wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// Runs until the task is aborted.
+    pub async fn run(self: Arc<Self>) {
+        let running: Arc<Mutex<HashMap<Uuid, watch::Sender<bool>>>> = Arc::default();
+        let renewer = {
+            let this = self.clone();
+            let running = running.clone();
+            tokio::spawn(async move { this.renew_loop(running).await })
+        };
+        let _renewer = AbortOnDrop(renewer);
+        // The attempts in flight belong to this dispatcher: they end with it.
+        let mut attempts = tokio::task::JoinSet::new();
+        loop {
+            while attempts.try_join_next().is_some() {}
+            let free =
+                self.capacity - running.lock().unwrap_or_else(|e| e.into_inner()).len() as i64;
+            let claims = if free > 0 {
+                match queue::claim(
+                    &self.pool,
+                    &self.kind,
+                    self.runner,
+                    self.capacity,
+                    free.min(64),
+                )
+                .await
+                {
+                    Ok(c) => c,
+                    Err(err) => {
+                        tracing::warn!(error = %err, kind = %self.kind, "cannot claim queued stages");
+                        Vec::new()
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let claimed = claims.len();
+            for claim in claims {
+                let (tx, rx) = watch::channel(false);
+                running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(claim.stage_id, tx);
+                let this = self.clone();
+                let running = running.clone();
+                attempts.spawn(async move {
+                    let outcome = this.executor.run(&claim, rx).await;
+                    let mut tries = 0;
+                    // The outcome must be recorded: retry through a database blip.
+                    while let Err(err) =
+                        queue::finish(&this.pool, this.runner, &claim, &outcome).await
+                    {
+                        tries += 1;
+                        tracing::warn!(error = %err, tries, "cannot record a stage's outcome; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if tries > 30 {
+                            break;
+                        }
+                    }
+                    running
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&claim.stage_id);
+                    this.wake.notify_one();
+                });
+            }
+            if claimed > 0 && (claimed as i64) == free.min(64) {
+                // There may be more: claim again at once.
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn renew_loop(&self, running: Arc<Mutex<HashMap<Uuid, watch::Sender<bool>>>>) {
+        loop {
+            tokio::time::sleep(queue::RENEW_EVERY).await;
+            let ids: Vec<Uuid> = running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .copied()
+                .collect();
+            match queue::renew(&self.pool, self.runner, &ids).await {
+                Ok(cancel) => {
+                    let running = running.lock().unwrap_or_else(|e| e.into_inner());
+                    for id in cancel {
+                        if let Some(tx) = running.get(&id) {
+                            let _ = tx.send(true);
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot renew stage leases"),
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Wakes the dispatchers of this process when any replica queues work of their kind.
+pub fn listen(pool: PgPool, wakes: HashMap<String, Arc<Notify>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(mut listener) => {
+                    if listener.listen("stage_queued").await.is_ok() {
+                        delay = Duration::from_secs(1);
+                        while let Ok(n) = listener.recv().await {
+                            if let Some(w) = wakes.get(n.payload()) {
+                                w.notify_one();
+                            }
+                        }
+                    }
+                }
+                Err(err) => tracing::debug!(error = %err, "queue listener cannot connect"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    })
+}
+
+/// Gives back lapsed stages every few seconds.
+pub fn spawn_reconciler(pool: PgPool) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match queue::reconcile(&pool).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    n,
+                    "stages whose runner stopped were given back to the queue"
+                ),
+                Err(err) => tracing::warn!(error = %err, "cannot reconcile lapsed stages"),
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    })
+}

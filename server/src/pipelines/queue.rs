@@ -1,0 +1,394 @@
+//! The durable queue: stages are rows of `run_stages`, claimed with `FOR UPDATE SKIP
+//! LOCKED` by priority then age, at most `capacity` running per executor across every
+//! replica (claims of one executor are serialised by an advisory lock, so two replicas
+//! never overshoot a limit such as "one prompt at a time"). A claimed stage runs under a
+//! lease its runner renews; a runner that dies lets the lease lapse, and `reconcile`
+//! gives the stage back to the queue (or fails it once its attempts are spent).
+//!
+//! Finishing a stage promotes the stages waiting on it, retries a failure after a backoff
+//! (5 s, 10 s, 20 s, … up to 5 min) while attempts remain, and settles the run.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// How long a claim lives without renewal.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// How often a runner renews its leases (and hears of cancellations).
+pub const RENEW_EVERY: Duration = Duration::from_secs(2);
+
+/// A stage attempt handed to an executor.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub stage_id: Uuid,
+    pub run_id: Uuid,
+    pub attempt_id: Uuid,
+    pub attempt: i32,
+    pub attempts_max: i32,
+    pub name: String,
+    pub executor: String,
+    pub pipeline_id: Uuid,
+    pub params: Value,
+    pub submitted_by: Uuid,
+}
+
+type ClaimRow = (Uuid, Uuid, i32, i32, String, String, Uuid, Value, Uuid);
+
+/// Claims up to `batch` queued stages of `executor` for `runner`, never letting more
+/// than `capacity` of them run at once.
+pub async fn claim(
+    pool: &PgPool,
+    executor: &str,
+    runner: Uuid,
+    capacity: i64,
+    batch: i64,
+) -> Result<Vec<Claim>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended('queue:' || $1, 0))")
+        .bind(executor)
+        .execute(&mut *tx)
+        .await?;
+    let running: i64 = sqlx::query_scalar(
+        "select count(*) from run_stages where executor = $1 and state = 'running'",
+    )
+    .bind(executor)
+    .fetch_one(&mut *tx)
+    .await?;
+    let free = (capacity - running).min(batch);
+    if free <= 0 {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<ClaimRow> = sqlx::query_as(
+        "with picked as (
+             select id from run_stages
+             where executor = $1 and state = 'queued' and ready_at <= now()
+             order by priority desc, queued_at, id
+             limit $2
+             for update skip locked
+         )
+         update run_stages s set state = 'running', attempt = s.attempt + 1,
+             lease_owner = $3, lease_until = now() + make_interval(secs => $4),
+             started_at = coalesce(s.started_at, now()), status_message = null
+         from picked, runs r
+         where s.id = picked.id and r.id = s.run_id
+         returning s.id, s.run_id, s.attempt, s.attempts_max, s.name, s.executor,
+                   r.pipeline_id, r.params, r.submitted_by",
+    )
+    .bind(executor)
+    .bind(free)
+    .bind(runner)
+    .bind(LEASE.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut claims = Vec::with_capacity(rows.len());
+    for (
+        stage_id,
+        run_id,
+        attempt,
+        attempts_max,
+        name,
+        executor,
+        pipeline_id,
+        params,
+        submitted_by,
+    ) in rows
+    {
+        let attempt_id = Uuid::now_v7();
+        sqlx::query(
+            "insert into stage_attempts (id, stage_id, number, state, runner) values ($1, $2, $3, 'running', $4)",
+        )
+        .bind(attempt_id)
+        .bind(stage_id)
+        .bind(attempt)
+        .bind(runner)
+        .execute(&mut *tx)
+        .await?;
+        claims.push(Claim {
+            stage_id,
+            run_id,
+            attempt_id,
+            attempt,
+            attempts_max,
+            name,
+            executor,
+            pipeline_id,
+            params,
+            submitted_by,
+        });
+    }
+    tx.commit().await?;
+    // After the claim, holding no stage: a run's row is only ever locked before its
+    // stages' (see `finish`), so this order can never deadlock with it.
+    if !claims.is_empty() {
+        let runs: Vec<Uuid> = claims.iter().map(|c| c.run_id).collect();
+        sqlx::query(
+            "update runs set state = 'running', started_at = coalesce(started_at, now())
+             where id = any($1) and state = 'queued'",
+        )
+        .bind(&runs)
+        .execute(pool)
+        .await?;
+    }
+    Ok(claims)
+}
+
+/// Renews `runner`'s leases on `stages`; returns those whose cancellation was asked.
+pub async fn renew(pool: &PgPool, runner: Uuid, stages: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    if stages.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "update run_stages set lease_until = now() + make_interval(secs => $3)
+         where id = any($1) and lease_owner = $2 and state = 'running'
+         returning case when cancel_requested then id end",
+    )
+    .bind(stages)
+    .bind(runner)
+    .bind(LEASE.as_secs_f64())
+    .fetch_all(pool)
+    .await
+    .map(|ids: Vec<Option<Uuid>>| ids.into_iter().flatten().collect())
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Succeeded,
+    Failed(String),
+    Cancelled,
+}
+
+/// Backoff before retry `attempt` (1-based count of attempts made): 5 s doubling, at
+/// most 5 minutes.
+pub fn backoff(attempt: i32) -> Duration {
+    let exp = attempt.clamp(1, 7) as u32 - 1;
+    Duration::from_secs((5u64 << exp).min(300))
+}
+
+/// Records the end of an attempt and moves the run on. Only the lease holder's report
+/// counts: a runner that lost its lease (another replica took the stage up) changes
+/// nothing.
+pub async fn finish(
+    pool: &PgPool,
+    runner: Uuid,
+    claim: &Claim,
+    outcome: &Outcome,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // Stages of one run finish one at a time, so the last one sees all the others done.
+    sqlx::query("select 1 from runs where id = $1 for update")
+        .bind(claim.run_id)
+        .execute(&mut *tx)
+        .await?;
+    let held: Option<(i32, bool)> = sqlx::query_as(
+        "select attempt, cancel_requested from run_stages
+         where id = $1 and lease_owner = $2 and state = 'running' for update",
+    )
+    .bind(claim.stage_id)
+    .bind(runner)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((attempt, cancel_requested)) = held else {
+        return Ok(false);
+    };
+    let (attempt_state, error) = match outcome {
+        Outcome::Succeeded => ("succeeded", None),
+        Outcome::Failed(e) => ("failed", Some(e.clone())),
+        Outcome::Cancelled => ("cancelled", None),
+    };
+    sqlx::query(
+        "update stage_attempts set state = $2, error = $3, finished_at = now() where id = $1",
+    )
+    .bind(claim.attempt_id)
+    .bind(attempt_state)
+    .bind(&error)
+    .execute(&mut *tx)
+    .await?;
+    match outcome {
+        Outcome::Succeeded => {
+            sqlx::query(
+                "update run_stages set state = 'succeeded', progress = 1, finished_at = now(),
+                     lease_owner = null, lease_until = null, status_message = null
+                 where id = $1",
+            )
+            .bind(claim.stage_id)
+            .execute(&mut *tx)
+            .await?;
+            promote(&mut tx, claim.run_id).await?;
+        }
+        Outcome::Failed(e) if attempt < claim.attempts_max && !cancel_requested => {
+            let wait = backoff(attempt);
+            sqlx::query(
+                "update run_stages set state = 'queued', queued_at = now(),
+                     ready_at = now() + make_interval(secs => $2), lease_owner = null, lease_until = null,
+                     status_message = $3
+                 where id = $1",
+            )
+            .bind(claim.stage_id)
+            .bind(wait.as_secs_f64())
+            .bind(format!(
+                "Attempt {attempt} of {} failed ({}); trying again in {} s.",
+                claim.attempts_max,
+                first_line(e),
+                wait.as_secs()
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
+        Outcome::Failed(e) => {
+            sqlx::query(
+                "update run_stages set state = 'failed', finished_at = now(), lease_owner = null,
+                     lease_until = null, status_message = $2
+                 where id = $1",
+            )
+            .bind(claim.stage_id)
+            .bind(format!(
+                "Failed after {attempt} attempt(s): {}",
+                first_line(e)
+            ))
+            .execute(&mut *tx)
+            .await?;
+            settle_failed(&mut tx, claim.run_id, "failed").await?;
+        }
+        Outcome::Cancelled => {
+            sqlx::query(
+                "update run_stages set state = 'cancelled', finished_at = now(), lease_owner = null,
+                     lease_until = null, status_message = 'Cancelled.'
+                 where id = $1",
+            )
+            .bind(claim.stage_id)
+            .execute(&mut *tx)
+            .await?;
+            settle_failed(&mut tx, claim.run_id, "cancelled").await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+fn first_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(text)
+        .trim();
+    line.chars().take(300).collect()
+}
+
+/// Queues the waiting stages whose upstream stages all succeeded; settles the run when
+/// every stage did.
+async fn promote(tx: &mut PgConnection, run: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update run_stages s set state = 'queued', queued_at = now(), ready_at = now(), status_message = null
+         where s.run_id = $1 and s.state = 'waiting'
+           and not exists (select 1 from run_stages u
+                           where u.run_id = s.run_id and u.name = any(s.needs) and u.state <> 'succeeded')",
+    )
+    .bind(run)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "update runs set state = 'succeeded', finished_at = now()
+         where id = $1 and state in ('queued', 'running')
+           and not exists (select 1 from run_stages where run_id = $1 and state <> 'succeeded')",
+    )
+    .bind(run)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A stage failed for good (or was cancelled): the stages that were still to come are
+/// skipped and the run ends with `state` once nothing of it is running.
+async fn settle_failed(tx: &mut PgConnection, run: Uuid, state: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update run_stages set state = 'skipped', status_message = 'Not run: an earlier stage did not succeed.'
+         where run_id = $1 and state in ('waiting', 'queued')",
+    )
+    .bind(run)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "update runs set state = case when state = 'cancelled' then 'cancelled' else $2 end,
+             finished_at = coalesce(finished_at, now())
+         where id = $1 and not exists (select 1 from run_stages where run_id = $1 and state = 'running')",
+    )
+    .bind(run)
+    .bind(state)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Gives back the stages whose runner stopped renewing (a crash, a lost replica): the
+/// attempt is marked lost, and the stage is queued again while attempts remain. Returns
+/// how many were reclaimed. Executors whose work outlives Slate (Jobs, ComfyUI prompts)
+/// are reconciled from their own state by their runner before this lease ever lapses.
+pub async fn reconcile(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let lapsed: Vec<(Uuid, Uuid, i32, i32, bool)> = sqlx::query_as(
+        "select id, run_id, attempt, attempts_max, cancel_requested from run_stages
+         where state = 'running' and lease_until < now() for update skip locked",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for (stage, run, attempt, max, cancel) in &lapsed {
+        sqlx::query(
+            "update stage_attempts set state = 'lost', finished_at = now(),
+                 error = 'Slate stopped while this attempt ran (its lease lapsed).'
+             where stage_id = $1 and state = 'running'",
+        )
+        .bind(stage)
+        .execute(&mut *tx)
+        .await?;
+        if *cancel {
+            sqlx::query(
+                "update run_stages set state = 'cancelled', finished_at = now(), lease_owner = null, lease_until = null
+                 where id = $1",
+            )
+            .bind(stage)
+            .execute(&mut *tx)
+            .await?;
+            settle_failed(&mut tx, *run, "cancelled").await?;
+        } else if attempt < max {
+            sqlx::query(
+                "update run_stages set state = 'queued', queued_at = now(), ready_at = now(),
+                     lease_owner = null, lease_until = null,
+                     status_message = 'Its runner stopped; queued again.'
+                 where id = $1",
+            )
+            .bind(stage)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query(
+                "update run_stages set state = 'failed', finished_at = now(), lease_owner = null,
+                     lease_until = null, status_message = 'Its runner stopped on the last attempt.'
+                 where id = $1",
+            )
+            .bind(stage)
+            .execute(&mut *tx)
+            .await?;
+            settle_failed(&mut tx, *run, "failed").await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(lapsed.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let waits: Vec<u64> = (1..=8).map(|a| backoff(a).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(
+            first_line("\n  ffmpeg: no such file\nmore"),
+            "ffmpeg: no such file"
+        );
+    }
+}

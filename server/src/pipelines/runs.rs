@@ -1,0 +1,428 @@
+//! Submitting, cancelling, retrying and resubmitting runs. Every bad input is refused
+//! before anything is written; every change is audited.
+
+use std::collections::BTreeMap;
+
+use app::accounts::Role;
+use app::error::AppError;
+use app::pipelines::template::{ParamType, Template, MAX_SEED};
+use rand::Rng as _;
+use serde_json::{json, Map, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::store::{self, Stored};
+use crate::audit::Who;
+
+fn db(e: sqlx::Error) -> AppError {
+    tracing::error!(error = %e, "pipelines: database error");
+    AppError::internal()
+}
+
+/// What a person or a script asks to run.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    pub template: String,
+    #[serde(default)]
+    pub version: Option<i32>,
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// What the executors here can do, for refusing runs that could never run.
+#[derive(Clone, Debug, Default)]
+pub struct Capabilities {
+    /// Programs an admin allowed for local stages.
+    pub programs: Vec<String>,
+    /// Whether Kubernetes Jobs can be started (Slate is connected to a cluster).
+    pub kubernetes: bool,
+}
+
+/// The submitter: who, and with which role.
+pub struct Submitter<'a> {
+    pub who: &'a Who,
+    pub user_id: Uuid,
+    pub role: Role,
+    pub token: Option<String>,
+}
+
+/// Checks every parameter and returns the values to run with (defaults filled in, a
+/// missing seed drawn).
+pub async fn resolve_params(
+    pool: &PgPool,
+    template: &Template,
+    given: &Map<String, Value>,
+) -> Result<Map<String, Value>, AppError> {
+    for name in given.keys() {
+        if template.parameter(name).is_none() {
+            return Err(AppError::invalid(format!(
+                "\"{name}\" is not a parameter of {}; it takes {}.",
+                template.name,
+                template
+                    .parameters
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let mut values = Map::new();
+    for p in &template.parameters {
+        let mut value = given
+            .get(&p.name)
+            .cloned()
+            .filter(|v| !v.is_null() && v.as_str() != Some(""))
+            .or_else(|| p.default.clone())
+            .unwrap_or(Value::Null);
+        if p.ty == ParamType::Seed && value.is_null() {
+            value = json!(rand::thread_rng().gen_range(0..=MAX_SEED));
+        }
+        p.check(&value)
+            .map_err(|e| AppError::invalid(format!("{e}.")))?;
+        let ids: Vec<Uuid> = match (&p.ty, &value) {
+            (ParamType::Asset { .. }, Value::String(s)) => s.parse().into_iter().collect(),
+            (ParamType::Assets { .. }, Value::Array(items)) => items
+                .iter()
+                .filter_map(|i| i.as_str()?.parse().ok())
+                .collect(),
+            _ => Vec::new(),
+        };
+        if let ParamType::Asset { kind } | ParamType::Assets { kind, .. } = &p.ty {
+            let found: Vec<(Uuid, String, String, String)> = sqlx::query_as(
+                "select id, name, kind, state from assets where id = any($1) and deleted_at is null",
+            )
+            .bind(&ids)
+            .fetch_all(pool)
+            .await
+            .map_err(db)?;
+            for id in &ids {
+                let Some((_, name, have, state)) = found.iter().find(|f| f.0 == *id) else {
+                    return Err(AppError::invalid(format!(
+                        "{}: there is no asset {id} in the library.",
+                        p.label()
+                    )));
+                };
+                if have != kind {
+                    return Err(AppError::invalid(format!(
+                        "{} must be {kind} assets; \"{name}\" is {have}.",
+                        p.label()
+                    )));
+                }
+                if state != "ready" {
+                    return Err(AppError::invalid(format!(
+                        "{}: \"{name}\" is not ready yet ({state}).",
+                        p.label()
+                    )));
+                }
+            }
+        }
+        values.insert(p.name.clone(), value);
+    }
+    Ok(values)
+}
+
+/// Refuses a template whose stages these executors cannot run.
+pub fn check_capabilities(template: &Template, caps: &Capabilities) -> Result<(), AppError> {
+    for s in &template.stages {
+        match s.executor.as_str() {
+            "local" => {
+                let program = s.program.as_deref().unwrap_or_default();
+                if !caps.programs.iter().any(|p| p == program) {
+                    return Err(AppError::invalid(format!(
+                        "Stage \"{}\" runs \"{program}\", which an admin has not allowed (allowed: {}).",
+                        s.name,
+                        caps.programs.join(", ")
+                    )));
+                }
+            }
+            "kubernetes" if !caps.kubernetes => {
+                return Err(AppError::Conflict(format!(
+                "Stage \"{}\" runs as a Kubernetes Job, and Slate is not connected to a cluster.",
+                s.name
+            )))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Creates a run and queues its first stages. Returns the run's id.
+pub async fn submit(
+    pool: &PgPool,
+    caps: &Capabilities,
+    by: &Submitter<'_>,
+    submission: &Submission,
+    resubmitted_from: Option<Uuid>,
+) -> Result<Uuid, AppError> {
+    if !(-100..=100).contains(&submission.priority) {
+        return Err(AppError::invalid("Priority must be from -100 to 100."));
+    }
+    if submission.priority > 0 && by.role < Role::Lead {
+        return Err(AppError::Forbidden(
+            "Only leads and admins may raise a run's priority.".into(),
+        ));
+    }
+    let Some(stored) = store::find(pool, &submission.template, submission.version)
+        .await
+        .map_err(db)?
+    else {
+        return Err(AppError::NotFound(match submission.version {
+            Some(v) => format!(
+                "There is no version {v} of template \"{}\".",
+                submission.template
+            ),
+            None => format!("There is no template \"{}\".", submission.template),
+        }));
+    };
+    check_capabilities(&stored.template, caps)?;
+    let params = resolve_params(pool, &stored.template, &submission.params).await?;
+    create(
+        pool,
+        by,
+        &stored,
+        params,
+        submission.priority,
+        resubmitted_from,
+    )
+    .await
+}
+
+async fn create(
+    pool: &PgPool,
+    by: &Submitter<'_>,
+    stored: &Stored,
+    params: Map<String, Value>,
+    priority: i32,
+    resubmitted_from: Option<Uuid>,
+) -> Result<Uuid, AppError> {
+    let template = &stored.template;
+    let run = Uuid::now_v7();
+    let mut tx = pool.begin().await.map_err(db)?;
+    sqlx::query(
+        "insert into runs (id, pipeline_id, params, priority, state, submitted_by, submitted_via, resubmitted_from)
+         values ($1, $2, $3, $4, 'queued', $5, $6, $7)",
+    )
+    .bind(run)
+    .bind(stored.id)
+    .bind(Value::Object(params.clone()))
+    .bind(priority)
+    .bind(by.user_id)
+    .bind(&by.token)
+    .bind(resubmitted_from)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    for stage in &template.stages {
+        let needs: Vec<String> = template.upstream(stage).into_iter().collect();
+        let first = needs.is_empty();
+        sqlx::query(
+            "insert into run_stages (id, run_id, name, executor, needs, state, priority, attempts_max, queued_at, status_message)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then now() end, $10)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(run)
+        .bind(&stage.name)
+        .bind(&stage.executor)
+        .bind(&needs)
+        .bind(if first { "queued" } else { "waiting" })
+        .bind(priority)
+        .bind(stage.attempts as i32)
+        .bind(first)
+        .bind((!first).then(|| format!("Waiting for {}.", needs.join(", "))))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    }
+    crate::audit::record(
+        &mut *tx,
+        by.who,
+        "run.submit",
+        Some(format!("run {run}")),
+        json!({"template": stored.name, "version": stored.version, "priority": priority,
+               "params": params, "resubmitted_from": resubmitted_from}),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(run)
+}
+
+/// Who may change a run: its submitter, leads and admins.
+async fn owner_check(
+    pool: &PgPool,
+    run: Uuid,
+    by: &Submitter<'_>,
+) -> Result<(String, Uuid), AppError> {
+    let row: Option<(String, Uuid)> =
+        sqlx::query_as("select state, submitted_by from runs where id = $1")
+            .bind(run)
+            .fetch_optional(pool)
+            .await
+            .map_err(db)?;
+    let Some((state, owner)) = row else {
+        return Err(AppError::NotFound(format!("There is no run {run}.")));
+    };
+    if owner != by.user_id && by.role < Role::Lead {
+        return Err(AppError::Forbidden(
+            "Only the person who submitted a run, leads and admins may change it.".into(),
+        ));
+    }
+    Ok((state, owner))
+}
+
+/// Cancels a run: waiting and queued stages are cancelled at once, running ones are
+/// asked to stop (their executor stops the work) and settle when they have.
+pub async fn cancel(pool: &PgPool, run: Uuid, by: &Submitter<'_>) -> Result<(), AppError> {
+    let (state, _) = owner_check(pool, run, by).await?;
+    if matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
+        return Err(AppError::Conflict(format!(
+            "This run has already finished ({state}); there is nothing to cancel."
+        )));
+    }
+    let mut tx = pool.begin().await.map_err(db)?;
+    sqlx::query(
+        "update run_stages set state = 'cancelled', finished_at = now(), status_message = 'Cancelled.'
+         where run_id = $1 and state in ('waiting', 'queued')",
+    )
+    .bind(run)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    sqlx::query(
+        "update run_stages set cancel_requested = true, status_message = 'Stopping…'
+         where run_id = $1 and state = 'running'",
+    )
+    .bind(run)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    sqlx::query(
+        "update runs set state = 'cancelled',
+             finished_at = case when exists (select 1 from run_stages where run_id = $1 and state = 'running')
+                                then null else now() end
+         where id = $1",
+    )
+    .bind(run)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    crate::audit::record(
+        &mut *tx,
+        by.who,
+        "run.cancel",
+        Some(format!("run {run}")),
+        json!({}),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)
+}
+
+/// Runs a failed or cancelled stage again (with its attempts renewed), and the stages
+/// after it once it succeeds.
+pub async fn retry_stage(
+    pool: &PgPool,
+    run: Uuid,
+    stage: &str,
+    by: &Submitter<'_>,
+) -> Result<(), AppError> {
+    let (run_state, _) = owner_check(pool, run, by).await?;
+    let row: Option<(String,)> =
+        sqlx::query_as("select state from run_stages where run_id = $1 and name = $2")
+            .bind(run)
+            .bind(stage)
+            .fetch_optional(pool)
+            .await
+            .map_err(db)?;
+    let Some((state,)) = row else {
+        return Err(AppError::NotFound(format!(
+            "This run has no stage \"{stage}\"."
+        )));
+    };
+    if !matches!(state.as_str(), "failed" | "cancelled")
+        || !matches!(run_state.as_str(), "failed" | "cancelled")
+    {
+        return Err(AppError::Conflict(format!(
+            "Only a failed or cancelled stage of a finished run can be retried; \"{stage}\" is {state}."
+        )));
+    }
+    let mut tx = pool.begin().await.map_err(db)?;
+    sqlx::query(
+        "update run_stages set state = 'queued', attempt = 0, queued_at = now(), ready_at = now(),
+             cancel_requested = false, finished_at = null, progress = null, status_message = 'Retried.'
+         where run_id = $1 and name = $2",
+    )
+    .bind(run)
+    .bind(stage)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    sqlx::query(
+        "update run_stages set state = 'waiting', cancel_requested = false, finished_at = null,
+             status_message = 'Waiting for ' || array_to_string(needs, ', ') || '.'
+         where run_id = $1 and state in ('skipped', 'cancelled') and name <> $2",
+    )
+    .bind(run)
+    .bind(stage)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    sqlx::query("update runs set state = 'running', finished_at = null where id = $1")
+        .bind(run)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    crate::audit::record(
+        &mut *tx,
+        by.who,
+        "run.retry_stage",
+        Some(format!("run {run}")),
+        json!({"stage": stage}),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)
+}
+
+/// Submits a run again with some parameters changed (the same template version).
+pub async fn resubmit(
+    pool: &PgPool,
+    caps: &Capabilities,
+    run: Uuid,
+    changes: &Map<String, Value>,
+    by: &Submitter<'_>,
+) -> Result<Uuid, AppError> {
+    let row: Option<(Uuid, Value, i32)> =
+        sqlx::query_as("select pipeline_id, params, priority from runs where id = $1")
+            .bind(run)
+            .fetch_optional(pool)
+            .await
+            .map_err(db)?;
+    let Some((pipeline, params, priority)) = row else {
+        return Err(AppError::NotFound(format!("There is no run {run}.")));
+    };
+    let Some(stored) = store::by_id(pool, pipeline).await.map_err(db)? else {
+        return Err(AppError::internal());
+    };
+    let mut merged: BTreeMap<String, Value> = params
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    for (k, v) in changes {
+        merged.insert(k.clone(), v.clone());
+    }
+    let submission = Submission {
+        template: stored.name.clone(),
+        version: Some(stored.version),
+        params: merged.into_iter().collect(),
+        priority: priority.min(if by.role >= Role::Lead { 100 } else { 0 }),
+    };
+    submit(pool, caps, by, &submission, Some(run)).await
+}

@@ -1,0 +1,80 @@
+//! Pipelines: templates, submission and its refusals, and the durable queue (claims,
+//! limits, retries, cancellation, two dispatchers on one database, a runner that dies).
+
+mod queue;
+mod submit;
+
+use std::sync::Arc;
+
+use app::accounts::Role;
+use server::audit::Who;
+use server::pipelines::runs::{Capabilities, Submission, Submitter};
+use slate_tests::TestApp;
+use uuid::Uuid;
+
+/// A template with `n` independent local stages (for queue tests), or a chain.
+pub fn template(name: &str, stages: usize, chain: bool, attempts: u32) -> String {
+    let mut s = format!("name: {name}\ntitle: {name}\nstages:\n");
+    for i in 0..stages {
+        s.push_str(&format!(
+            "  - name: s{i}\n    executor: local\n    program: ffmpeg\n    attempts: {attempts}\n    args: [\"-version\"]\n"
+        ));
+        if chain && i > 0 {
+            s.push_str(&format!("    needs: [s{}]\n", i - 1));
+        }
+    }
+    s
+}
+
+pub fn caps() -> Capabilities {
+    Capabilities {
+        programs: vec!["ffmpeg".into(), "ffprobe".into()],
+        kubernetes: false,
+    }
+}
+
+/// The first admin, as the submitter of test runs.
+pub async fn admin(app: &TestApp) -> (Who, Uuid) {
+    let id: Uuid = sqlx::query_scalar("select id from users where email = $1")
+        .bind(slate_tests::ADMIN_EMAIL)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let who = Who {
+        user_id: Some(id),
+        token_id: None,
+        label: slate_tests::ADMIN_EMAIL.into(),
+        client_addr: None,
+    };
+    (who, id)
+}
+
+/// Saves a template and submits it `runs` times; returns the run ids.
+pub async fn submit_runs(app: &TestApp, source: &str, runs: usize, priority: i32) -> Vec<Uuid> {
+    let (who, id) = admin(app).await;
+    let (name, _, _) = server::pipelines::store::save(&app.pool, &who, source, false)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let by = Submitter {
+        who: &who,
+        user_id: id,
+        role: Role::Admin,
+        token: None,
+    };
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let submission = Submission {
+            template: name.clone(),
+            priority,
+            ..Default::default()
+        };
+        out.push(
+            server::pipelines::runs::submit(&app.pool, &caps(), &by, &submission, None)
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+pub type Shared<T> = Arc<std::sync::Mutex<T>>;

@@ -1,0 +1,190 @@
+//! Submission: parameters checked against the template, assets against the library,
+//! executors against what this Slate can run; nothing written when refused.
+
+use app::accounts::Role;
+use serde_json::json;
+use server::pipelines::runs::{submit, Submission, Submitter};
+use slate_tests::spawn_app;
+
+use crate::{admin, caps};
+
+#[tokio::test]
+async fn bad_submissions_are_refused_and_write_nothing() {
+    let app = spawn_app().await;
+    server::pipelines::store::seed_builtins(&app.pool)
+        .await
+        .unwrap();
+    let (who, id) = admin(&app).await;
+    let by = Submitter {
+        who: &who,
+        user_id: id,
+        role: Role::Creator,
+        token: None,
+    };
+    let mut cases = Vec::new();
+    let animatic = |params: serde_json::Value| Submission {
+        template: "keyframes-to-animatic".into(),
+        params: params.as_object().cloned().unwrap_or_default(),
+        ..Default::default()
+    };
+    cases.push((
+        animatic(json!({"prompt": "a fox", "count": 65})),
+        "Keyframes must be from 1 to 64",
+    ));
+    cases.push((
+        animatic(json!({"prompt": "a fox", "count": "eight"})),
+        "Keyframes must be a whole number",
+    ));
+    cases.push((
+        animatic(json!({"prompt": "a fox", "colour": "red"})),
+        "\"colour\" is not a parameter",
+    ));
+    cases.push((animatic(json!({"count": 4})), "Prompt is required"));
+    cases.push((
+        animatic(json!({"prompt": "a fox", "seed": -3})),
+        "Seed must be a whole number",
+    ));
+    let transcode = |source: &str| Submission {
+        template: "transcode-and-proxies".into(),
+        params: json!({"source": source}).as_object().cloned().unwrap(),
+        ..Default::default()
+    };
+    cases.push((
+        transcode("not-an-id"),
+        "Video must be an asset from the library",
+    ));
+    cases.push((
+        transcode("0193a0b2-7c4e-7d21-9a3b-5f1e2d3c4b5a"),
+        "there is no asset 0193a0b2-7c4e-7d21-9a3b-5f1e2d3c4b5a",
+    ));
+    cases.push((
+        Submission {
+            template: "blender-render".into(),
+            ..Default::default()
+        },
+        "Slate is not connected to a cluster",
+    ));
+    cases.push((
+        Submission {
+            template: "no-such-thing".into(),
+            ..Default::default()
+        },
+        "There is no template \"no-such-thing\"",
+    ));
+    cases.push((
+        Submission {
+            priority: 50,
+            ..animatic(json!({"prompt": "a fox"}))
+        },
+        "Only leads and admins may raise",
+    ));
+    for (submission, expected) in cases {
+        let err = submit(&app.pool, &caps(), &by, &submission, None)
+            .await
+            .expect_err(expected);
+        assert!(
+            err.to_string().contains(expected),
+            "{err} should say {expected}"
+        );
+    }
+    // An asset of the wrong kind.
+    let image: uuid::Uuid = sqlx::query_scalar(
+        "insert into assets (id, owner_id, name, kind, state) values (gen_random_uuid(), $1, 'still.png', 'image', 'ready') returning id",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let err = submit(
+        &app.pool,
+        &caps(),
+        &by,
+        &transcode(&image.to_string()),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("must be video assets; \"still.png\" is image"),
+        "{err}"
+    );
+    assert_eq!(app.count("select count(*) from runs").await, 0);
+    assert_eq!(
+        app.count("select count(*) from audit_log where action = 'run.submit'")
+            .await,
+        0
+    );
+
+    // A good one: defaults filled in, the seed drawn and kept, the first stage queued.
+    let run = submit(
+        &app.pool,
+        &caps(),
+        &by,
+        &animatic(json!({"prompt": "a fox at dawn"})),
+        None,
+    )
+    .await
+    .unwrap();
+    let params: serde_json::Value = sqlx::query_scalar("select params from runs where id = $1")
+        .bind(run)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(params["count"], 8);
+    assert!(params["seed"].as_i64().is_some());
+    let stages: Vec<(String, String)> =
+        sqlx::query_as("select name, state from run_stages where run_id = $1 order by name desc")
+            .bind(run)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        stages,
+        [
+            ("keyframes".into(), "queued".into()),
+            ("animatic".into(), "waiting".into())
+        ]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn templates_are_versioned_and_a_cyclic_one_is_refused() {
+    let app = spawn_app().await;
+    let (who, _) = admin(&app).await;
+    server::pipelines::store::seed_builtins(&app.pool)
+        .await
+        .unwrap();
+    server::pipelines::store::seed_builtins(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.count("select count(*) from pipelines").await,
+        4,
+        "seeding twice adds nothing"
+    );
+    let source = crate::template("mine", 2, true, 1);
+    let (_, v1, made) = server::pipelines::store::save(&app.pool, &who, &source, false)
+        .await
+        .unwrap();
+    assert_eq!((v1, made), (1, true));
+    let edited = source.replace("attempts: 1", "attempts: 2");
+    let (_, v2, _) = server::pipelines::store::save(&app.pool, &who, &edited, false)
+        .await
+        .unwrap();
+    assert_eq!(v2, 2);
+    let cyclic = edited.replace("  - name: s0\n", "  - name: s0\n    needs: [s1]\n");
+    let Err(server::pipelines::store::SaveError::Invalid(problems)) =
+        server::pipelines::store::save(&app.pool, &who, &cyclic, false).await
+    else {
+        panic!("a cycle is refused")
+    };
+    assert!(problems[0].to_string().contains("cycle"), "{problems:?}");
+    assert_eq!(
+        app.count("select count(*) from pipelines where name = 'mine'")
+            .await,
+        2
+    );
+    app.stop().await;
+}
