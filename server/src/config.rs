@@ -187,6 +187,21 @@ pub struct Config {
     )]
     pub processing_workers: usize,
 
+    /// Programs local pipeline stages may run, by name (found on PATH at start), comma
+    /// separated. Stages naming any other program are refused at submission.
+    #[arg(
+        long,
+        env = "SLATE_LOCAL_PROGRAMS",
+        default_value = "ffmpeg,ffprobe",
+        global = true
+    )]
+    pub local_programs: String,
+
+    /// How many local pipeline stages run at once on this replica's machine (0: this
+    /// replica runs none).
+    #[arg(long, env = "SLATE_LOCAL_STAGES", default_value_t = 2, global = true)]
+    pub local_stages: i64,
+
     /// When Slate runs as root, the unprivileged system user that runs the embedded
     /// PostgreSQL (PostgreSQL refuses to run as root).
     #[arg(

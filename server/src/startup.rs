@@ -158,6 +158,10 @@ impl Application {
             started_at,
         };
         let router = http::router(state);
+        let pipelines = match crate::pipelines::start(config, &pool, &assets).await {
+            Ok(tasks) => tasks,
+            Err(err) => return Err((err, db)),
+        };
         let pool_for_events = pool.clone();
         let mut workers = spawn_workers(pool, accounts, db_health);
         workers.extend(crate::assets::processing::spawn(assets));
@@ -170,6 +174,7 @@ impl Application {
             "deploy_changes",
             deploy_events,
         ));
+        workers.extend(pipelines);
         if cluster.is_live() {
             workers.push(tokio::spawn(crate::deploys::revisions::run(
                 cluster,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use server::pipelines::queue::{Claim, Outcome};
 use server::pipelines::{Dispatcher, Executor};
-use slate_tests::spawn_app;
+use slate_tests::{spawn_app_with, TestApp};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
@@ -56,6 +56,11 @@ impl Executor for Recorder {
     }
 }
 
+/// Slate with no dispatcher of its own: the test's stand-ins take all the work.
+async fn without_dispatchers() -> TestApp {
+    spawn_app_with(|c| c.local_stages = 0).await
+}
+
 fn dispatcher(pool: &sqlx::PgPool, capacity: i64, executor: Arc<Recorder>) -> Arc<Dispatcher> {
     Arc::new(Dispatcher {
         pool: pool.clone(),
@@ -89,7 +94,7 @@ async fn wait_runs(pool: &sqlx::PgPool, state: &str, n: i64) {
 
 #[tokio::test]
 async fn two_dispatchers_on_one_database_never_run_a_stage_twice() {
-    let app = spawn_app().await;
+    let app = without_dispatchers().await;
     submit_runs(&app, &template("wide", 10, false, 1), 30, 0).await;
     let recorder = Arc::new(Recorder::default());
     let a = tokio::spawn(dispatcher(&app.pool, 8, recorder.clone()).run());
@@ -113,7 +118,7 @@ async fn two_dispatchers_on_one_database_never_run_a_stage_twice() {
 
 #[tokio::test]
 async fn a_limit_of_one_holds_across_replicas_and_priorities_go_first() {
-    let app = spawn_app().await;
+    let app = without_dispatchers().await;
     let low = submit_runs(&app, &template("low", 1, false, 1), 3, -10).await;
     let high = submit_runs(&app, &template("high", 1, false, 1), 3, 50).await;
     let recorder = Arc::new(Recorder {
@@ -138,7 +143,7 @@ async fn a_limit_of_one_holds_across_replicas_and_priorities_go_first() {
 
 #[tokio::test]
 async fn a_chain_runs_in_order_and_a_failure_is_retried_after_a_backoff() {
-    let app = spawn_app().await;
+    let app = without_dispatchers().await;
     let run = submit_runs(&app, &template("chain", 3, true, 2), 1, 0).await[0];
     let recorder = Arc::new(Recorder {
         fail_first: vec!["s1".into()],
@@ -188,7 +193,7 @@ async fn a_chain_runs_in_order_and_a_failure_is_retried_after_a_backoff() {
 
 #[tokio::test]
 async fn a_runner_that_dies_gives_its_stage_back_and_cancel_stops_running_work() {
-    let app = spawn_app().await;
+    let app = without_dispatchers().await;
     let run = submit_runs(&app, &template("long", 1, false, 3), 1, 0).await[0];
     let slow = Arc::new(Recorder {
         hold: Duration::from_secs(3600),

@@ -6,7 +6,9 @@
 //! its own task, renews the leases every two seconds (hearing of cancellations on the
 //! way), and records the outcome. A reconciler gives back stages whose runner died.
 
+pub mod exec_local;
 pub mod local;
+pub mod outputs;
 pub mod queue;
 pub mod runs;
 pub mod store;
@@ -189,4 +191,50 @@ pub fn spawn_reconciler(pool: PgPool) -> JoinHandle<()> {
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     })
+}
+
+/// Seeds the built-in templates and starts this replica's dispatchers (local stages, if
+/// it runs any), the reconciler and the queue listener.
+pub async fn start(
+    config: &crate::config::Config,
+    pool: &PgPool,
+    assets: &crate::assets::Assets,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    store::seed_builtins(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot save the built-in pipeline templates: {e:?}"))?;
+    let mut tasks = vec![spawn_reconciler(pool.clone())];
+    let mut wakes = HashMap::new();
+    if config.local_stages > 0 {
+        let names: Vec<String> = config
+            .local_programs
+            .split(',')
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let allowed = local::Allowed::resolve(&names);
+        if !allowed.missing().is_empty() {
+            tracing::warn!(missing = ?allowed.missing(), "some allowed programs for local stages cannot be found on PATH");
+        }
+        let work = config.data_dir.join("work");
+        std::fs::create_dir_all(&work)?;
+        let wake = Arc::new(Notify::new());
+        wakes.insert("local".to_owned(), wake.clone());
+        let dispatcher = Arc::new(Dispatcher {
+            pool: pool.clone(),
+            kind: "local".into(),
+            capacity: config.local_stages,
+            executor: Arc::new(exec_local::LocalExecutor {
+                pool: pool.clone(),
+                assets: assets.clone(),
+                allowed: Arc::new(allowed),
+                work,
+            }),
+            runner: Uuid::now_v7(),
+            wake,
+        });
+        tasks.push(tokio::spawn(dispatcher.run()));
+    }
+    tasks.push(listen(pool.clone(), wakes));
+    Ok(tasks)
 }

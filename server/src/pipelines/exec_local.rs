@@ -1,0 +1,386 @@
+//! The local executor: a `local` stage's program runs on this machine through
+//! [`super::local`], with its references resolved to files and values:
+//! `${params.NAME}` (a value, or an asset's file), `${stages.NAME.outputs}` (that stage's
+//! output directory) and `${output}` (this attempt's). Logs go to `stage_logs` as they
+//! come and to storage in full at the end; progress to the stage; every file the stage
+//! leaves in its output directory becomes an asset with its provenance.
+//!
+//! Layout under the work directory: `<run>/inputs/<asset>/<name>` (inputs, fetched once
+//! per run), `<run>/<stage>/<attempt>/` (the attempt's working directory, with `out/`),
+//! and `<run>/<stage>/out` (the outputs of the attempt that succeeded, for the stages
+//! after it).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use super::local::{self, Allowed, Event, Expected, Spec, Stream};
+use super::queue::{Claim, Outcome};
+use super::{store, Executor};
+use crate::assets::Assets;
+use app::pipelines::template::{ParamType, Reference, Stage, Template};
+
+pub struct LocalExecutor {
+    pub pool: PgPool,
+    pub assets: Assets,
+    pub allowed: Arc<Allowed>,
+    pub work: PathBuf,
+}
+
+/// An asset given to a run: its file on this machine, and what provenance records.
+struct Input {
+    path: PathBuf,
+    version: Uuid,
+    duration_us: Option<u64>,
+}
+
+impl LocalExecutor {
+    async fn input(&self, run: Uuid, asset: Uuid) -> Result<Input, String> {
+        let row: Option<(Uuid, String, Option<String>, Option<Value>)> = sqlx::query_as(
+            "select v.id, a.name, v.blob_key, v.probe from assets a join asset_versions v on v.id = a.current_version_id
+             where a.id = $1 and a.deleted_at is null",
+        )
+        .bind(asset)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| format!("cannot read asset {asset}: {e}"))?;
+        let Some((version, name, Some(key), probe)) = row else {
+            return Err(format!("asset {asset} is gone or has no stored file"));
+        };
+        let dir = self
+            .work
+            .join(run.to_string())
+            .join("inputs")
+            .join(asset.to_string());
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| format!("cannot prepare the inputs: {e}"))?;
+        let path = dir.join(crate::assets::clean_name(&name));
+        if !path.exists() {
+            let local = self
+                .assets
+                .storage
+                .local_copy(&key, &dir.join(".download"))
+                .await
+                .map_err(|e| format!("cannot fetch asset {asset}: {e}"))?;
+            // Hard-link the stored blob when it is on this disk; else keep the download.
+            if tokio::fs::hard_link(&local, &path).await.is_err() {
+                tokio::fs::copy(&local, &path)
+                    .await
+                    .map_err(|e| format!("cannot fetch asset {asset}: {e}"))?;
+            }
+            let _ = tokio::fs::remove_file(dir.join(".download")).await;
+        }
+        let duration_us = probe
+            .as_ref()
+            .and_then(|p| {
+                p["duration_seconds"]
+                    .as_f64()
+                    .or_else(|| p["duration"].as_f64())
+            })
+            .map(|s| (s * 1_000_000.0) as u64);
+        Ok(Input {
+            path,
+            version,
+            duration_us,
+        })
+    }
+
+    /// The argument vector, with every reference resolved; the inputs used.
+    async fn arguments(
+        &self,
+        claim: &Claim,
+        template: &Template,
+        stage: &Stage,
+        out: &Path,
+    ) -> Result<(Vec<String>, Vec<(Uuid, Input)>), String> {
+        let run_dir = self.work.join(claim.run_id.to_string());
+        let mut inputs: Vec<(Uuid, Input)> = Vec::new();
+        let mut args = Vec::new();
+        for raw in &stage.args {
+            let refs = app::pipelines::template::references(raw)?;
+            // An argument that is exactly a list of assets becomes one argument each.
+            let mut expanded: Option<Vec<String>> = None;
+            let mut text = raw.clone();
+            for r in refs {
+                let (pattern, value) = match &r {
+                    Reference::Output => ("${output}".to_owned(), out.display().to_string()),
+                    Reference::Outputs(s) => (
+                        format!("${{stages.{s}.outputs}}"),
+                        run_dir.join(s).join("out").display().to_string(),
+                    ),
+                    Reference::Param(p) => {
+                        let param = template
+                            .parameter(p)
+                            .ok_or_else(|| format!("unknown parameter {p}"))?;
+                        let value = &claim.params[p.as_str()];
+                        let pattern = format!("${{params.{p}}}");
+                        match &param.ty {
+                            ParamType::Asset { .. } | ParamType::Assets { .. } => {
+                                let mut paths = Vec::new();
+                                for id in asset_ids(value) {
+                                    let input = self.input(claim.run_id, id).await?;
+                                    paths.push(input.path.display().to_string());
+                                    inputs.push((id, input));
+                                }
+                                if raw.trim() == pattern {
+                                    expanded = Some(paths.clone());
+                                }
+                                (pattern, paths.join(" "))
+                            }
+                            _ => (pattern, scalar_text(value)),
+                        }
+                    }
+                };
+                text = text.replace(&pattern, &value);
+            }
+            match expanded {
+                Some(list) => args.extend(list),
+                None => args.push(text),
+            }
+        }
+        Ok((args, inputs))
+    }
+}
+
+fn asset_ids(value: &Value) -> Vec<Uuid> {
+    match value {
+        Value::String(s) => s.parse().into_iter().collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_str()?.parse().ok())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn scalar_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+#[async_trait]
+impl Executor for LocalExecutor {
+    async fn run(&self, claim: &Claim, cancel: watch::Receiver<bool>) -> Outcome {
+        match self.attempt(claim, cancel).await {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+}
+
+impl LocalExecutor {
+    async fn attempt(
+        &self,
+        claim: &Claim,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<Outcome, String> {
+        let stored = store::by_id(&self.pool, claim.pipeline_id)
+            .await
+            .map_err(|e| format!("cannot read the template: {e}"))?
+            .ok_or("the run's template is gone")?;
+        let template = &stored.template;
+        let stage = template
+            .stage(&claim.name)
+            .ok_or_else(|| format!("the template has no stage {}", claim.name))?
+            .clone();
+        let stage_dir = self.work.join(claim.run_id.to_string()).join(&stage.name);
+        let workdir = stage_dir.join(claim.attempt.to_string());
+        let out = workdir.join("out");
+        let (args, inputs) = self.arguments(claim, template, &stage, &out).await?;
+        let program = stage.program.clone().unwrap_or_default();
+        let expected = inputs
+            .iter()
+            .find_map(|(_, i)| i.duration_us)
+            .map(Expected::DurationMicros);
+        let spec = Spec {
+            program: program.clone(),
+            args: args.clone(),
+            workdir: workdir.clone(),
+            timeout: Duration::from_secs(stage.timeout_seconds.max(1)),
+            expected,
+        };
+        let (tx, rx) = mpsc::channel(1024);
+        let recorder = tokio::spawn(record(self.pool.clone(), claim.clone(), rx));
+        let result = local::run(&self.allowed, &spec, tx, cancel).await;
+        let log = recorder.await.unwrap_or_default();
+        self.archive_log(claim, &workdir, log, &program, &args)
+            .await;
+        let outcome = match result {
+            Err(e) => return Err(e.to_string()),
+            Ok(local::Outcome::Succeeded) => Outcome::Succeeded,
+            Ok(local::Outcome::Cancelled) => Outcome::Cancelled,
+            Ok(local::Outcome::TimedOut) => Outcome::Failed(format!(
+                "{program} ran longer than {} s and was stopped",
+                stage.timeout_seconds
+            )),
+            Ok(local::Outcome::Failed {
+                exit_code,
+                signal,
+                stderr_tail,
+            }) => {
+                let last = stderr_tail
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .replace(&workdir.display().to_string(), ".");
+                Outcome::Failed(match (exit_code, signal) {
+                    (Some(code), _) => format!("{program} exited with status {code}: {last}"),
+                    (_, Some(sig)) => format!("{program} was killed by signal {sig}: {last}"),
+                    _ => format!("{program} failed: {last}"),
+                })
+            }
+        };
+        if outcome == Outcome::Succeeded {
+            let final_out = stage_dir.join("out");
+            let _ = tokio::fs::remove_dir_all(&final_out).await;
+            tokio::fs::rename(&out, &final_out)
+                .await
+                .map_err(|e| format!("cannot keep the outputs: {e}"))?;
+            self.outputs(claim, &stored, &final_out, &program, &args, &inputs)
+                .await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn archive_log(
+        &self,
+        claim: &Claim,
+        workdir: &Path,
+        log: String,
+        program: &str,
+        args: &[String],
+    ) {
+        let path = workdir.join("slate-attempt.log");
+        let text = format!("$ {program} {}\n{log}", args.join(" "));
+        let key = format!("logs/{}/{}.log", claim.run_id, claim.attempt_id);
+        if tokio::fs::write(&path, text).await.is_ok()
+            && self.assets.storage.put_file(&key, &path).await.is_ok()
+        {
+            let _ = sqlx::query(
+                "update stage_attempts set log_key = $2, executor_ref = $3 where id = $1",
+            )
+            .bind(claim.attempt_id)
+            .bind(&key)
+            .bind(program)
+            .execute(&self.pool)
+            .await;
+        }
+    }
+
+    /// Every file the stage left in its outputs becomes an asset of the submitter, linked
+    /// to the run with its provenance, and goes through the usual processing (kind,
+    /// facts, thumbnail, proxy).
+    async fn outputs(
+        &self,
+        claim: &Claim,
+        stored: &store::Stored,
+        dir: &Path,
+        program: &str,
+        args: &[String],
+        inputs: &[(Uuid, Input)],
+    ) -> Result<(), String> {
+        let mut entries = tokio::fs::read_dir(dir)
+            .await
+            .map_err(|e| format!("cannot list the outputs: {e}"))?;
+        let mut files = Vec::new();
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            if entry.file_type().await.is_ok_and(|t| t.is_file()) {
+                files.push(entry.path());
+            }
+        }
+        files.sort();
+        let provenance = json!({
+            "template": stored.name,
+            "template_version": stored.version,
+            "stage": claim.name,
+            "attempt": claim.attempt,
+            "params": claim.params,
+            "inputs": inputs.iter().map(|(a, i)| json!({"asset": a, "version": i.version})).collect::<Vec<_>>(),
+            "executor": "local",
+            "program": program,
+            "args": args,
+        });
+        for file in files {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            super::outputs::ingest(&self.pool, &self.assets, claim, &file, &name, &provenance)
+                .await
+                .map_err(|e| format!("cannot store output {name}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes log lines (in batches) and progress (as it changes) while the process runs;
+/// returns the whole log for the archive.
+async fn record(pool: PgPool, claim: Claim, mut rx: mpsc::Receiver<Event>) -> String {
+    let mut log = String::new();
+    let mut batch: Vec<(&'static str, String)> = Vec::new();
+    let mut last_flush = tokio::time::Instant::now();
+    loop {
+        let event = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+        let done = matches!(event, Ok(None));
+        match event {
+            Ok(Some(Event::Log { stream, line })) => {
+                log.push_str(&line);
+                log.push('\n');
+                let stream = match stream {
+                    Stream::Stdout => "stdout",
+                    Stream::Stderr => "stderr",
+                };
+                batch.push((stream, line));
+            }
+            Ok(Some(Event::Progress(p))) => {
+                let _ = sqlx::query(
+                    "update run_stages set progress = $2 where id = $1 and state = 'running'",
+                )
+                .bind(claim.stage_id)
+                .bind(p as f32)
+                .execute(&pool)
+                .await;
+            }
+            Ok(Some(Event::Started { pid })) => {
+                let _ = sqlx::query("update stage_attempts set executor_ref = $2 where id = $1")
+                    .bind(claim.attempt_id)
+                    .bind(format!("pid {pid}"))
+                    .execute(&pool)
+                    .await;
+            }
+            _ => {}
+        }
+        if !batch.is_empty()
+            && (done || batch.len() >= 200 || last_flush.elapsed() > Duration::from_millis(500))
+        {
+            let (streams, lines): (Vec<&str>, Vec<String>) = batch.drain(..).unzip();
+            let _ = sqlx::query(
+                "insert into stage_logs (attempt_id, stream, line) select $1, * from unnest($2::text[], $3::text[])",
+            )
+            .bind(claim.attempt_id)
+            .bind(&streams)
+            .bind(&lines)
+            .execute(&pool)
+            .await;
+            let _ = sqlx::query("select pg_notify('run_changes', $1)")
+                .bind(claim.run_id.to_string())
+                .execute(&pool)
+                .await;
+            last_flush = tokio::time::Instant::now();
+        }
+        if done {
+            return log;
+        }
+    }
+}

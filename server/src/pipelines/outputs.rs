@@ -1,0 +1,87 @@
+//! A stage's output file becomes an asset: it is handed to the asset processing exactly
+//! as a finished upload is (content hash, kind, facts, thumbnail, proxy), owned by the
+//! run's submitter, and linked to the run and stage with its provenance.
+
+use std::path::Path;
+
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::queue::Claim;
+use crate::assets::Assets;
+
+/// Stores `file` (moved, not copied, when it can be) as a new asset named `name`.
+pub async fn ingest(
+    pool: &PgPool,
+    assets: &Assets,
+    claim: &Claim,
+    file: &Path,
+    name: &str,
+    provenance: &Value,
+) -> Result<Uuid, String> {
+    let size = tokio::fs::metadata(file)
+        .await
+        .map_err(|e| e.to_string())?
+        .len();
+    let (asset, version, upload) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    // The bytes first, where processing looks for a finished upload's data.
+    let partial = assets.partial_path(upload);
+    if tokio::fs::rename(file, &partial).await.is_err() {
+        tokio::fs::copy(file, &partial)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let recorded = async {
+        let name = crate::assets::clean_name(name);
+        let mut tx = pool.begin().await?;
+        sqlx::query("insert into assets (id, owner_id, name, state) values ($1, $2, $3, 'processing')")
+            .bind(asset)
+            .bind(claim.submitted_by)
+            .bind(&name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "insert into asset_versions (id, asset_id, number, state, original_name, size, created_by)
+             values ($1, $2, 1, 'processing', $3, $4, $5)",
+        )
+        .bind(version)
+        .bind(asset)
+        .bind(&name)
+        .bind(size as i64)
+        .bind(claim.submitted_by)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "insert into uploads (id, owner_id, length, received, state, version_id, expires_at, completed_at)
+             values ($1, $2, $3, $3, 'complete', $4, now() + interval '1 day', now())",
+        )
+        .bind(upload)
+        .bind(claim.submitted_by)
+        .bind(size as i64)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "insert into run_outputs (id, run_id, stage_id, asset_id, version_id, provenance)
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(claim.run_id)
+        .bind(claim.stage_id)
+        .bind(asset)
+        .bind(version)
+        .bind(provenance)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = recorded {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(e.to_string());
+    }
+    assets.wake.notify_one();
+    assets.changed(asset).await;
+    Ok(asset)
+}
