@@ -135,6 +135,11 @@ impl Application {
         let colab_monitor = colab
             .clone()
             .spawn_monitor(Duration::from_secs(config.colab_check_seconds.max(1)));
+        let (pipeline_caps, pipelines) =
+            match crate::pipelines::start(config, &pool, &assets, cluster.is_live()).await {
+                Ok(started) => started,
+                Err(err) => return Err((err, db)),
+            };
         let state = AppState {
             leptos_options,
             pool: pool.clone(),
@@ -144,6 +149,7 @@ impl Application {
             cluster: cluster.clone(),
             colab: colab.clone(),
             deploy_events: deploy_events.clone(),
+            pipeline_caps: Arc::new(pipeline_caps),
             stopping: stopping_rx,
             services: Services {
                 accounts: Arc::new(accounts.clone()),
@@ -158,10 +164,7 @@ impl Application {
             started_at,
         };
         let router = http::router(state);
-        let pipelines = match crate::pipelines::start(config, &pool, &assets).await {
-            Ok(tasks) => tasks,
-            Err(err) => return Err((err, db)),
-        };
+
         let pool_for_events = pool.clone();
         let mut workers = spawn_workers(pool, accounts, db_health);
         workers.extend(crate::assets::processing::spawn(assets));

@@ -1,6 +1,7 @@
 //! Pipelines: templates, submission and its refusals, and the durable queue (claims,
 //! limits, retries, cancellation, two dispatchers on one database, a runner that dies).
 
+mod api;
 mod local;
 mod queue;
 mod submit;

@@ -97,6 +97,8 @@ pub struct AppState {
     pub colab: crate::colab::Colab,
     /// `NOTIFY deploy_changes` payloads, for the deploy pages' event streams.
     pub deploy_events: tokio::sync::broadcast::Sender<String>,
+    /// What this Slate's executors can run (for refusing runs that never could).
+    pub pipeline_caps: Arc<crate::pipelines::runs::Capabilities>,
     /// Turns true when the server begins to stop, so that endless responses (event
     /// streams) end and graceful shutdown does not wait for them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -166,6 +168,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::colab::webhook::router())
         .merge(crate::deploys::ci::router())
         .merge(crate::deploys::events::router())
+        .merge(crate::pipelines::http::router())
         .layer(from_fn_with_state(state.clone(), auth::authorize))
         .layer(from_fn_with_state(state.clone(), csrf::protect))
         .layer(sessions)

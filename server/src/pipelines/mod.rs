@@ -7,6 +7,7 @@
 //! way), and records the outcome. A reconciler gives back stages whose runner died.
 
 pub mod exec_local;
+pub mod http;
 pub mod local;
 pub mod outputs;
 pub mod queue;
@@ -199,20 +200,27 @@ pub async fn start(
     config: &crate::config::Config,
     pool: &PgPool,
     assets: &crate::assets::Assets,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    _cluster: bool,
+) -> anyhow::Result<(runs::Capabilities, Vec<JoinHandle<()>>)> {
     store::seed_builtins(pool)
         .await
         .map_err(|e| anyhow::anyhow!("cannot save the built-in pipeline templates: {e:?}"))?;
     let mut tasks = vec![spawn_reconciler(pool.clone())];
     let mut wakes = HashMap::new();
+    let names: Vec<String> = config
+        .local_programs
+        .split(',')
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let allowed = local::Allowed::resolve(&names);
+    // Kubernetes Jobs wait for their executor (the pipelines issue's next part): until
+    // then a template with a Job stage is refused rather than queued forever.
+    let caps = runs::Capabilities {
+        programs: allowed.names(),
+        kubernetes: false,
+    };
     if config.local_stages > 0 {
-        let names: Vec<String> = config
-            .local_programs
-            .split(',')
-            .map(|p| p.trim().to_owned())
-            .filter(|p| !p.is_empty())
-            .collect();
-        let allowed = local::Allowed::resolve(&names);
         if !allowed.missing().is_empty() {
             tracing::warn!(missing = ?allowed.missing(), "some allowed programs for local stages cannot be found on PATH");
         }
@@ -236,5 +244,5 @@ pub async fn start(
         tasks.push(tokio::spawn(dispatcher.run()));
     }
     tasks.push(listen(pool.clone(), wakes));
-    Ok(tasks)
+    Ok((caps, tasks))
 }

@@ -1,0 +1,251 @@
+//! The runs API for scripts (an `api` token) and pages alike, in JSON:
+//!
+//! - `POST /api/runs` `{"template", "version"?, "params", "priority"?}` → 201 `{"id", "url"}`
+//! - `GET /api/runs/{id}` → the run, its stages and its outputs
+//! - `POST /api/runs/{id}/cancel` → 200
+//! - `POST /api/runs/{id}/stages/{name}/retry` → 200
+//! - `POST /api/runs/{id}/resubmit` `{"params"}` (the changed ones) → 201 `{"id", "url"}`
+//!
+//! Refusals: 401 without a principal, 403 for another creator's run or a raised priority
+//! by a creator, 404, 409 (a finished run, a stage that cannot be retried, a Job stage
+//! without a cluster), 422 with the reason for bad parameters or assets.
+
+use app::backend::RequestAuth;
+use app::error::AppError;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::runs::{self, Submission, Submitter};
+use crate::audit::Who;
+use crate::http::errors;
+use crate::http::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/runs", post(submit))
+        .route("/api/runs/{id}", get(show))
+        .route("/api/runs/{id}/cancel", post(cancel))
+        .route("/api/runs/{id}/stages/{name}/retry", post(retry))
+        .route("/api/runs/{id}/resubmit", post(resubmit))
+}
+
+fn principal(
+    auth: Option<Extension<RequestAuth>>,
+) -> Result<(app::accounts::Principal, Who), Response> {
+    let auth = auth.map(|Extension(a)| a);
+    let client = auth.as_ref().and_then(|a| a.client_addr);
+    match auth.and_then(|a| a.principal) {
+        Some(p) => {
+            let who = Who::principal(&p, client);
+            Ok((p, who))
+        }
+        None => Err(errors::api(&AppError::Unauthenticated(
+            "Sign in or send an API token.".into(),
+        ))),
+    }
+}
+
+fn submitter<'a>(p: &app::accounts::Principal, who: &'a Who) -> Submitter<'a> {
+    Submitter {
+        who,
+        user_id: p.user_id,
+        role: p.role,
+        token: p.token.as_ref().map(|t| t.name.clone()),
+    }
+}
+
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let err = AppError::invalid(format!("The body is not valid here: {e}."));
+        (StatusCode::BAD_REQUEST, Json(err)).into_response()
+    })
+}
+
+fn parse_id(id: &str) -> Result<Uuid, Response> {
+    id.parse()
+        .map_err(|_| errors::api(&AppError::NotFound(format!("There is no run {id}."))))
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    auth: Option<Extension<RequestAuth>>,
+    bytes: Bytes,
+) -> Response {
+    let (p, who) = match principal(auth) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let submission: Submission = match body(&bytes) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match runs::submit(
+        &state.pool,
+        &state.pipeline_caps,
+        &submitter(&p, &who),
+        &submission,
+        None,
+    )
+    .await
+    {
+        Ok(id) => created(id),
+        Err(e) => errors::api(&e),
+    }
+}
+
+fn created(id: Uuid) -> Response {
+    (
+        StatusCode::CREATED,
+        Json(json!({"id": id, "url": format!("/runs/{id}")})),
+    )
+        .into_response()
+}
+
+async fn show(
+    State(state): State<AppState>,
+    auth: Option<Extension<RequestAuth>>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = principal(auth) {
+        return r;
+    }
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match describe(&state.pool, id).await {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => errors::api(&AppError::NotFound(format!("There is no run {id}."))),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a run");
+            errors::api(&AppError::internal())
+        }
+    }
+}
+
+/// A run as JSON: itself, its stages in template order, its outputs.
+pub async fn describe(pool: &sqlx::PgPool, id: Uuid) -> Result<Option<Value>, sqlx::Error> {
+    let run: Option<Value> = sqlx::query_scalar(
+        "select jsonb_build_object('id', r.id, 'template', p.name, 'version', p.version, 'state', r.state,
+             'params', r.params, 'priority', r.priority, 'submitted_by', u.email,
+             'submitted_via', r.submitted_via, 'resubmitted_from', r.resubmitted_from,
+             'created_at', r.created_at, 'started_at', r.started_at, 'finished_at', r.finished_at)
+         from runs r join pipelines p on p.id = r.pipeline_id join users u on u.id = r.submitted_by
+         where r.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(mut run) = run else {
+        return Ok(None);
+    };
+    let stages: Vec<Value> = sqlx::query_scalar(
+        "select jsonb_build_object('name', name, 'executor', executor, 'needs', needs, 'state', state,
+             'attempt', attempt, 'attempts_max', attempts_max, 'progress', progress,
+             'status', status_message, 'queued_at', queued_at, 'started_at', started_at,
+             'finished_at', finished_at)
+         from run_stages where run_id = $1 order by id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    let outputs: Vec<Value> = sqlx::query_scalar(
+        "select jsonb_build_object('asset', o.asset_id, 'name', a.name, 'state', a.state,
+             'stage', s.name, 'provenance', o.provenance)
+         from run_outputs o join assets a on a.id = o.asset_id join run_stages s on s.id = o.stage_id
+         where o.run_id = $1 order by o.created_at, a.name",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    run["stages"] = Value::Array(stages);
+    run["outputs"] = Value::Array(outputs);
+    Ok(Some(run))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    auth: Option<Extension<RequestAuth>>,
+    Path(id): Path<String>,
+) -> Response {
+    let (p, who) = match principal(auth) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match runs::cancel(&state.pool, id, &submitter(&p, &who)).await {
+        Ok(()) => Json(json!({"id": id, "cancelled": true})).into_response(),
+        Err(e) => errors::api(&e),
+    }
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    auth: Option<Extension<RequestAuth>>,
+    Path((id, name)): Path<(String, String)>,
+) -> Response {
+    let (p, who) = match principal(auth) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match runs::retry_stage(&state.pool, id, &name, &submitter(&p, &who)).await {
+        Ok(()) => Json(json!({"id": id, "retried": name})).into_response(),
+        Err(e) => errors::api(&e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resubmit {
+    #[serde(default)]
+    params: Map<String, Value>,
+}
+
+async fn resubmit(
+    State(state): State<AppState>,
+    auth: Option<Extension<RequestAuth>>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let (p, who) = match principal(auth) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let changes: Resubmit = if bytes.is_empty() {
+        Resubmit { params: Map::new() }
+    } else {
+        match body(&bytes) {
+            Ok(r) => r,
+            Err(r) => return r,
+        }
+    };
+    match runs::resubmit(
+        &state.pool,
+        &state.pipeline_caps,
+        id,
+        &changes.params,
+        &submitter(&p, &who),
+    )
+    .await
+    {
+        Ok(new) => created(new),
+        Err(e) => errors::api(&e),
+    }
+}
