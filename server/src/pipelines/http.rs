@@ -35,9 +35,30 @@ pub fn router() -> Router<AppState> {
         .route("/api/runs/{id}/resubmit", post(resubmit))
 }
 
+/// A refusal: the error, and a status when it is not the error's own (400 for a body
+/// that does not decode).
+pub struct Refused(Option<StatusCode>, AppError);
+
+impl From<AppError> for Refused {
+    fn from(e: AppError) -> Self {
+        Refused(None, e)
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self.0 {
+            Some(status) => (status, Json(self.1)).into_response(),
+            None => errors::api(&self.1),
+        }
+    }
+}
+
+type Answer = Result<Response, Refused>;
+
 fn principal(
     auth: Option<Extension<RequestAuth>>,
-) -> Result<(app::accounts::Principal, Who), Response> {
+) -> Result<(app::accounts::Principal, Who), Refused> {
     let auth = auth.map(|Extension(a)| a);
     let client = auth.as_ref().and_then(|a| a.client_addr);
     match auth.and_then(|a| a.principal) {
@@ -45,9 +66,7 @@ fn principal(
             let who = Who::principal(&p, client);
             Ok((p, who))
         }
-        None => Err(errors::api(&AppError::Unauthenticated(
-            "Sign in or send an API token.".into(),
-        ))),
+        None => Err(AppError::Unauthenticated("Sign in or send an API token.".into()).into()),
     }
 }
 
@@ -60,43 +79,30 @@ fn submitter<'a>(p: &app::accounts::Principal, who: &'a Who) -> Submitter<'a> {
     }
 }
 
-fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Refused> {
     serde_json::from_slice(bytes).map_err(|e| {
-        let err = AppError::invalid(format!("The body is not valid here: {e}."));
-        (StatusCode::BAD_REQUEST, Json(err)).into_response()
+        Refused(
+            Some(StatusCode::BAD_REQUEST),
+            AppError::invalid(format!("The body is not valid here: {e}.")),
+        )
     })
 }
 
-fn parse_id(id: &str) -> Result<Uuid, Response> {
+fn parse_id(id: &str) -> Result<Uuid, Refused> {
     id.parse()
-        .map_err(|_| errors::api(&AppError::NotFound(format!("There is no run {id}."))))
+        .map_err(|_| AppError::NotFound(format!("There is no run {id}.")).into())
 }
 
 async fn submit(
     State(state): State<AppState>,
     auth: Option<Extension<RequestAuth>>,
     bytes: Bytes,
-) -> Response {
-    let (p, who) = match principal(auth) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let submission: Submission = match body(&bytes) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    match runs::submit(
-        &state.pool,
-        &state.pipeline_caps,
-        &submitter(&p, &who),
-        &submission,
-        None,
-    )
-    .await
-    {
-        Ok(id) => created(id),
-        Err(e) => errors::api(&e),
-    }
+) -> Answer {
+    let (p, who) = principal(auth)?;
+    let submission: Submission = body(&bytes)?;
+    let by = submitter(&p, &who);
+    let id = runs::submit(&state.pool, &state.pipeline_caps, &by, &submission, None).await?;
+    Ok(created(id))
 }
 
 fn created(id: Uuid) -> Response {
@@ -111,20 +117,15 @@ async fn show(
     State(state): State<AppState>,
     auth: Option<Extension<RequestAuth>>,
     Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = principal(auth) {
-        return r;
-    }
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+) -> Answer {
+    principal(auth)?;
+    let id = parse_id(&id)?;
     match describe(&state.pool, id).await {
-        Ok(Some(v)) => Json(v).into_response(),
-        Ok(None) => errors::api(&AppError::NotFound(format!("There is no run {id}."))),
+        Ok(Some(v)) => Ok(Json(v).into_response()),
+        Ok(None) => Err(AppError::NotFound(format!("There is no run {id}.")).into()),
         Err(e) => {
             tracing::error!(error = %e, "cannot read a run");
-            errors::api(&AppError::internal())
+            Err(AppError::internal().into())
         }
     }
 }
@@ -173,38 +174,22 @@ async fn cancel(
     State(state): State<AppState>,
     auth: Option<Extension<RequestAuth>>,
     Path(id): Path<String>,
-) -> Response {
-    let (p, who) = match principal(auth) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    match runs::cancel(&state.pool, id, &submitter(&p, &who)).await {
-        Ok(()) => Json(json!({"id": id, "cancelled": true})).into_response(),
-        Err(e) => errors::api(&e),
-    }
+) -> Answer {
+    let (p, who) = principal(auth)?;
+    let id = parse_id(&id)?;
+    runs::cancel(&state.pool, id, &submitter(&p, &who)).await?;
+    Ok(Json(json!({"id": id, "cancelled": true})).into_response())
 }
 
 async fn retry(
     State(state): State<AppState>,
     auth: Option<Extension<RequestAuth>>,
     Path((id, name)): Path<(String, String)>,
-) -> Response {
-    let (p, who) = match principal(auth) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    match runs::retry_stage(&state.pool, id, &name, &submitter(&p, &who)).await {
-        Ok(()) => Json(json!({"id": id, "retried": name})).into_response(),
-        Err(e) => errors::api(&e),
-    }
+) -> Answer {
+    let (p, who) = principal(auth)?;
+    let id = parse_id(&id)?;
+    runs::retry_stage(&state.pool, id, &name, &submitter(&p, &who)).await?;
+    Ok(Json(json!({"id": id, "retried": name})).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -219,33 +204,15 @@ async fn resubmit(
     auth: Option<Extension<RequestAuth>>,
     Path(id): Path<String>,
     bytes: Bytes,
-) -> Response {
-    let (p, who) = match principal(auth) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let (p, who) = principal(auth)?;
+    let id = parse_id(&id)?;
     let changes: Resubmit = if bytes.is_empty() {
         Resubmit { params: Map::new() }
     } else {
-        match body(&bytes) {
-            Ok(r) => r,
-            Err(r) => return r,
-        }
+        body(&bytes)?
     };
-    match runs::resubmit(
-        &state.pool,
-        &state.pipeline_caps,
-        id,
-        &changes.params,
-        &submitter(&p, &who),
-    )
-    .await
-    {
-        Ok(new) => created(new),
-        Err(e) => errors::api(&e),
-    }
+    let by = submitter(&p, &who);
+    let new = runs::resubmit(&state.pool, &state.pipeline_caps, id, &changes.params, &by).await?;
+    Ok(created(new))
 }
