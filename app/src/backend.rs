@@ -122,6 +122,33 @@ pub trait DeploysBackend: Send + Sync + 'static {
     ) -> Result<String, AppError>;
 }
 
+/// Pipeline templates and runs.
+#[async_trait]
+pub trait PipelinesBackend: Send + Sync + 'static {
+    async fn runs(
+        &self,
+        actor: &Actor,
+        filter: crate::pipelines::RunFilter,
+    ) -> Result<crate::pipelines::RunsView, AppError>;
+    async fn run(&self, actor: &Actor, id: Uuid) -> Result<crate::pipelines::RunDetail, AppError>;
+    async fn template_form(
+        &self,
+        actor: &Actor,
+        name: &str,
+    ) -> Result<crate::pipelines::TemplateForm, AppError>;
+    async fn submit_form(
+        &self,
+        actor: &Actor,
+        template: &str,
+        params: std::collections::BTreeMap<String, String>,
+        lists: std::collections::BTreeMap<String, Vec<String>>,
+        priority: i32,
+    ) -> Result<Uuid, AppError>;
+    async fn cancel(&self, actor: &Actor, id: Uuid) -> Result<(), AppError>;
+    async fn retry(&self, actor: &Actor, id: Uuid, stage: &str) -> Result<(), AppError>;
+    async fn resubmit(&self, actor: &Actor, id: Uuid) -> Result<Uuid, AppError>;
+}
+
 /// The browser session of the current request.
 #[async_trait]
 pub trait SessionControl: Send + Sync + 'static {
@@ -160,6 +187,7 @@ pub struct Services {
     pub cluster: Arc<dyn ClusterBackend>,
     pub colab: Arc<dyn ColabBackend>,
     pub deploys: Arc<dyn DeploysBackend>,
+    pub pipelines: Arc<dyn PipelinesBackend>,
 }
 
 pub fn services() -> Result<Services, AppError> {

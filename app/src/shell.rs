@@ -17,6 +17,7 @@ use crate::colab::ColabPage;
 use crate::components::{EmptyState, ErrorNote, PageHeader, RoleBadge, Time};
 use crate::deploys::pages::DeploysPage;
 use crate::error::AppError;
+use crate::pipelines::pages::{NewRunPage, RunPage, RunsPage};
 
 /// The HTML document. On the server it also sets the Content-Security-Policy with a
 /// fresh nonce for the hydration script.
@@ -114,6 +115,9 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("assets/:id") view=AssetPage/>
                     <Route path=path!("architecture") view=ArchitecturePage/>
                     <Route path=path!("deploys") view=DeploysPage/>
+                    <Route path=path!("runs") view=RunsPage/>
+                    <Route path=path!("runs/new") view=NewRunPage/>
+                    <Route path=path!("runs/:id") view=RunPage/>
                     <Route path=path!("admin/colab") view=ColabPage/>
                     <Route path=path!("admin/users") view=UsersPage/>
                     <Route path=path!("admin/tokens") view=TokensPage/>
@@ -128,6 +132,7 @@ pub fn App() -> impl IntoView {
 const NAV: &[(&str, &str, Role)] = &[
     ("Dashboard", "/", Role::Creator),
     ("Assets", "/assets", Role::Creator),
+    ("Runs", "/runs", Role::Creator),
     ("Architecture", "/architecture", Role::Lead),
     ("Deploys", "/deploys", Role::Lead),
     ("Colab", "/admin/colab", Role::Admin),
@@ -278,9 +283,12 @@ mod tests {
     #[test]
     fn creators_see_only_the_dashboard_and_admins_see_everything() {
         let creator: Vec<_> = nav_for(Role::Creator).map(|(l, _, _)| *l).collect();
-        assert_eq!(creator, ["Dashboard", "Assets"]);
+        assert_eq!(creator, ["Dashboard", "Assets", "Runs"]);
         let lead: Vec<_> = nav_for(Role::Lead).map(|(l, _, _)| *l).collect();
-        assert_eq!(lead, ["Dashboard", "Assets", "Architecture", "Deploys"]);
+        assert_eq!(
+            lead,
+            ["Dashboard", "Assets", "Runs", "Architecture", "Deploys"]
+        );
         assert_eq!(nav_for(Role::Admin).count(), NAV.len());
     }
 }

@@ -100,6 +100,7 @@ impl Application {
         let db_health = Arc::new(DbHealth::new());
         let (asset_events, _) = tokio::sync::broadcast::channel(256);
         let (deploy_events, _) = tokio::sync::broadcast::channel(256);
+        let (run_events, _) = tokio::sync::broadcast::channel(1024);
         let target = crate::cluster::target(config).await;
         let publisher = match &target {
             crate::cluster::Target::Cluster(client) => Some(crate::colab::publish::Publisher {
@@ -137,7 +138,7 @@ impl Application {
             .spawn_monitor(Duration::from_secs(config.colab_check_seconds.max(1)));
         let (pipeline_caps, pipelines) =
             match crate::pipelines::start(config, &pool, &assets, cluster.is_live()).await {
-                Ok(started) => started,
+                Ok((caps, tasks)) => (Arc::new(caps), tasks),
                 Err(err) => return Err((err, db)),
             };
         let state = AppState {
@@ -149,7 +150,8 @@ impl Application {
             cluster: cluster.clone(),
             colab: colab.clone(),
             deploy_events: deploy_events.clone(),
-            pipeline_caps: Arc::new(pipeline_caps),
+            pipeline_caps: pipeline_caps.clone(),
+            run_events: run_events.clone(),
             stopping: stopping_rx,
             services: Services {
                 accounts: Arc::new(accounts.clone()),
@@ -157,6 +159,10 @@ impl Application {
                 cluster: Arc::new(cluster.clone()),
                 colab: Arc::new(colab.clone()),
                 deploys: Arc::new(crate::deploys::Deploys::new(pool.clone(), cluster.clone())),
+                pipelines: Arc::new(crate::pipelines::backend::Pipelines {
+                    pool: pool.clone(),
+                    caps: pipeline_caps,
+                }),
             },
             config: Arc::new(http_config),
             metrics: Arc::new(HttpMetrics::default()),
@@ -176,6 +182,11 @@ impl Application {
             pool_for_events.clone(),
             "deploy_changes",
             deploy_events,
+        ));
+        workers.push(crate::assets::events::forward(
+            pool_for_events.clone(),
+            "run_changes",
+            run_events,
         ));
         workers.extend(pipelines);
         if cluster.is_live() {

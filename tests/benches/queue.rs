@@ -7,6 +7,7 @@
 //!    (and finished: the executor does nothing);
 //! 2. latency: 10,000 stages queued at a steady 1,000 per second (batches of 50 every
 //!    50 ms), p50 and p99 of the time from queued to started, taken from the rows.
+//!
 //! The two-instance figures are printed with their ratio to the one-instance baseline
 //! measured in the same run.
 //!

@@ -963,3 +963,89 @@ async fn an_admin_sees_a_new_revision_live_opens_its_diff_and_rolls_back() {
     app.stop().await;
     let _ = std::fs::remove_file(kubeconfig);
 }
+
+#[tokio::test]
+async fn a_creator_submits_a_transcode_from_the_form_watches_it_and_opens_the_output() {
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let app = spawn_app().await;
+    app.create_user("cleo@studio.test", "creator").await;
+    // A clip in the library to transcode.
+    let dir = app.config.data_dir.join("fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let clip = dir.join("clip.mov");
+    slate_tests::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=duration=6:size=640x360:rate=25",
+        "-c:v",
+        "mpeg4",
+        clip.to_str().unwrap(),
+    ]);
+    let tus = slate_tests::tus::Tus::new(&app).await;
+    let (_, state) = tus
+        .upload("shot_030.mov", &std::fs::read(&clip).unwrap())
+        .await;
+    assert_eq!(state, "ready");
+
+    let b = browser().await;
+    let c = &b.client;
+    sign_in(c, &app, "cleo@studio.test").await;
+    wait_for(c, "a.nav-link[href='/runs']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for(c, "#new-run").await;
+    wait_hydrated(c).await;
+    wait_for(c, "#new-run").await.click().await.unwrap();
+    wait_for(c, "a.template-card[href*='transcode-and-proxies']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for(c, "#run-form").await;
+    screenshot(c, "run-form").await;
+    // The browser checks the form first: out of range is stopped before any request.
+    let crf = wait_for(c, "#param-crf").await;
+    crf.clear().await.unwrap();
+    crf.send_keys("99").await.unwrap();
+    let valid = c
+        .execute(
+            "return document.querySelector('#run-form').checkValidity();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        valid,
+        json!(false),
+        "crf 99 is out of range in the browser too"
+    );
+    crf.clear().await.unwrap();
+    crf.send_keys("30").await.unwrap();
+    c.execute(
+        "const s = document.querySelector('#param-source'); s.selectedIndex = 1; s.dispatchEvent(new Event('change')); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_for(c, "#run-submit").await.click().await.unwrap();
+    // The run's page, followed live to the end.
+    wait_for(c, "#run-stages").await;
+    assert!(path(c).await.starts_with("/runs/"));
+    set_marker(c).await;
+    wait_text(c, "#run-head", "succeeded").await;
+    wait_for(c, "#run-outputs a.asset-tile[data-name='proxy-540p.mp4']").await;
+    assert!(marker_survived(c).await, "followed without a reload");
+    wait_text(c, "#run-log", "Output #0").await;
+    screenshot_page(c, "run").await;
+    wait_for(c, "#run-outputs a.asset-tile[data-name='mezzanine.mp4']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for(c, "video").await;
+    drop(b);
+    app.stop().await;
+}

@@ -4,4 +4,117 @@
 //! Only the model is here so far; submission, the queue, the executors and the pages
 //! come with the rest of the pipelines issue (nothing of it is in the UI yet).
 
+pub mod api;
+pub mod pages;
 pub mod template;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Run states, in the order the runs page counts them.
+pub const RUN_STATES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+
+/// A template to choose from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TemplateSummary {
+    pub name: String,
+    pub version: i32,
+    pub title: String,
+    pub description: Option<String>,
+    /// (stage, executor) in order.
+    pub stages: Vec<(String, String)>,
+}
+
+/// A template's form: its parameters, and for each asset parameter the assets one may
+/// pick (ready, of its kind).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TemplateForm {
+    pub summary: TemplateSummary,
+    pub parameters: Vec<template::Parameter>,
+    /// (parameter, [(asset id, name)]).
+    pub choices: Vec<(String, Vec<(Uuid, String)>)>,
+    /// Why it cannot run here, when it cannot.
+    pub unavailable: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub id: Uuid,
+    pub template: String,
+    pub version: i32,
+    pub title: String,
+    pub state: String,
+    pub submitted_by: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub stages_done: i64,
+    pub stages_total: i64,
+    /// Mean progress of the stages, 0..=1.
+    pub progress: f32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunFilter {
+    pub state: String,
+    pub template: String,
+    pub submitter: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunsView {
+    pub runs: Vec<RunSummary>,
+    /// (state, count) over every run.
+    pub counts: Vec<(String, i64)>,
+    pub templates: Vec<TemplateSummary>,
+    /// The server's clock when this was read (durations of running work end here; the
+    /// browser's clock is not used, so server and browser render the same text).
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageView {
+    pub name: String,
+    pub executor: String,
+    pub needs: Vec<String>,
+    pub state: String,
+    pub attempt: i32,
+    pub attempts_max: i32,
+    pub progress: Option<f32>,
+    pub status: Option<String>,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputView {
+    pub asset: Uuid,
+    pub name: String,
+    pub state: String,
+    pub stage: String,
+    pub has_thumbnail: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub stage: String,
+    pub stream: String,
+    pub line: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunDetail {
+    pub summary: RunSummary,
+    /// (label, value as text) in the template's order.
+    pub params: Vec<(String, String)>,
+    pub stages: Vec<StageView>,
+    pub outputs: Vec<OutputView>,
+    /// The last lines of every attempt's log, oldest first.
+    pub log: Vec<LogLine>,
+    /// The person may cancel, retry and resubmit (submitter, lead, admin).
+    pub can_change: bool,
+    /// The server's clock when this was read.
+    pub now: DateTime<Utc>,
+}

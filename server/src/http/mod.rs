@@ -99,6 +99,8 @@ pub struct AppState {
     pub deploy_events: tokio::sync::broadcast::Sender<String>,
     /// What this Slate's executors can run (for refusing runs that never could).
     pub pipeline_caps: Arc<crate::pipelines::runs::Capabilities>,
+    /// `NOTIFY run_changes` payloads (run ids), for the runs pages' event streams.
+    pub run_events: tokio::sync::broadcast::Sender<String>,
     /// Turns true when the server begins to stop, so that endless responses (event
     /// streams) end and graceful shutdown does not wait for them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,

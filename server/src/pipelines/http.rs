@@ -33,6 +33,30 @@ pub fn router() -> Router<AppState> {
         .route("/api/runs/{id}/cancel", post(cancel))
         .route("/api/runs/{id}/stages/{name}/retry", post(retry))
         .route("/api/runs/{id}/resubmit", post(resubmit))
+        .route("/api/runs/events", get(events))
+}
+
+/// `GET /api/runs/events`: a `run` event (its data the run's id, or `*` after a gap)
+/// whenever a run, a stage, its progress or its log changes, from any replica.
+async fn events(
+    State(state): State<AppState>,
+) -> axum::response::sse::Sse<
+    impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let rx = state.run_events.subscribe();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let data = match rx.recv().await {
+            Ok(id) => id,
+            Err(RecvError::Lagged(_)) => "*".to_owned(),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(Event::default().event("run").data(data)), rx))
+    });
+    let stream =
+        futures::StreamExt::take_until(stream, crate::http::stopping(state.stopping.clone()));
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
 }
 
 /// A refusal: the error, and a status when it is not the error's own (400 for a body

@@ -6,6 +6,7 @@
 //! its own task, renews the leases every two seconds (hearing of cancellations on the
 //! way), and records the outcome. A reconciler gives back stages whose runner died.
 
+pub mod backend;
 pub mod exec_local;
 pub mod http;
 pub mod local;

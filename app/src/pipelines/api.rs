@@ -1,0 +1,62 @@
+//! Server functions of the runs pages (everyone signed in; changing a run is for its
+//! submitter, leads and admins, checked on the server).
+
+use std::collections::BTreeMap;
+
+use leptos::prelude::*;
+use uuid::Uuid;
+
+use super::{RunDetail, RunFilter, RunsView, TemplateForm};
+use crate::error::AppError;
+
+#[cfg(feature = "ssr")]
+use crate::backend::{actor, answer, services};
+
+#[server(prefix = "/api", endpoint = "runs_view")]
+pub async fn get_runs(filter: RunFilter) -> Result<RunsView, AppError> {
+    answer(async { services()?.pipelines.runs(&actor()?, filter).await }.await)
+}
+
+#[server(prefix = "/api", endpoint = "run_detail")]
+pub async fn get_run(id: Uuid) -> Result<RunDetail, AppError> {
+    answer(async { services()?.pipelines.run(&actor()?, id).await }.await)
+}
+
+#[server(prefix = "/api", endpoint = "template_form")]
+pub async fn get_template_form(name: String) -> Result<TemplateForm, AppError> {
+    answer(async { services()?.pipelines.template_form(&actor()?, &name).await }.await)
+}
+
+/// Submits from the form: every value as text, converted by its parameter's type.
+#[server(prefix = "/api", endpoint = "submit_run")]
+pub async fn submit_run(
+    template: String,
+    #[server(default)] params: BTreeMap<String, String>,
+    #[server(default)] lists: BTreeMap<String, Vec<String>>,
+    #[server(default)] priority: i32,
+) -> Result<Uuid, AppError> {
+    answer(
+        async {
+            services()?
+                .pipelines
+                .submit_form(&actor()?, &template, params, lists, priority)
+                .await
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api", endpoint = "cancel_run")]
+pub async fn cancel_run(id: Uuid) -> Result<(), AppError> {
+    answer(async { services()?.pipelines.cancel(&actor()?, id).await }.await)
+}
+
+#[server(prefix = "/api", endpoint = "retry_stage")]
+pub async fn retry_stage(id: Uuid, stage: String) -> Result<(), AppError> {
+    answer(async { services()?.pipelines.retry(&actor()?, id, &stage).await }.await)
+}
+
+#[server(prefix = "/api", endpoint = "resubmit_run")]
+pub async fn resubmit_run(id: Uuid) -> Result<Uuid, AppError> {
+    answer(async { services()?.pipelines.resubmit(&actor()?, id).await }.await)
+}

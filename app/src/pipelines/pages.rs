@@ -1,0 +1,476 @@
+//! The runs pages: the list with counts per state and filters, the form that submits a
+//! template (generated from its parameters, checked in the browser by the same rules the
+//! server applies again), and a run's page (its stages as a graph, progress, timings,
+//! the live log with search, outputs, and cancel / retry / run again). Everything follows
+//! the server live over SSE.
+
+use leptos::prelude::*;
+use leptos_router::components::{Form, A};
+use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
+use uuid::Uuid;
+
+use super::api::{
+    get_run, get_runs, get_template_form, CancelRun, ResubmitRun, RetryStage, SubmitRun,
+};
+use super::template::{ParamType, Parameter};
+use super::*;
+use crate::components::{
+    encode_query_value, follow_events, EmptyState, ErrorNote, PageHeader, Time,
+};
+
+pub const EVENTS_URL: &str = "/api/runs/events";
+
+fn state_pill(state: &str) -> impl IntoView {
+    let (class, label) = match state {
+        "succeeded" => ("pill health-healthy", "✓ succeeded"),
+        "running" => ("pill health-progressing", "↻ running"),
+        "queued" => ("pill health-suspended", "… queued"),
+        "waiting" => ("pill health-suspended", "… waiting"),
+        "failed" => ("pill health-degraded", "✕ failed"),
+        "cancelled" => ("pill health-unknown", "⊘ cancelled"),
+        "skipped" => ("pill health-unknown", "– skipped"),
+        _ => ("pill health-unknown", "? unknown"),
+    };
+    view! { <span class=class>{label}</span> }
+}
+
+fn progress_bar(fraction: f32, label: String) -> impl IntoView {
+    let pct = (fraction.clamp(0.0, 1.0) * 100.0).round();
+    view! {
+        <div class="progress" role="progressbar" aria-valuemin="0" aria-valuemax="100"
+            aria-valuenow=pct.to_string() aria-label=label>
+            <div class="progress-fill" style=format!("width: {pct}%")></div>
+        </div>
+    }
+}
+
+/// How long from `from` to `to`, or to `now` (the server's clock: the browser's is not
+/// used) while it goes on.
+fn duration(
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    match from {
+        None => "—".into(),
+        Some(start) => {
+            let end = to.unwrap_or(now);
+            let s = (end - start).num_seconds().max(0);
+            if s < 60 {
+                format!("{s} s")
+            } else if s < 3600 {
+                format!("{} min {} s", s / 60, s % 60)
+            } else {
+                format!("{} h {} min", s / 3600, (s % 3600) / 60)
+            }
+        }
+    }
+}
+
+#[component]
+pub fn RunsPage() -> impl IntoView {
+    let query = use_query_map();
+    let refresh = RwSignal::new(0u64);
+    follow_events(EVENTS_URL, "run", |_| true, refresh);
+    let filter = move || {
+        let q = query.read();
+        RunFilter {
+            state: q.get("state").unwrap_or_default(),
+            template: q.get("template").unwrap_or_default(),
+            submitter: q.get("submitter").unwrap_or_default(),
+        }
+    };
+    let data = Resource::new(move || (filter(), refresh.get()), |(f, _)| get_runs(f));
+    let value = move |key: &'static str| move || query.read().get(key).unwrap_or_default();
+    view! {
+        <PageHeader title="Runs" subtitle="Pipeline runs: generated images, renders and encodes, as they happen."/>
+        <p><A href="/runs/new" attr:class="btn primary" attr:id="new-run">"New run"</A></p>
+        <Transition fallback=|| view! { <p class="loading">"Loading runs…"</p> }>
+            {move || data.get().map(|r| match r {
+                Err(e) => view! { <ErrorNote error=e/> }.into_any(),
+                Ok(v) => {
+                    let counts = RUN_STATES.iter().map(|s| {
+                        let n = v.counts.iter().find(|(state, _)| state == s).map(|c| c.1).unwrap_or(0);
+                        let href = format!("/runs?state={s}");
+                        view! { <A href=href attr:class="chip">{format!("{s} {n}")}</A> }
+                    }).collect_view();
+                    let templates = v.templates.clone();
+                    let now = v.now;
+                    view! {
+                        <nav class="chips" aria-label="Runs by state">{counts}</nav>
+                        <section class="card">
+                            <Form method="GET" action="" attr:class="form inline-form filters" attr:id="runs-filter">
+                                <div class="field">
+                                    <label for="r-state">"State"</label>
+                                    <select id="r-state" name="state">
+                                        <option value="">"Any"</option>
+                                        {RUN_STATES.into_iter().map(|s| view! { <option value=s selected=move || value("state")() == s>{s}</option> }).collect_view()}
+                                    </select>
+                                </div>
+                                <div class="field">
+                                    <label for="r-template">"Template"</label>
+                                    <select id="r-template" name="template">
+                                        <option value="">"Any"</option>
+                                        {templates.into_iter().map(|t| { let (v1, v2) = (t.name.clone(), t.name.clone()); view! { <option value=v1 selected=move || value("template")() == v2>{t.title}</option> } }).collect_view()}
+                                    </select>
+                                </div>
+                                <div class="field">
+                                    <label for="r-submitter">"Submitted by"</label>
+                                    <input id="r-submitter" name="submitter" placeholder="email" value=value("submitter")/>
+                                </div>
+                                <button type="submit" class="btn">"Apply"</button>
+                                <A href="/runs" attr:class="btn link">"Clear"</A>
+                            </Form>
+                            {if v.runs.is_empty() {
+                                view! { <EmptyState title="No runs here">"Start one with New run: pick a template, fill in its form, and follow it live."</EmptyState> }.into_any()
+                            } else {
+                                view! {
+                                    <table class="table runs" id="runs">
+                                        <thead><tr><th scope="col">"Run"</th><th scope="col">"State"</th><th scope="col">"Progress"</th><th scope="col">"Submitted"</th><th scope="col">"Took"</th></tr></thead>
+                                        <tbody>
+                                            {v.runs.into_iter().map(|r| { let bar = progress_bar(r.progress, format!("{} progress", r.title)); view! {
+                                                <tr data-run=r.id.to_string()>
+                                                    <td><A href=format!("/runs/{}", r.id)>{r.title.clone()}</A><br/><span class="muted">{format!("{} v{}", r.template, r.version)}</span></td>
+                                                    <td>{state_pill(&r.state)}</td>
+                                                    <td>{bar}<span class="muted">{format!("{} of {} stages", r.stages_done, r.stages_total)}</span></td>
+                                                    <td><Time at=r.created_at/><br/><span class="muted">{r.submitted_by.clone()}</span></td>
+                                                    <td>{duration(r.started_at, r.finished_at, now)}</td>
+                                                </tr>
+                                            } }).collect_view()}
+                                        </tbody>
+                                    </table>
+                                }.into_any()
+                            }}
+                        </section>
+                    }.into_any()
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+pub fn NewRunPage() -> impl IntoView {
+    let query = use_query_map();
+    let chosen = move || query.read().get("template");
+    let list = Resource::new(|| (), |_| get_runs(RunFilter::default()));
+    let form = Resource::new(chosen, |name| async move {
+        match name {
+            Some(n) => Some(get_template_form(n).await),
+            None => None,
+        }
+    });
+    view! {
+        <PageHeader title="New run" subtitle="Choose a template, fill in its parameters, submit: the run's page follows it live."/>
+        <Transition fallback=|| view! { <p class="loading">"Loading templates…"</p> }>
+            {move || list.get().map(|r| match r {
+                Err(e) => view! { <ErrorNote error=e/> }.into_any(),
+                Ok(v) => view! {
+                    <nav class="template-cards" aria-label="Templates">
+                        {v.templates.into_iter().map(|t| {
+                            let current = chosen().as_deref() == Some(t.name.as_str());
+                            let stages = t.stages.iter().map(|(s, e)| format!("{s} ({e})")).collect::<Vec<_>>().join(" → ");
+                            view! {
+                                <A href=format!("/runs/new?template={}", encode_query_value(&t.name))
+                                    attr:class=if current { "template-card active" } else { "template-card" }
+                                    attr:aria-current=if current { "true" } else { "false" }>
+                                    <strong>{t.title}</strong>
+                                    <span class="muted">{t.description.unwrap_or_default()}</span>
+                                    <span class="stages">{stages}</span>
+                                </A>
+                            }
+                        }).collect_view()}
+                    </nav>
+                }.into_any(),
+            })}
+        </Transition>
+        <Transition fallback=|| ()>
+            {move || form.get().flatten().map(|r| match r {
+                Err(e) => view! { <ErrorNote error=e/> }.into_any(),
+                Ok(f) => view! { <RunForm form=f/> }.into_any(),
+            })}
+        </Transition>
+    }
+}
+
+fn field(p: &Parameter, choices: &[(Uuid, String)]) -> impl IntoView {
+    let id = format!("param-{}", p.name);
+    let name = format!("params[{}]", p.name);
+    let label = p.label().to_owned();
+    let required = p.required && p.ty != ParamType::Seed;
+    let default = p
+        .default
+        .as_ref()
+        .map(|d| match d {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .unwrap_or_default();
+    let help = p.help.clone();
+    let input = match &p.ty {
+        ParamType::Text { max_length } => view! {
+            <textarea id=id.clone() name=name rows="3" required=required maxlength=max_length.map(|m| m.to_string())>{default}</textarea>
+        }.into_any(),
+        ParamType::String { max_length } => view! {
+            <input id=id.clone() name=name required=required value=default maxlength=max_length.map(|m| m.to_string())/>
+        }.into_any(),
+        ParamType::Integer { min, max } => view! {
+            <input id=id.clone() name=name type="number" step="1" required=required value=default
+                min=min.map(|m| m.to_string()) max=max.map(|m| m.to_string())/>
+        }.into_any(),
+        ParamType::Float { min, max } => view! {
+            <input id=id.clone() name=name type="number" step="any" required=required value=default
+                min=min.map(|m| m.to_string()) max=max.map(|m| m.to_string())/>
+        }.into_any(),
+        ParamType::Seed => view! {
+            <input id=id.clone() name=name type="number" step="1" min="0" max=super::template::MAX_SEED.to_string()
+                placeholder="random" value=default/>
+        }.into_any(),
+        ParamType::Boolean => view! {
+            <input id=id.clone() name=name type="checkbox" value="true" checked=default == "true"/>
+        }.into_any(),
+        ParamType::Enum { options } => view! {
+            <select id=id.clone() name=name required=required>
+                {options.iter().map(|o| { let selected = *o == default; view! { <option value=o.clone() selected=selected>{o.clone()}</option> } }).collect_view()}
+            </select>
+        }.into_any(),
+        ParamType::Asset { kind } => view! {
+            <select id=id.clone() name=name required=required>
+                <option value="">{format!("Choose a {kind}…")}</option>
+                {choices.iter().map(|(a, n)| view! { <option value=a.to_string()>{n.clone()}</option> }).collect_view()}
+            </select>
+        }.into_any(),
+        ParamType::Assets { .. } => view! {
+            <select id=id.clone() name=format!("lists[{}][]", p.name) multiple=true required=required size="5">
+                {choices.iter().map(|(a, n)| view! { <option value=a.to_string()>{n.clone()}</option> }).collect_view()}
+            </select>
+        }.into_any(),
+    };
+    let empty_assets =
+        matches!(p.ty, ParamType::Asset { .. } | ParamType::Assets { .. }) && choices.is_empty();
+    view! {
+        <div class="field">
+            <label for=id>{label}{required.then_some(" *")}</label>
+            {input}
+            {help.map(|h| view! { <span class="hint">{h}</span> })}
+            {empty_assets.then(|| view! { <span class="hint">"No ready asset of this kind yet: upload one in Assets first."</span> })}
+        </div>
+    }
+}
+
+#[component]
+fn RunForm(form: TemplateForm) -> impl IntoView {
+    let submit = ServerAction::<SubmitRun>::new();
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(id)) = submit.value().get() {
+            navigate(&format!("/runs/{id}"), Default::default());
+        }
+    });
+    let fields = form
+        .parameters
+        .iter()
+        .map(|p| {
+            let choices = form
+                .choices
+                .iter()
+                .find(|(n, _)| *n == p.name)
+                .map(|c| c.1.clone())
+                .unwrap_or_default();
+            field(p, &choices)
+        })
+        .collect_view();
+    let template = form.summary.name.clone();
+    view! {
+        <section class="card" id="run-form-card">
+            <h2>{format!("{} (version {})", form.summary.title, form.summary.version)}</h2>
+            {form.unavailable.clone().map(|why| view! { <div class="notice error" role="alert">{why}</div> })}
+            {move || submit.value().get().and_then(|r| r.err()).map(|e| view! { <ErrorNote error=e/> })}
+            <ActionForm action=submit attr:class="form" attr:id="run-form">
+                <input type="hidden" name="template" value=template/>
+                {fields}
+                <div class="field">
+                    <label for="run-priority">"Priority"</label>
+                    <input id="run-priority" name="priority" type="number" min="-100" max="100" step="1" value="0"/>
+                    <span class="hint">"Higher runs first; raising it above 0 is for leads and admins."</span>
+                </div>
+                <button type="submit" class="btn primary" id="run-submit" disabled=form.unavailable.is_some()>"Submit"</button>
+            </ActionForm>
+        </section>
+    }
+}
+
+#[component]
+pub fn RunPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").and_then(|i| i.parse::<Uuid>().ok());
+    let refresh = RwSignal::new(0u64);
+    follow_events(EVENTS_URL, "run", |_| true, refresh);
+    // Outputs become ready (thumbnails, proxies) after the run: follow the library too.
+    follow_events("/api/assets/events", "asset", |_| true, refresh);
+    let cancel = ServerAction::<CancelRun>::new();
+    let retry = ServerAction::<RetryStage>::new();
+    let again = ServerAction::<ResubmitRun>::new();
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(new)) = again.value().get() {
+            navigate(&format!("/runs/{new}"), Default::default());
+        }
+    });
+    let detail = Resource::new(
+        move || {
+            (
+                id(),
+                refresh.get(),
+                cancel.version().get(),
+                retry.version().get(),
+            )
+        },
+        |(id, ..)| async move {
+            match id {
+                Some(id) => get_run(id).await,
+                None => Err(crate::error::AppError::NotFound(
+                    "There is no such run.".into(),
+                )),
+            }
+        },
+    );
+    let search = RwSignal::new(String::new());
+    view! {
+        <Transition fallback=|| view! { <p class="loading">"Loading the run…"</p> }>
+            {move || detail.get().map(|r| match r {
+                Err(e) => view! { <PageHeader title="Run"/><ErrorNote error=e/> }.into_any(),
+                Ok(d) => run_view(d, cancel, retry, again, search).into_any(),
+            })}
+        </Transition>
+        {move || cancel.value().get().and_then(|r| r.err()).map(|e| view! { <ErrorNote error=e/> })}
+        {move || retry.value().get().and_then(|r| r.err()).map(|e| view! { <ErrorNote error=e/> })}
+        {move || again.value().get().and_then(|r| r.err()).map(|e| view! { <ErrorNote error=e/> })}
+    }
+}
+
+/// Each stage's column in the graph: the length of its longest chain of upstream stages.
+fn depths(stages: &[StageView]) -> Vec<usize> {
+    let mut depth = vec![0usize; stages.len()];
+    for _ in 0..stages.len() {
+        for (i, s) in stages.iter().enumerate() {
+            let d = s
+                .needs
+                .iter()
+                .filter_map(|n| stages.iter().position(|o| &o.name == n))
+                .map(|j| depth[j] + 1)
+                .max()
+                .unwrap_or(0);
+            depth[i] = d;
+        }
+    }
+    depth
+}
+
+fn run_view(
+    d: RunDetail,
+    cancel: ServerAction<CancelRun>,
+    retry: ServerAction<RetryStage>,
+    again: ServerAction<ResubmitRun>,
+    search: RwSignal<String>,
+) -> impl IntoView {
+    let s = d.summary.clone();
+    let id = s.id;
+    let finished = matches!(s.state.as_str(), "succeeded" | "failed" | "cancelled");
+    let depth = depths(&d.stages);
+    let columns = depth.iter().copied().max().map(|m| m + 1).unwrap_or(0);
+    let graph = (0..columns)
+        .map(|col| {
+            let boxes = d
+                .stages
+                .iter()
+                .zip(&depth)
+                .filter(|(_, dep)| **dep == col)
+                .map(|(st, _)| {
+                    let can_retry = d.can_change && finished && matches!(st.state.as_str(), "failed" | "cancelled");
+                    let stage = st.name.clone();
+                    view! {
+                        <li class=format!("stage stage-{}", st.state) data-stage=st.name.clone()>
+                            <div class="stage-head"><strong>{st.name.clone()}</strong>{state_pill(&st.state)}</div>
+                            <span class="muted">{format!("{} · attempt {} of {}", st.executor, st.attempt.max(1).min(st.attempts_max), st.attempts_max)}</span>
+                            {progress_bar(st.progress.unwrap_or(if st.state == "succeeded" { 1.0 } else { 0.0 }), format!("{} progress", st.name))}
+                            <span class="muted">{format!("queued {} · ran {}", duration(st.queued_at, st.started_at, d.now), duration(st.started_at, st.finished_at, d.now))}</span>
+                            {st.status.clone().map(|m| view! { <span class="stage-status">{m}</span> })}
+                            {can_retry.then(|| view! {
+                                <ActionForm action=retry attr:class="inline">
+                                    <input type="hidden" name="id" value=id.to_string()/>
+                                    <input type="hidden" name="stage" value=stage/>
+                                    <button type="submit" class="btn small">"Retry this stage"</button>
+                                </ActionForm>
+                            })}
+                        </li>
+                    }
+                })
+                .collect_view();
+            view! { <ol class="stage-column">{boxes}</ol> }
+        })
+        .collect_view();
+    let outputs = d.outputs.clone();
+    let log = d.log.clone();
+    view! {
+        <PageHeader title=s.title.clone() subtitle=format!("{} version {} · submitted by {}", s.template, s.version, s.submitted_by)/>
+        <section class="card run-head" id="run-head">
+            {state_pill(&s.state)}
+            {progress_bar(s.progress, "Run progress".into())}
+            <span class="muted">{format!("{} of {} stages done · took {}", s.stages_done, s.stages_total, duration(s.started_at, s.finished_at, d.now))}</span>
+            <div class="actions">
+                {(d.can_change && !finished).then(|| view! {
+                    <ActionForm action=cancel attr:class="inline">
+                        <input type="hidden" name="id" value=id.to_string()/>
+                        <button type="submit" class="btn danger" id="run-cancel">"Cancel run"</button>
+                    </ActionForm>
+                })}
+                <ActionForm action=again attr:class="inline">
+                    <input type="hidden" name="id" value=id.to_string()/>
+                    <button type="submit" class="btn" id="run-again" title="The same template version and parameters, seed included">"Run again exactly"</button>
+                </ActionForm>
+            </div>
+        </section>
+        <section class="card" id="run-stages">
+            <h2>"Stages"</h2>
+            <div class="stage-graph">{graph}</div>
+        </section>
+        <section class="card" id="run-outputs">
+            <h2>"Outputs"</h2>
+            {if outputs.is_empty() {
+                view! { <p class="muted">{if finished { "This run produced no files." } else { "Files appear here as stages finish." }}</p> }.into_any()
+            } else {
+                view! {
+                    <div class="asset-grid">
+                        {outputs.into_iter().map(|o| { let data_name = o.name.clone(); view! {
+                            <A href=format!("/assets/{}", o.asset) attr:class="asset-tile" attr:data-name=data_name>
+                                <div class="thumb">{o.has_thumbnail.then(|| view! { <img src=format!("/api/assets/{}/thumbnail", o.asset) alt=""/> })}</div>
+                                <div class="tile-name">{o.name.clone()}</div>
+                                <div class="tile-meta">{format!("{} · {}", o.stage, o.state)}</div>
+                            </A>
+                        } }).collect_view()}
+                    </div>
+                }.into_any()
+            }}
+        </section>
+        <section class="card" id="run-params">
+            <h2>"Parameters"</h2>
+            <dl class="facts">{d.params.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd>{v}</dd> }).collect_view()}</dl>
+        </section>
+        <section class="card" id="run-log">
+            <h2>"Log"</h2>
+            <label for="log-search" class="visually-hidden">"Search the log"</label>
+            <input id="log-search" type="search" placeholder="Search the log" prop:value=move || search.get()
+                on:input=move |e| search.set(event_target_value(&e))/>
+            <pre class="code log">
+                {move || {
+                    let needle = search.get().to_lowercase();
+                    log.iter()
+                        .filter(|l| needle.is_empty() || l.line.to_lowercase().contains(&needle))
+                        .map(|l| format!("[{}] {}\n", l.stage, l.line))
+                        .collect::<String>()
+                }}
+            </pre>
+        </section>
+    }
+}

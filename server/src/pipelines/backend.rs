@@ -1,0 +1,390 @@
+//! What the runs pages need, over the same functions as the JSON API.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use app::accounts::Role;
+use app::backend::{Actor, PipelinesBackend};
+use app::error::AppError;
+use app::pipelines::template::ParamType;
+use app::pipelines::{
+    LogLine, OutputView, RunDetail, RunFilter, RunSummary, RunsView, StageView, TemplateForm,
+    TemplateSummary,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::runs::{self, Capabilities, Submission, Submitter};
+use super::store::{self, Stored};
+use crate::audit::Who;
+
+#[derive(Clone)]
+pub struct Pipelines {
+    pub pool: PgPool,
+    pub caps: Arc<Capabilities>,
+}
+
+fn db(e: sqlx::Error) -> AppError {
+    tracing::error!(error = %e, "pipelines: database error");
+    AppError::internal()
+}
+
+fn summary(s: &Stored) -> TemplateSummary {
+    TemplateSummary {
+        name: s.name.clone(),
+        version: s.version,
+        title: s.template.title.clone(),
+        description: s.template.description.clone(),
+        stages: s
+            .template
+            .stages
+            .iter()
+            .map(|st| (st.name.clone(), st.executor.clone()))
+            .collect(),
+    }
+}
+
+type SummaryRow = (
+    Uuid,
+    String,
+    i32,
+    String,
+    String,
+    String,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    i64,
+    i64,
+    f64,
+    Uuid,
+);
+
+const SUMMARY: &str = "select r.id, p.name, p.version, p.title, r.state, u.email, r.created_at, r.started_at,
+        r.finished_at,
+        (select count(*) from run_stages s where s.run_id = r.id and s.state = 'succeeded'),
+        (select count(*) from run_stages s where s.run_id = r.id),
+        coalesce((select avg(case when s.state = 'succeeded' then 1 else coalesce(s.progress, 0) end)
+                  from run_stages s where s.run_id = r.id), 0)::float8,
+        r.submitted_by
+    from runs r join pipelines p on p.id = r.pipeline_id join users u on u.id = r.submitted_by";
+
+fn run_summary(r: SummaryRow) -> RunSummary {
+    RunSummary {
+        id: r.0,
+        template: r.1,
+        version: r.2,
+        title: r.3,
+        state: r.4,
+        submitted_by: r.5,
+        created_at: r.6,
+        started_at: r.7,
+        finished_at: r.8,
+        stages_done: r.9,
+        stages_total: r.10,
+        progress: r.11 as f32,
+    }
+}
+
+impl Pipelines {
+    fn who(actor: &Actor) -> Who {
+        Who::principal(&actor.principal, actor.client_addr)
+    }
+}
+
+#[async_trait]
+impl PipelinesBackend for Pipelines {
+    async fn runs(&self, _actor: &Actor, filter: RunFilter) -> Result<RunsView, AppError> {
+        let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
+            "{SUMMARY} where ($1 = '' or r.state = $1) and ($2 = '' or p.name = $2)
+               and ($3 = '' or u.email ilike '%' || $3 || '%')
+             order by r.created_at desc, r.id desc limit 200"
+        ))
+        .bind(filter.state.trim())
+        .bind(filter.template.trim())
+        .bind(filter.submitter.trim())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let counts: Vec<(String, i64)> =
+            sqlx::query_as("select state, count(*) from runs group by state")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        let templates = store::latest_all(&self.pool).await.map_err(db)?;
+        Ok(RunsView {
+            runs: rows.into_iter().map(run_summary).collect(),
+            counts,
+            templates: templates.iter().map(summary).collect(),
+            now: Utc::now(),
+        })
+    }
+
+    async fn run(&self, actor: &Actor, id: Uuid) -> Result<RunDetail, AppError> {
+        let row: Option<SummaryRow> = sqlx::query_as(&format!("{SUMMARY} where r.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(row) = row else {
+            return Err(AppError::NotFound(format!("There is no run {id}.")));
+        };
+        let owner = row.12;
+        let summary = run_summary(row);
+        let (pipeline, params): (Uuid, Value) =
+            sqlx::query_as("select pipeline_id, params from runs where id = $1")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+        let stored = store::by_id(&self.pool, pipeline)
+            .await
+            .map_err(db)?
+            .ok_or_else(AppError::internal)?;
+        // Assets by name, not id.
+        let mut names = std::collections::HashMap::new();
+        let ids: Vec<Uuid> = stored
+            .template
+            .parameters
+            .iter()
+            .filter(|p| matches!(p.ty, ParamType::Asset { .. } | ParamType::Assets { .. }))
+            .flat_map(|p| match &params[p.name.as_str()] {
+                Value::String(s) => s.parse().ok().into_iter().collect::<Vec<Uuid>>(),
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(|i| i.as_str()?.parse().ok())
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        if !ids.is_empty() {
+            let rows: Vec<(Uuid, String)> =
+                sqlx::query_as("select id, name from assets where id = any($1)")
+                    .bind(&ids)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db)?;
+            names.extend(rows);
+        }
+        let params = stored
+            .template
+            .parameters
+            .iter()
+            .map(|p| {
+                let v = &params[p.name.as_str()];
+                let name_of = |s: &str| {
+                    s.parse::<Uuid>()
+                        .ok()
+                        .and_then(|id| names.get(&id).cloned())
+                        .unwrap_or_else(|| s.to_owned())
+                };
+                let text = match v {
+                    Value::String(s) => name_of(s),
+                    Value::Array(items) => items
+                        .iter()
+                        .map(|i| name_of(i.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    Value::Null => "—".into(),
+                    other => other.to_string(),
+                };
+                (p.label().to_owned(), text)
+            })
+            .collect();
+        type StageRow = (
+            String,
+            String,
+            Vec<String>,
+            String,
+            i32,
+            i32,
+            Option<f32>,
+            Option<String>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        );
+        let stages: Vec<StageRow> = sqlx::query_as(
+            "select name, executor, needs, state, attempt, attempts_max, progress, status_message,
+                    queued_at, started_at, finished_at
+             from run_stages where run_id = $1 order by id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let outputs: Vec<(Uuid, String, String, String, bool)> = sqlx::query_as(
+            "select a.id, a.name, a.state, s.name, (v.thumbnail_key is not null)
+             from run_outputs o join assets a on a.id = o.asset_id join run_stages s on s.id = o.stage_id
+             left join asset_versions v on v.id = a.current_version_id
+             where o.run_id = $1 order by o.created_at, a.name",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut log: Vec<(String, String, String)> = sqlx::query_as(
+            "select s.name, l.stream, l.line from stage_logs l
+             join stage_attempts a on a.id = l.attempt_id join run_stages s on s.id = a.stage_id
+             where s.run_id = $1 order by l.id desc limit 300",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        log.reverse();
+        Ok(RunDetail {
+            summary,
+            params,
+            stages: stages
+                .into_iter()
+                .map(|s| StageView {
+                    name: s.0,
+                    executor: s.1,
+                    needs: s.2,
+                    state: s.3,
+                    attempt: s.4,
+                    attempts_max: s.5,
+                    progress: s.6,
+                    status: s.7,
+                    queued_at: s.8,
+                    started_at: s.9,
+                    finished_at: s.10,
+                })
+                .collect(),
+            outputs: outputs
+                .into_iter()
+                .map(|o| OutputView {
+                    asset: o.0,
+                    name: o.1,
+                    state: o.2,
+                    stage: o.3,
+                    has_thumbnail: o.4,
+                })
+                .collect(),
+            log: log
+                .into_iter()
+                .map(|(stage, stream, line)| LogLine {
+                    stage,
+                    stream,
+                    line,
+                })
+                .collect(),
+            can_change: owner == actor.principal.user_id || actor.principal.has(Role::Lead),
+            now: Utc::now(),
+        })
+    }
+
+    async fn template_form(&self, _actor: &Actor, name: &str) -> Result<TemplateForm, AppError> {
+        let Some(stored) = store::find(&self.pool, name, None).await.map_err(db)? else {
+            return Err(AppError::NotFound(format!(
+                "There is no template \"{name}\"."
+            )));
+        };
+        let mut choices = Vec::new();
+        for p in &stored.template.parameters {
+            if let ParamType::Asset { kind } | ParamType::Assets { kind, .. } = &p.ty {
+                let assets: Vec<(Uuid, String)> = sqlx::query_as(
+                    "select id, name from assets where kind = $1 and state = 'ready' and deleted_at is null
+                     order by created_at desc limit 200",
+                )
+                .bind(kind)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+                choices.push((p.name.clone(), assets));
+            }
+        }
+        Ok(TemplateForm {
+            summary: summary(&stored),
+            parameters: stored.template.parameters.clone(),
+            choices,
+            unavailable: runs::check_capabilities(&stored.template, &self.caps)
+                .err()
+                .map(|e| e.to_string()),
+        })
+    }
+
+    async fn submit_form(
+        &self,
+        actor: &Actor,
+        template: &str,
+        params: BTreeMap<String, String>,
+        lists: BTreeMap<String, Vec<String>>,
+        priority: i32,
+    ) -> Result<Uuid, AppError> {
+        let Some(stored) = store::find(&self.pool, template, None).await.map_err(db)? else {
+            return Err(AppError::NotFound(format!(
+                "There is no template \"{template}\"."
+            )));
+        };
+        // Text from the form becomes values of each parameter's type; text that does not
+        // convert is passed on as text so that the checks say what is wrong with it.
+        let mut values = Map::new();
+        for (name, text) in params {
+            let text = text.trim().to_owned();
+            let value = match stored.template.parameter(&name).map(|p| &p.ty) {
+                _ if text.is_empty() => Value::Null,
+                Some(ParamType::Integer { .. } | ParamType::Seed) => text
+                    .parse::<i64>()
+                    .map(|n| json!(n))
+                    .unwrap_or(Value::String(text)),
+                Some(ParamType::Float { .. }) => text
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
+                    .unwrap_or(Value::String(text)),
+                Some(ParamType::Boolean) => json!(matches!(text.as_str(), "true" | "on" | "yes")),
+                _ => Value::String(text),
+            };
+            values.insert(name, value);
+        }
+        for (name, items) in lists {
+            values.insert(name, json!(items));
+        }
+        let who = Self::who(actor);
+        let by = Submitter {
+            who: &who,
+            user_id: actor.principal.user_id,
+            role: actor.principal.role,
+            token: None,
+        };
+        let submission = Submission {
+            template: stored.name.clone(),
+            version: Some(stored.version),
+            params: values,
+            priority,
+        };
+        runs::submit(&self.pool, &self.caps, &by, &submission, None).await
+    }
+
+    async fn cancel(&self, actor: &Actor, id: Uuid) -> Result<(), AppError> {
+        let who = Self::who(actor);
+        let by = submitter(actor, &who);
+        runs::cancel(&self.pool, id, &by).await
+    }
+
+    async fn retry(&self, actor: &Actor, id: Uuid, stage: &str) -> Result<(), AppError> {
+        let who = Self::who(actor);
+        let by = submitter(actor, &who);
+        runs::retry_stage(&self.pool, id, stage, &by).await
+    }
+
+    async fn resubmit(&self, actor: &Actor, id: Uuid) -> Result<Uuid, AppError> {
+        let who = Self::who(actor);
+        let by = submitter(actor, &who);
+        runs::resubmit(&self.pool, &self.caps, id, &Map::new(), &by).await
+    }
+}
+
+fn submitter<'a>(actor: &Actor, who: &'a Who) -> Submitter<'a> {
+    Submitter {
+        who,
+        user_id: actor.principal.user_id,
+        role: actor.principal.role,
+        token: None,
+    }
+}
