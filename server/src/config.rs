@@ -202,6 +202,35 @@ pub struct Config {
     #[arg(long, env = "SLATE_LOCAL_STAGES", default_value_t = 2, global = true)]
     pub local_stages: i64,
 
+    /// ComfyUI prompts in flight at once across every replica (the Colab GPU takes one at a
+    /// time); 0 for a replica that submits none.
+    #[arg(
+        long,
+        env = "SLATE_COMFYUI_PROMPTS",
+        default_value_t = 1,
+        global = true
+    )]
+    pub comfyui_prompts: i64,
+
+    /// The checkpoint (model file on the Colab side) the txt2img workflow loads.
+    #[arg(
+        long,
+        env = "SLATE_COMFYUI_CHECKPOINT",
+        default_value = "sd_xl_base_1.0.safetensors",
+        global = true
+    )]
+    pub comfyui_checkpoint: String,
+
+    /// Milliseconds between two looks at a ComfyUI prompt (and for a healthy endpoint).
+    #[arg(
+        long,
+        env = "SLATE_COMFYUI_POLL_MS",
+        default_value_t = 2000,
+        global = true,
+        hide = true
+    )]
+    pub comfyui_poll_ms: u64,
+
     /// When Slate runs as root, the unprivileged system user that runs the embedded
     /// PostgreSQL (PostgreSQL refuses to run as root).
     #[arg(

@@ -774,7 +774,12 @@ async fn a_lead_watches_a_deployment_degrade_and_recover_without_a_reload() {
 }
 
 async fn wait_text(c: &Client, css: &str, want: &str) {
-    for _ in 0..150 {
+    wait_text_for(c, css, want, Duration::from_secs(15)).await
+}
+
+/// [`wait_text`] for work that takes a while (a transcode on a busy machine).
+async fn wait_text_for(c: &Client, css: &str, want: &str, at_most: Duration) {
+    for _ in 0..(at_most.as_millis() / 100) {
         if let Ok(e) = c.find(Locator::Css(css)).await {
             if e.text().await.unwrap_or_default().contains(want) {
                 return;
@@ -1035,7 +1040,7 @@ async fn a_creator_submits_a_transcode_from_the_form_watches_it_and_opens_the_ou
     wait_for(c, "#run-stages").await;
     assert!(path(c).await.starts_with("/runs/"));
     set_marker(c).await;
-    wait_text(c, "#run-head", "succeeded").await;
+    wait_text_for(c, "#run-head", "succeeded", Duration::from_secs(120)).await;
     wait_for(c, "#run-outputs a.asset-tile[data-name='proxy-540p.mp4']").await;
     assert!(marker_survived(c).await, "followed without a reload");
     wait_text(c, "#run-log", "Output #0").await;

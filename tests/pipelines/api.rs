@@ -32,7 +32,11 @@ async fn get(app: &TestApp, token: &str, path: &str) -> (u16, Value) {
 #[tokio::test]
 async fn a_script_submits_follows_and_cancels_a_run_and_bad_calls_change_nothing() {
     // No dispatcher: runs stay where the API puts them.
-    let app = spawn_app_with(|c| c.local_stages = 0).await;
+    let app = spawn_app_with(|c| {
+        c.local_stages = 0;
+        c.comfyui_prompts = 0;
+    })
+    .await;
     let script = app.create_token("studio script", "api", ADMIN_EMAIL).await;
     app.create_user("cleo@studio.test", "creator").await;
     let cleo = app

@@ -2,6 +2,7 @@
 //! limits, retries, cancellation, two dispatchers on one database, a runner that dies).
 
 mod api;
+mod comfy;
 mod local;
 mod queue;
 mod submit;

@@ -58,7 +58,11 @@ impl Executor for Recorder {
 
 /// Slate with no dispatcher of its own: the test's stand-ins take all the work.
 async fn without_dispatchers() -> TestApp {
-    spawn_app_with(|c| c.local_stages = 0).await
+    spawn_app_with(|c| {
+        c.local_stages = 0;
+        c.comfyui_prompts = 0;
+    })
+    .await
 }
 
 fn dispatcher(pool: &sqlx::PgPool, capacity: i64, executor: Arc<Recorder>) -> Arc<Dispatcher> {

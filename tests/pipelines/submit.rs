@@ -4,13 +4,18 @@
 use app::accounts::Role;
 use serde_json::json;
 use server::pipelines::runs::{submit, Submission, Submitter};
-use slate_tests::spawn_app;
+use slate_tests::spawn_app_with;
 
 use crate::{admin, caps};
 
 #[tokio::test]
 async fn bad_submissions_are_refused_and_write_nothing() {
-    let app = spawn_app().await;
+    // No dispatcher: stages stay as submission left them.
+    let app = spawn_app_with(|c| {
+        c.local_stages = 0;
+        c.comfyui_prompts = 0;
+    })
+    .await;
     server::pipelines::store::seed_builtins(&app.pool)
         .await
         .unwrap();
@@ -151,7 +156,12 @@ async fn bad_submissions_are_refused_and_write_nothing() {
 
 #[tokio::test]
 async fn templates_are_versioned_and_a_cyclic_one_is_refused() {
-    let app = spawn_app().await;
+    // No dispatcher: stages stay as submission left them.
+    let app = spawn_app_with(|c| {
+        c.local_stages = 0;
+        c.comfyui_prompts = 0;
+    })
+    .await;
     let (who, _) = admin(&app).await;
     server::pipelines::store::seed_builtins(&app.pool)
         .await

@@ -16,6 +16,9 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+/// An orange 64×36 PNG (made with ffmpeg's `color` source), served for every output.
+const TINY_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAEAAAAAkCAIAAAC2bqvFAAAACXBIWXMAAAABAAAAAQBPJcTWAAAAUUlEQVR4nO3PQQkAMAzAwPrXMZ2jIvY4BoEIuMw983Ve0IAWNKAFDWhBA1rQgBY0oAUNaEEDWtCAFjSgBQ1oQQNa0IAWNKAFDWhBA1rQgBY8tj2kstMuUPuIAAAAAElFTkSuQmCC";
+
 /// How the fake answers.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mode {
@@ -382,8 +385,9 @@ async fn view(
     if name.contains("..") || name.starts_with('/') {
         return (StatusCode::BAD_REQUEST, "invalid filename").into_response();
     }
-    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
-    bytes.extend_from_slice(name.as_bytes());
+    // A real 64×36 PNG, so that what is made from outputs (an animatic) can decode it.
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, TINY_PNG)
+        .expect("a valid PNG");
     ([(header::CONTENT_TYPE, "image/png")], bytes).into_response()
 }
 

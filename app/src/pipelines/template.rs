@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 /// The kinds an asset parameter may ask for (as the asset library names them).
 pub const ASSET_KINDS: [&str; 6] = ["image", "video", "audio", "scene", "model", "other"];
 pub const EXECUTORS: [&str; 3] = ["local", "comfyui", "kubernetes"];
+/// The ComfyUI workflow graphs Slate builds (parameters bound into a known graph).
+pub const WORKFLOWS: [&str; 1] = ["txt2img"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
@@ -475,11 +477,14 @@ impl Template {
                     ),
                     _ => {}
                 },
-                _ => {
-                    if s.workflow.is_none() {
-                        problem(at, format!("stage \"{}\": a comfyui stage names its workflow", s.name));
-                    }
-                }
+                _ => match &s.workflow {
+                    None => problem(at, format!("stage \"{}\": a comfyui stage names its workflow", s.name)),
+                    Some(w) if !WORKFLOWS.contains(&w.as_str()) => problem(
+                        at.and_then(|a| line_of(source, "workflow:", a)),
+                        format!("stage \"{}\": workflow \"{w}\" is not one of {}", s.name, WORKFLOWS.join(", ")),
+                    ),
+                    _ => {}
+                },
             }
             if s.attempts == 0 || s.attempts > 10 {
                 problem(

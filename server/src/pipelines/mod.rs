@@ -7,6 +7,7 @@
 //! way), and records the outcome. A reconciler gives back stages whose runner died.
 
 pub mod backend;
+pub mod exec_comfy;
 pub mod exec_local;
 pub mod http;
 pub mod local;
@@ -201,11 +202,12 @@ pub async fn start(
     config: &crate::config::Config,
     pool: &PgPool,
     assets: &crate::assets::Assets,
-    _cluster: bool,
+    prober: crate::colab::probe::Prober,
 ) -> anyhow::Result<(runs::Capabilities, Vec<JoinHandle<()>>)> {
     store::seed_builtins(pool)
         .await
         .map_err(|e| anyhow::anyhow!("cannot save the built-in pipeline templates: {e:?}"))?;
+    std::fs::create_dir_all(config.data_dir.join("work"))?;
     let mut tasks = vec![spawn_reconciler(pool.clone())];
     let mut wakes = HashMap::new();
     let names: Vec<String> = config
@@ -226,7 +228,6 @@ pub async fn start(
             tracing::warn!(missing = ?allowed.missing(), "some allowed programs for local stages cannot be found on PATH");
         }
         let work = config.data_dir.join("work");
-        std::fs::create_dir_all(&work)?;
         let wake = Arc::new(Notify::new());
         wakes.insert("local".to_owned(), wake.clone());
         let dispatcher = Arc::new(Dispatcher {
@@ -238,6 +239,26 @@ pub async fn start(
                 assets: assets.clone(),
                 allowed: Arc::new(allowed),
                 work,
+            }),
+            runner: Uuid::now_v7(),
+            wake,
+        });
+        tasks.push(tokio::spawn(dispatcher.run()));
+    }
+    if config.comfyui_prompts > 0 {
+        let wake = Arc::new(Notify::new());
+        wakes.insert("comfyui".to_owned(), wake.clone());
+        let dispatcher = Arc::new(Dispatcher {
+            pool: pool.clone(),
+            kind: "comfyui".into(),
+            capacity: config.comfyui_prompts,
+            executor: Arc::new(exec_comfy::ComfyExecutor {
+                pool: pool.clone(),
+                assets: assets.clone(),
+                prober,
+                work: config.data_dir.join("work"),
+                poll: Duration::from_millis(config.comfyui_poll_ms.max(50)),
+                checkpoint: config.comfyui_checkpoint.clone(),
             }),
             runner: Uuid::now_v7(),
             wake,

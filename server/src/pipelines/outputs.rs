@@ -11,7 +11,8 @@ use uuid::Uuid;
 use super::queue::Claim;
 use crate::assets::Assets;
 
-/// Stores `file` (moved, not copied, when it can be) as a new asset named `name`.
+/// Stores `file` as a new asset named `name`. The file stays where it is (later stages
+/// may read it): it is hard-linked when it can be, copied otherwise.
 pub async fn ingest(
     pool: &PgPool,
     assets: &Assets,
@@ -27,7 +28,7 @@ pub async fn ingest(
     let (asset, version, upload) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     // The bytes first, where processing looks for a finished upload's data.
     let partial = assets.partial_path(upload);
-    if tokio::fs::rename(file, &partial).await.is_err() {
+    if tokio::fs::hard_link(file, &partial).await.is_err() {
         tokio::fs::copy(file, &partial)
             .await
             .map_err(|e| e.to_string())?;

@@ -1,0 +1,365 @@
+//! The ComfyUI executor: a `comfyui` stage builds its workflow graph with the stage's
+//! inputs bound, queues it on the current Colab endpoint through the ComfyUI client, follows
+//! it by polling (`/history`, `/queue`), downloads the outputs into the stage's output
+//! directory and turns each into an asset with its provenance (the exact graph and seed).
+//!
+//! While no endpoint is healthy the stage waits, saying so, and goes on when one is (after
+//! a failover or a new `up`). A prompt lost with its runtime (the endpoint changed, or
+//! ComfyUI forgot it) is queued again. After Slate restarts, an attempt whose runner died
+//! is resumed from ComfyUI's own state: the prompt recorded by the lost attempt is looked
+//! up on the same endpoint and followed (or its outputs fetched) rather than run twice.
+//!
+//! Progress is coarse here (queued, generating, done): ComfyUI's WebSocket `progress`
+//! messages are not read yet.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::queue::{Claim, Outcome};
+use super::{outputs, store, Executor};
+use crate::assets::Assets;
+use crate::colab::client::{ComfyClient, ComfyError, PromptState};
+use crate::colab::probe::Prober;
+use app::pipelines::template::{Reference, Stage};
+
+pub struct ComfyExecutor {
+    pub pool: PgPool,
+    pub assets: Assets,
+    pub prober: Prober,
+    pub work: PathBuf,
+    /// How often a prompt is polled, and an absent endpoint looked for again.
+    pub poll: Duration,
+    /// The checkpoint the txt2img graph loads.
+    pub checkpoint: String,
+}
+
+/// The graph of a built-in workflow with the stage's values bound.
+pub fn graph(
+    workflow: &str,
+    values: &serde_json::Map<String, Value>,
+    checkpoint: &str,
+    prefix: &str,
+) -> Option<Value> {
+    let int = |k: &str, d: i64| values.get(k).and_then(Value::as_i64).unwrap_or(d);
+    let num = |k: &str, d: f64| values.get(k).and_then(Value::as_f64).unwrap_or(d);
+    let text = |k: &str| {
+        values
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    match workflow {
+        "txt2img" => Some(json!({
+            "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+            "5": {"class_type": "EmptyLatentImage", "inputs": {
+                "width": int("width", 1024), "height": int("height", 576), "batch_size": int("count", 1)}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": text("prompt"), "clip": ["4", 1]}},
+            "7": {"class_type": "CLIPTextEncode", "inputs": {"text": text("negative"), "clip": ["4", 1]}},
+            "3": {"class_type": "KSampler", "inputs": {
+                "seed": int("seed", 0), "steps": int("steps", 25), "cfg": num("cfg", 7.0),
+                "sampler_name": "euler", "scheduler": "normal", "denoise": num("denoise", 1.0),
+                "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+            "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+            "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": prefix}}
+        })),
+        _ => None,
+    }
+}
+
+/// The stage's inputs with `${params.…}` resolved to the run's values (an input that is
+/// exactly one reference keeps the value's type).
+fn bind(stage: &Stage, params: &Value) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for (name, value) in &stage.inputs {
+        let bound = match value {
+            Value::String(text) => {
+                let refs = app::pipelines::template::references(text).unwrap_or_default();
+                match refs.as_slice() {
+                    [Reference::Param(p)] if text.trim() == format!("${{params.{p}}}") => {
+                        params[p.as_str()].clone()
+                    }
+                    _ => {
+                        let mut t = text.clone();
+                        for r in refs {
+                            if let Reference::Param(p) = r {
+                                let v = match &params[p.as_str()] {
+                                    Value::String(s) => s.clone(),
+                                    Value::Null => String::new(),
+                                    other => other.to_string(),
+                                };
+                                t = t.replace(&format!("${{params.{p}}}"), &v);
+                            }
+                        }
+                        Value::String(t)
+                    }
+                }
+            }
+            other => other.clone(),
+        };
+        out.insert(name.clone(), bound);
+    }
+    out
+}
+
+impl ComfyExecutor {
+    async fn status(&self, claim: &Claim, message: &str, progress: Option<f32>) {
+        let _ = sqlx::query(
+            "update run_stages set status_message = $2, progress = coalesce($3, progress)
+             where id = $1 and state = 'running'",
+        )
+        .bind(claim.stage_id)
+        .bind(message)
+        .bind(progress)
+        .execute(&self.pool)
+        .await;
+    }
+
+    /// The healthy endpoint now: (its row id, its URL).
+    async fn endpoint(&self) -> Option<(Uuid, String)> {
+        sqlx::query_as(
+            "select id, url from colab_endpoints where state = 'healthy'
+             order by verified_at desc nulls last limit 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// The prompt a lost earlier attempt of this stage left on ComfyUI: (prompt, endpoint).
+    async fn left_behind(&self, claim: &Claim) -> Option<(String, Uuid)> {
+        let reference: Option<String> = sqlx::query_scalar(
+            "select executor_ref from stage_attempts
+             where stage_id = $1 and state = 'lost' and executor_ref like 'comfyui %'
+             order by number desc limit 1",
+        )
+        .bind(claim.stage_id)
+        .fetch_optional(&self.pool)
+        .await
+        .ok()
+        .flatten();
+        let reference = reference?;
+        let mut parts = reference.split_whitespace().skip(1);
+        let prompt = parts.next()?.to_owned();
+        let endpoint = parts.next()?.strip_prefix("on:")?.parse().ok()?;
+        Some((prompt, endpoint))
+    }
+
+    /// Waits `poll`, or less when cancelled; says whether it was cancelled.
+    async fn pause(&self, cancel: &mut watch::Receiver<bool>) -> bool {
+        let cancelled = tokio::select! {
+            _ = tokio::time::sleep(self.poll) => None,
+            r = cancel.wait_for(|c| *c) => Some(r.is_ok()),
+        };
+        cancelled.unwrap_or_else(|| *cancel.borrow())
+    }
+
+    async fn attempt(
+        &self,
+        claim: &Claim,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Result<Outcome, String> {
+        let stored = store::by_id(&self.pool, claim.pipeline_id)
+            .await
+            .map_err(|e| format!("cannot read the template: {e}"))?
+            .ok_or("the run's template is gone")?;
+        let stage = stored
+            .template
+            .stage(&claim.name)
+            .ok_or_else(|| format!("the template has no stage {}", claim.name))?
+            .clone();
+        let workflow = stage.workflow.clone().unwrap_or_default();
+        let values = bind(&stage, &claim.params);
+        let prefix = format!("slate_{}", claim.stage_id.simple());
+        let graph = graph(&workflow, &values, &self.checkpoint, &prefix)
+            .ok_or_else(|| format!("unknown workflow {workflow}"))?;
+        let mut resume = self.left_behind(claim).await;
+        loop {
+            let Some((endpoint_id, url)) = self.endpoint().await else {
+                self.status(claim, "Waiting for the ComfyUI endpoint: none is healthy (is the Colab notebook running?).", Some(0.0)).await;
+                if self.pause(&mut cancel).await {
+                    return Ok(Outcome::Cancelled);
+                }
+                continue;
+            };
+            let client = ComfyClient::new(self.prober.clone(), &url);
+            let prompt = match resume.take() {
+                Some((prompt, on)) if on == endpoint_id => prompt,
+                _ => match client.submit(&graph, &claim.attempt_id.to_string()).await {
+                    Ok(s) => s.prompt_id,
+                    Err(ComfyError::Endpoint(e)) => {
+                        self.status(
+                            claim,
+                            &format!("Waiting for the ComfyUI endpoint: {e}."),
+                            None,
+                        )
+                        .await;
+                        if self.pause(&mut cancel).await {
+                            return Ok(Outcome::Cancelled);
+                        }
+                        continue;
+                    }
+                    Err(e) => return Ok(Outcome::Failed(e.to_string())),
+                },
+            };
+            let _ = sqlx::query(
+                "update stage_attempts set executor_ref = $2, detail = $3 where id = $1",
+            )
+            .bind(claim.attempt_id)
+            .bind(format!("comfyui {prompt} on:{endpoint_id}"))
+            .bind(json!({"graph": graph, "prompt_id": prompt}))
+            .execute(&self.pool)
+            .await;
+            match self
+                .follow(claim, &client, &prompt, endpoint_id, &mut cancel)
+                .await?
+            {
+                Followed::Done(outcome) => return Ok(outcome),
+                Followed::Outputs(files) => {
+                    self.keep(claim, &stored, &client, &files, &graph, &prompt)
+                        .await?;
+                    return Ok(Outcome::Succeeded);
+                }
+                // Queue it again (on whichever endpoint is healthy now).
+                Followed::Lost => continue,
+            }
+        }
+    }
+
+    async fn follow(
+        &self,
+        claim: &Claim,
+        client: &ComfyClient,
+        prompt: &str,
+        endpoint: Uuid,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<Followed, String> {
+        loop {
+            if *cancel.borrow() {
+                let _ = client.cancel(prompt).await;
+                return Ok(Followed::Done(Outcome::Cancelled));
+            }
+            match client.state(prompt).await {
+                Ok(PromptState::Pending) => {
+                    self.status(claim, "Queued on ComfyUI.", Some(0.05)).await
+                }
+                Ok(PromptState::Running) => {
+                    self.status(claim, "Generating on ComfyUI.", Some(0.5))
+                        .await
+                }
+                Ok(PromptState::Succeeded { outputs }) => return Ok(Followed::Outputs(outputs)),
+                Ok(PromptState::Failed { message }) => {
+                    return Ok(Followed::Done(Outcome::Failed(format!(
+                        "ComfyUI: {message}"
+                    ))))
+                }
+                Ok(PromptState::Lost) => {
+                    self.status(
+                        claim,
+                        "ComfyUI restarted and forgot the prompt; queueing it again.",
+                        Some(0.0),
+                    )
+                    .await;
+                    return Ok(Followed::Lost);
+                }
+                Err(ComfyError::Endpoint(e)) => {
+                    // The runtime may be gone: a new endpoint means the prompt went with it.
+                    if self.endpoint().await.map(|(id, _)| id) != Some(endpoint) {
+                        self.status(
+                            claim,
+                            "The ComfyUI endpoint changed; queueing the prompt on the new one.",
+                            Some(0.0),
+                        )
+                        .await;
+                        return Ok(Followed::Lost);
+                    }
+                    self.status(
+                        claim,
+                        &format!("Waiting for the ComfyUI endpoint: {e}."),
+                        None,
+                    )
+                    .await;
+                }
+                Err(e) => return Ok(Followed::Done(Outcome::Failed(e.to_string()))),
+            }
+            if self.pause(cancel).await {
+                let _ = client.cancel(prompt).await;
+                return Ok(Followed::Done(Outcome::Cancelled));
+            }
+        }
+    }
+
+    /// Downloads the outputs into the stage's output directory and records them as
+    /// assets with the exact graph and seed.
+    async fn keep(
+        &self,
+        claim: &Claim,
+        stored: &store::Stored,
+        client: &ComfyClient,
+        files: &[crate::colab::client::OutputFile],
+        graph: &Value,
+        prompt: &str,
+    ) -> Result<(), String> {
+        let out = self
+            .work
+            .join(claim.run_id.to_string())
+            .join(&claim.name)
+            .join("out");
+        let _ = tokio::fs::remove_dir_all(&out).await;
+        tokio::fs::create_dir_all(&out)
+            .await
+            .map_err(|e| format!("cannot keep the outputs: {e}"))?;
+        let provenance = json!({
+            "template": stored.name,
+            "template_version": stored.version,
+            "stage": claim.name,
+            "attempt": claim.attempt,
+            "params": claim.params,
+            "executor": "comfyui",
+            "prompt_id": prompt,
+            "graph": graph,
+            "seed": graph["3"]["inputs"]["seed"],
+        });
+        for (i, file) in files.iter().enumerate() {
+            let bytes = client
+                .download(file)
+                .await
+                .map_err(|e| format!("cannot download {}: {e}", file.filename))?;
+            let name = format!("{}_{:04}.png", claim.name, i + 1);
+            let name = if file.filename.to_ascii_lowercase().ends_with(".png") {
+                name
+            } else {
+                crate::assets::clean_name(&file.filename)
+            };
+            let path = out.join(&name);
+            tokio::fs::write(&path, bytes)
+                .await
+                .map_err(|e| format!("cannot keep {name}: {e}"))?;
+            outputs::ingest(&self.pool, &self.assets, claim, &path, &name, &provenance).await?;
+        }
+        Ok(())
+    }
+}
+
+enum Followed {
+    Done(Outcome),
+    Outputs(Vec<crate::colab::client::OutputFile>),
+    Lost,
+}
+
+#[async_trait]
+impl Executor for ComfyExecutor {
+    async fn run(&self, claim: &Claim, cancel: watch::Receiver<bool>) -> Outcome {
+        match self.attempt(claim, cancel).await {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The keyframes-to-animatic template end to end: its ComfyUI stage against the fake
+//! ComfyUI (waiting while no endpoint is healthy, then generating), its FFmpeg stage with
+//! the real ffmpeg over the downloaded keyframes.
+
+use std::time::Duration;
+
+use app::accounts::Role;
+use chrono::Utc;
+use serde_json::json;
+use server::audit::Who;
+use server::colab::signature::sign;
+use server::pipelines::runs::{submit, Submission, Submitter};
+use slate_tests::fake_comfy::{FakeComfy, Mode};
+use slate_tests::spawn_app_with;
+
+use crate::{admin, caps};
+
+#[tokio::test]
+async fn keyframes_wait_for_an_endpoint_then_become_an_animatic() {
+    let app = spawn_app_with(|c| {
+        c.colab_allow_loopback = true;
+        c.colab_verify_seconds = 2;
+        c.comfyui_poll_ms = 100;
+    })
+    .await;
+    let (who, id) = admin(&app).await;
+    let by = Submitter {
+        who: &who,
+        user_id: id,
+        role: Role::Admin,
+        token: None,
+    };
+    let submission = Submission {
+        template: "keyframes-to-animatic".into(),
+        params:
+            json!({"prompt": "a red fox at dawn, storyboard", "count": 2, "fps": 2, "seed": 424242})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        ..Default::default()
+    };
+    let run = submit(&app.pool, &caps(), &by, &submission, None)
+        .await
+        .unwrap();
+
+    // No endpoint yet: the stage waits and says why.
+    let stage_status = || async {
+        sqlx::query_scalar::<_, Option<String>>(
+            "select status_message from run_stages where run_id = $1 and name = 'keyframes'",
+        )
+        .bind(run)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+        .unwrap_or_default()
+    };
+    let mut said = String::new();
+    for _ in 0..100 {
+        said = stage_status().await;
+        if said.contains("none is healthy") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        said.contains("Waiting for the ComfyUI endpoint: none is healthy"),
+        "{said}"
+    );
+
+    // The notebook comes up: the prompt is queued, followed, its image downloaded.
+    let colab = server::colab::Colab::new(
+        app.pool.clone(),
+        server::colab::address::HostRules::parse("", true),
+        Duration::from_secs(2),
+    );
+    let secret = colab.rotate_secret(&Who::cli()).await.unwrap();
+    let comfy = FakeComfy::start(Mode::Current).await;
+    let body = json!({"event": "up", "event_id": "k-1", "notebook_id": "nb", "url": comfy.url()})
+        .to_string();
+    let res = app
+        .bare_client()
+        .post(app.url("/api/colab/endpoint"))
+        .header(
+            "x-slate-signature",
+            sign(secret.as_bytes(), Utc::now().timestamp(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let mut state = String::new();
+    // Generous: these machines are shared, and nothing here is about speed.
+    for _ in 0..1800 {
+        state = sqlx::query_scalar("select state from runs where id = $1")
+            .bind(run)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if state == "succeeded" || state == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stages: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("select name, state, status_message from run_stages where run_id = $1")
+            .bind(run)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "succeeded", "{stages:?}");
+
+    // One prompt, with the parameters bound into the graph.
+    let prompts = comfy.prompts();
+    assert_eq!(prompts.len(), 1);
+    let graph = &prompts[0].graph;
+    assert_eq!(
+        graph["6"]["inputs"]["text"],
+        "a red fox at dawn, storyboard"
+    );
+    assert_eq!(graph["3"]["inputs"]["seed"], 424242);
+    assert_eq!(graph["5"]["inputs"]["batch_size"], 2);
+
+    // Outputs: the keyframe (an image) and the animatic (a video ffprobe reads), with
+    // provenance down to the exact graph and seed.
+    let outputs: Vec<(uuid::Uuid, String, serde_json::Value)> = sqlx::query_as(
+        "select o.asset_id, a.name, o.provenance from run_outputs o join assets a on a.id = o.asset_id
+         where o.run_id = $1 order by a.name",
+    )
+    .bind(run)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let names: Vec<&str> = outputs.iter().map(|o| o.1.as_str()).collect();
+    assert_eq!(names, ["animatic.mp4", "keyframes_0001.png"]);
+    for (asset, name, _) in &outputs {
+        assert_eq!(
+            slate_tests::tus::wait_processed(&app, &asset.to_string()).await,
+            "ready",
+            "{name}"
+        );
+    }
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "select v.kind from run_outputs o join asset_versions v on v.id = o.version_id where o.run_id = $1 order by v.original_name",
+    )
+    .bind(run)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(kinds, ["video", "image"]);
+    let png = &outputs[1].2;
+    assert_eq!(png["executor"], "comfyui");
+    assert_eq!(png["seed"], 424242);
+    assert_eq!(
+        png["graph"]["4"]["inputs"]["ckpt_name"],
+        "sd_xl_base_1.0.safetensors"
+    );
+    assert_eq!(outputs[0].2["program"], "ffmpeg");
+    app.stop().await;
+}
