@@ -12,6 +12,7 @@ use server::colab::signature::sign;
 use server::pipelines::runs::{submit, Submission, Submitter};
 use slate_tests::fake_comfy::{FakeComfy, Mode};
 use slate_tests::spawn_app_with;
+use sqlx::PgPool;
 
 use crate::{admin, caps};
 
@@ -156,5 +157,117 @@ async fn keyframes_wait_for_an_endpoint_then_become_an_animatic() {
         "sd_xl_base_1.0.safetensors"
     );
     assert_eq!(outputs[0].2["program"], "ffmpeg");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_prompt_in_flight_when_slate_stops_is_followed_after_the_restart_not_run_twice() {
+    let app = spawn_app_with(|c| {
+        c.colab_allow_loopback = true;
+        c.colab_verify_seconds = 2;
+        // A long pause between looks, so that Slate stops while the prompt is in flight.
+        c.comfyui_poll_ms = 5000;
+        c.local_stages = 0;
+    })
+    .await;
+    let colab = server::colab::Colab::new(
+        app.pool.clone(),
+        server::colab::address::HostRules::parse("", true),
+        Duration::from_secs(2),
+    );
+    let secret = colab.rotate_secret(&Who::cli()).await.unwrap();
+    let comfy = FakeComfy::start(Mode::Current).await;
+    let body = json!({"event": "up", "event_id": "r-1", "notebook_id": "nb", "url": comfy.url()})
+        .to_string();
+    let res = app
+        .bare_client()
+        .post(app.url("/api/colab/endpoint"))
+        .header(
+            "x-slate-signature",
+            sign(secret.as_bytes(), Utc::now().timestamp(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    for _ in 0..100 {
+        let healthy: i64 = app
+            .count("select count(*) from colab_endpoints where state = 'healthy'")
+            .await;
+        if healthy == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (who, id) = admin(&app).await;
+    let by = Submitter {
+        who: &who,
+        user_id: id,
+        role: Role::Admin,
+        token: None,
+    };
+    let submission = Submission {
+        template: "keyframes-to-animatic".into(),
+        params: json!({"prompt": "a heron", "count": 1, "seed": 7})
+            .as_object()
+            .cloned()
+            .unwrap(),
+        ..Default::default()
+    };
+    let run = submit(&app.pool, &caps(), &by, &submission, None)
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if !comfy.prompts().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(comfy.prompts().len(), 1, "queued on ComfyUI");
+
+    // Slate stops mid-prompt; its lease lapses (made to lapse now, not in 30 s).
+    let mut config = app.config.clone();
+    app.stop().await;
+    sqlx::query(
+        "update run_stages set lease_until = now() - interval '1 second' where state = 'running'",
+    )
+    .execute(
+        &PgPool::connect(&config.database_url.clone().unwrap())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    config.comfyui_poll_ms = 100;
+    config.local_stages = 2;
+    let app = slate_tests::start(config).await;
+    let mut state = String::new();
+    for _ in 0..1800 {
+        state = sqlx::query_scalar("select state from runs where id = $1")
+            .bind(run)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if state == "succeeded" || state == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "succeeded");
+    assert_eq!(
+        comfy.prompts().len(),
+        1,
+        "the prompt was followed again, not run twice"
+    );
+    let attempts: Vec<String> = sqlx::query_scalar(
+        "select a.state from stage_attempts a join run_stages s on s.id = a.stage_id
+         where s.run_id = $1 and s.name = 'keyframes' order by a.number",
+    )
+    .bind(run)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, ["lost", "succeeded"]);
     app.stop().await;
 }
