@@ -147,6 +147,16 @@ pub trait PipelinesBackend: Send + Sync + 'static {
     async fn cancel(&self, actor: &Actor, id: Uuid) -> Result<(), AppError>;
     async fn retry(&self, actor: &Actor, id: Uuid, stage: &str) -> Result<(), AppError>;
     async fn resubmit(&self, actor: &Actor, id: Uuid) -> Result<Uuid, AppError>;
+    async fn template_versions(&self) -> Result<Vec<crate::pipelines::TemplateVersions>, AppError>;
+    async fn template_source(
+        &self,
+        name: &str,
+        version: Option<i32>,
+        against: Option<i32>,
+    ) -> Result<crate::pipelines::TemplateSource, AppError>;
+    /// Saves a new version; returns it. Invalid YAML is refused with every problem and
+    /// its line.
+    async fn save_template(&self, actor: &Actor, source: &str) -> Result<(String, i32), AppError>;
 }
 
 /// The browser session of the current request.

@@ -17,7 +17,7 @@ use crate::colab::ColabPage;
 use crate::components::{EmptyState, ErrorNote, PageHeader, RoleBadge, Time};
 use crate::deploys::pages::DeploysPage;
 use crate::error::AppError;
-use crate::pipelines::pages::{NewRunPage, RunPage, RunsPage};
+use crate::pipelines::pages::{NewRunPage, RunPage, RunsPage, TemplatesPage};
 
 /// The HTML document. On the server it also sets the Content-Security-Policy with a
 /// fresh nonce for the hydration script.
@@ -119,6 +119,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("runs/new") view=NewRunPage/>
                     <Route path=path!("runs/:id") view=RunPage/>
                     <Route path=path!("admin/colab") view=ColabPage/>
+                    <Route path=path!("admin/pipelines") view=TemplatesPage/>
                     <Route path=path!("admin/users") view=UsersPage/>
                     <Route path=path!("admin/tokens") view=TokensPage/>
                     <Route path=path!("admin/audit") view=AuditPage/>
@@ -136,6 +137,7 @@ const NAV: &[(&str, &str, Role)] = &[
     ("Architecture", "/architecture", Role::Lead),
     ("Deploys", "/deploys", Role::Lead),
     ("Colab", "/admin/colab", Role::Admin),
+    ("Templates", "/admin/pipelines", Role::Admin),
     ("Users", "/admin/users", Role::Admin),
     ("Tokens", "/admin/tokens", Role::Admin),
     ("Audit log", "/admin/audit", Role::Admin),

@@ -964,6 +964,12 @@ async fn an_admin_sees_a_new_revision_live_opens_its_diff_and_rolls_back() {
     assert_ne!(image, json!("blender:4.3.0"));
     assert!(marker_survived(c).await, "the page was not reloaded");
     screenshot(c, "deploys").await;
+    // The template editor, for a look.
+    c.goto(&app.url("/admin/pipelines?name=keyframes-to-animatic&version=1"))
+        .await
+        .unwrap();
+    wait_for(c, "#template-source").await;
+    screenshot_page(c, "templates").await;
     drop(b);
     app.stop().await;
     let _ = std::fs::remove_file(kubeconfig);

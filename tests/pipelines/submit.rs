@@ -198,3 +198,83 @@ async fn templates_are_versioned_and_a_cyclic_one_is_refused() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn admins_edit_templates_as_new_versions_and_see_the_differences() {
+    let app = spawn_app_with(|c| {
+        c.local_stages = 0;
+        c.comfyui_prompts = 0;
+    })
+    .await;
+    let admin = app.signed_in(slate_tests::ADMIN_EMAIL, "admin").await;
+    let lead = app.signed_in("lead@studio.test", "lead").await;
+    let source: serde_json::Value = app
+        .call(
+            &admin,
+            "/api/admin/pipeline_source",
+            &[("name", "transcode-and-proxies")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let text = source["source"].as_str().unwrap().to_owned();
+    assert_eq!(source["version"], 1);
+
+    // A lead may not; a cycle is refused with its line; the same text changes nothing.
+    let edited = text.replace("default: 18", "default: 20");
+    let res = app
+        .call(&lead, "/api/admin/save_pipeline", &[("source", &edited)])
+        .await;
+    assert_eq!(res.status(), 403);
+    let cyclic = edited.replace("  - name: proxy\n", "  - name: proxy\n    needs: [proxy]\n");
+    let res = app
+        .call(&admin, "/api/admin/save_pipeline", &[("source", &cyclic)])
+        .await;
+    assert_eq!(res.status(), 422);
+    let said = res.text().await.unwrap();
+    assert!(said.contains("line ") && said.contains("cycle"), "{said}");
+    let res = app
+        .call(&admin, "/api/admin/save_pipeline", &[("source", &text)])
+        .await;
+    assert_eq!(res.status(), 409);
+    assert_eq!(
+        app.count("select count(*) from pipelines where name = 'transcode-and-proxies'")
+            .await,
+        1
+    );
+
+    // A real change: version 2, audited, and its diff against version 1 is that line.
+    let res = app
+        .call(&admin, "/api/admin/save_pipeline", &[("source", &edited)])
+        .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let v2: serde_json::Value = app
+        .call(
+            &admin,
+            "/api/admin/pipeline_source",
+            &[("name", "transcode-and-proxies")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v2["version"], 2);
+    assert_eq!(v2["against"], 1);
+    let changed: Vec<&serde_json::Value> = v2["diff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["change"] != "Same")
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert!(changed[0]["right"][1]
+        .as_str()
+        .unwrap()
+        .contains("default: 20"));
+    assert_eq!(
+        app.count("select count(*) from audit_log where action = 'pipeline.save' and actor_label = 'admin@studio.test'").await,
+        1
+    );
+    app.stop().await;
+}

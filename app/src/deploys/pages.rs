@@ -325,8 +325,16 @@ fn timeline(entries: &[DeployEntry], q: &leptos_router::params::ParamsMap) -> im
 }
 
 fn diff_table(d: &TemplateDiff) -> impl IntoView {
-    let rows = d
-        .rows
+    side_by_side(&d.rows, d.left_label.clone(), d.right_label.clone())
+}
+
+/// A side-by-side diff as a table (also the template editor's).
+pub fn side_by_side(
+    rows: &[super::diff::Row],
+    left_label: String,
+    right_label: String,
+) -> impl IntoView {
+    let rows = rows
         .iter()
         .map(|r| {
             let (class, mark) = match r.change {
@@ -355,9 +363,9 @@ fn diff_table(d: &TemplateDiff) -> impl IntoView {
                     <col class="ln"/><col class="code"/><col class="mark"/><col class="ln"/><col class="code"/>
                 </colgroup>
                 <thead><tr>
-                    <th colspan="2" scope="colgroup">{d.left_label.clone()}</th>
+                    <th colspan="2" scope="colgroup">{left_label}</th>
                     <th><span class="visually-hidden">"Change"</span></th>
-                    <th colspan="2" scope="colgroup">{d.right_label.clone()}</th>
+                    <th colspan="2" scope="colgroup">{right_label}</th>
                 </tr></thead>
                 <tbody>{rows}</tbody>
             </table>

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use leptos::prelude::*;
 use uuid::Uuid;
 
-use super::{RunDetail, RunFilter, RunsView, TemplateForm};
+use super::{RunDetail, RunFilter, RunsView, TemplateForm, TemplateSource, TemplateVersions};
 use crate::error::AppError;
 
 #[cfg(feature = "ssr")]
@@ -59,4 +59,46 @@ pub async fn retry_stage(id: Uuid, stage: String) -> Result<(), AppError> {
 #[server(prefix = "/api", endpoint = "resubmit_run")]
 pub async fn resubmit_run(id: Uuid) -> Result<Uuid, AppError> {
     answer(async { services()?.pipelines.resubmit(&actor()?, id).await }.await)
+}
+
+#[server(prefix = "/api/admin", endpoint = "pipeline_templates")]
+pub async fn get_template_versions() -> Result<Vec<TemplateVersions>, AppError> {
+    answer(
+        async {
+            actor()?;
+            services()?.pipelines.template_versions().await
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api/admin", endpoint = "pipeline_source")]
+pub async fn get_template_source(
+    name: String,
+    version: Option<i32>,
+    against: Option<i32>,
+) -> Result<TemplateSource, AppError> {
+    answer(
+        async {
+            actor()?;
+            services()?
+                .pipelines
+                .template_source(&name, version, against)
+                .await
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api/admin", endpoint = "save_pipeline")]
+pub async fn save_template(source: String) -> Result<(String, i32), AppError> {
+    answer(
+        async {
+            services()?
+                .pipelines
+                .save_template(&actor()?, &source)
+                .await
+        }
+        .await,
+    )
 }

@@ -118,3 +118,23 @@ pub struct RunDetail {
     /// The server's clock when this was read.
     pub now: DateTime<Utc>,
 }
+
+/// A template and its versions, for the admins' editor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TemplateVersions {
+    pub name: String,
+    pub title: String,
+    /// (version, saved at, built in, saved by), newest first.
+    pub versions: Vec<(i32, DateTime<Utc>, bool, Option<String>)>,
+}
+
+/// One version's text, and its differences from another.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TemplateSource {
+    pub name: String,
+    pub version: i32,
+    pub source: String,
+    /// Against the version before it (empty for the first).
+    pub diff: Vec<crate::deploys::diff::Row>,
+    pub against: Option<i32>,
+}

@@ -474,3 +474,88 @@ fn run_view(
         </section>
     }
 }
+
+/// The admins' template editor: every template and its versions; a version's YAML to
+/// edit and save as the next version (refused with every problem and its line); and the
+/// differences from the version before it or any other.
+#[component]
+pub fn TemplatesPage() -> impl IntoView {
+    use super::api::{get_template_source, get_template_versions, SaveTemplate};
+    let query = use_query_map();
+    let save = ServerAction::<SaveTemplate>::new();
+    let list = Resource::new(move || save.version().get(), |_| get_template_versions());
+    let chosen = move || {
+        let q = query.read();
+        (
+            q.get("name"),
+            q.get("version").and_then(|v| v.parse::<i32>().ok()),
+            q.get("against").and_then(|v| v.parse::<i32>().ok()),
+        )
+    };
+    let source = Resource::new(
+        move || (chosen(), save.version().get()),
+        |((name, version, against), _)| async move {
+            match name {
+                Some(n) => Some(get_template_source(n, version, against).await),
+                None => None,
+            }
+        },
+    );
+    view! {
+        <PageHeader title="Pipeline templates" subtitle="Every template and every saved version; a run names the version it ran."/>
+        {move || save.value().get().map(|r| match r {
+            Ok((name, version)) => view! { <div class="notice success" role="status" id="template-saved">{format!("Saved {name} version {version}.")}</div> }.into_any(),
+            Err(crate::error::AppError::Invalid(problems)) => view! {
+                <div class="notice error" role="alert" id="template-problems">
+                    <strong>"The template was not saved:"</strong>
+                    <ul>{problems.lines().map(|l| view! { <li>{l.to_owned()}</li> }).collect_view()}</ul>
+                </div>
+            }.into_any(),
+            Err(e) => view! { <ErrorNote error=e/> }.into_any(),
+        })}
+        <div class="editor-layout">
+            <Transition fallback=|| view! { <p class="loading">"Loading templates…"</p> }>
+                {move || list.get().map(|r| match r {
+                    Err(e) => view! { <ErrorNote error=e/> }.into_any(),
+                    Ok(templates) => view! {
+                        <nav class="card template-list" aria-label="Templates">
+                            {templates.into_iter().map(|t| view! {
+                                <h3>{t.title.clone()}</h3>
+                                <ul>
+                                    {t.versions.iter().map(|(v, at, builtin, by)| view! {
+                                        <li>
+                                            <A href=format!("/admin/pipelines?name={}&version={v}", encode_query_value(&t.name))>{format!("version {v}")}</A>
+                                            " "<span class="muted">{format!("{} · {}", if *builtin { "built in".to_owned() } else { by.clone().unwrap_or_else(|| "—".into()) }, crate::components::format_time(*at))}</span>
+                                        </li>
+                                    }).collect_view()}
+                                </ul>
+                            }).collect_view()}
+                        </nav>
+                    }.into_any(),
+                })}
+            </Transition>
+            <Transition fallback=|| ()>
+                {move || match source.get().flatten() {
+                    None => view! { <EmptyState title="Choose a version">"Pick a template's version to read it, change it and save the next version."</EmptyState> }.into_any(),
+                    Some(Err(e)) => view! { <ErrorNote error=e/> }.into_any(),
+                    Some(Ok(t)) => {
+                        let changed = t.diff.iter().filter(|r| r.change != super::super::deploys::diff::Change::Same).count();
+                        let left = t.against.map(|a| format!("version {a}")).unwrap_or_else(|| "nothing before".into());
+                        view! {
+                            <section class="card" id="template-editor">
+                                <h2>{format!("{} · version {}", t.name, t.version)}</h2>
+                                <ActionForm action=save attr:class="form">
+                                    <label for="template-source">"YAML (saving makes the next version; runs keep the version they ran)"</label>
+                                    <textarea id="template-source" name="source" rows="24" spellcheck="false" class="code-input">{t.source.clone()}</textarea>
+                                    <button type="submit" class="btn primary" id="template-save">"Save as a new version"</button>
+                                </ActionForm>
+                                <h3>{format!("Changes from {left}: {changed} lines")}</h3>
+                                {crate::deploys::pages::side_by_side(&t.diff, left, format!("version {}", t.version))}
+                            </section>
+                        }.into_any()
+                    }
+                }}
+            </Transition>
+        </div>
+    }
+}

@@ -9,7 +9,7 @@ use app::error::AppError;
 use app::pipelines::template::ParamType;
 use app::pipelines::{
     LogLine, OutputView, RunDetail, RunFilter, RunSummary, RunsView, StageView, TemplateForm,
-    TemplateSummary,
+    TemplateSource, TemplateSummary, TemplateVersions,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -377,6 +377,81 @@ impl PipelinesBackend for Pipelines {
         let who = Self::who(actor);
         let by = submitter(actor, &who);
         runs::resubmit(&self.pool, &self.caps, id, &Map::new(), &by).await
+    }
+
+    async fn template_versions(&self) -> Result<Vec<TemplateVersions>, AppError> {
+        let rows: Vec<(String, String, i32, DateTime<Utc>, bool, Option<String>)> = sqlx::query_as(
+            "select p.name, p.title, p.version, p.created_at, p.builtin, u.email
+             from pipelines p left join users u on u.id = p.created_by
+             order by p.name, p.version desc",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut out: Vec<TemplateVersions> = Vec::new();
+        for (name, title, version, at, builtin, by) in rows {
+            match out.last_mut() {
+                Some(t) if t.name == name => t.versions.push((version, at, builtin, by)),
+                _ => out.push(TemplateVersions {
+                    name,
+                    title,
+                    versions: vec![(version, at, builtin, by)],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn template_source(
+        &self,
+        name: &str,
+        version: Option<i32>,
+        against: Option<i32>,
+    ) -> Result<TemplateSource, AppError> {
+        let Some(stored) = store::find(&self.pool, name, version).await.map_err(db)? else {
+            return Err(AppError::NotFound(format!(
+                "There is no such version of \"{name}\"."
+            )));
+        };
+        let against = against.or((stored.version > 1).then_some(stored.version - 1));
+        let before = match against {
+            Some(v) => match store::find(&self.pool, name, Some(v)).await.map_err(db)? {
+                Some(b) => b.source,
+                None => {
+                    return Err(AppError::NotFound(format!(
+                        "\"{name}\" has no version {v} to compare with."
+                    )))
+                }
+            },
+            None => String::new(),
+        };
+        Ok(TemplateSource {
+            name: stored.name.clone(),
+            version: stored.version,
+            diff: app::deploys::diff::side_by_side(&before, &stored.source),
+            source: stored.source,
+            against,
+        })
+    }
+
+    async fn save_template(&self, actor: &Actor, source: &str) -> Result<(String, i32), AppError> {
+        if source.len() > 256 * 1024 {
+            return Err(AppError::invalid("A template is at most 256 KiB."));
+        }
+        match store::save(&self.pool, &Self::who(actor), source, false).await {
+            Ok((name, version, true)) => Ok((name, version)),
+            Ok((name, version, false)) => Err(AppError::Conflict(format!(
+                "Nothing changed: this is the text of {name} version {version}."
+            ))),
+            Err(store::SaveError::Invalid(problems)) => Err(AppError::invalid(
+                problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )),
+            Err(store::SaveError::Database(e)) => Err(db(e)),
+        }
     }
 }
 
