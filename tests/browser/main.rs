@@ -981,18 +981,7 @@ async fn a_creator_submits_a_transcode_from_the_form_watches_it_and_opens_the_ou
     let app = spawn_app().await;
     app.create_user("cleo@studio.test", "creator").await;
     // A clip in the library to transcode.
-    let dir = app.config.data_dir.join("fixtures");
-    std::fs::create_dir_all(&dir).unwrap();
-    let clip = dir.join("clip.mov");
-    slate_tests::ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=duration=6:size=640x360:rate=25",
-        "-c:v",
-        "mpeg4",
-        clip.to_str().unwrap(),
-    ]);
+    let clip = slate_tests::test_clip(&app, "clip.mov", 3);
     let tus = slate_tests::tus::Tus::new(&app).await;
     let (_, state) = tus
         .upload("shot_030.mov", &std::fs::read(&clip).unwrap())

@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use chrono::Utc;
 use server::audit::Who;
-use server::colab::signature::sign;
 use slate_tests::fake_comfy::{FakeComfy, Mode};
 use slate_tests::fake_kube::FakeKube;
 use slate_tests::{spawn_app_with, TestApp};
@@ -85,20 +83,7 @@ async fn external_box(app: &TestApp, admin: &reqwest::Client, want: &str) -> ser
 }
 
 async fn up(app: &TestApp, secret: &str, id: &str, url: &str) {
-    let body = serde_json::json!({"event": "up", "event_id": id, "notebook_id": "nb", "url": url})
-        .to_string();
-    let res = app
-        .bare_client()
-        .post(app.url("/api/colab/endpoint"))
-        .header(
-            "x-slate-signature",
-            sign(secret.as_bytes(), Utc::now().timestamp(), body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    slate_tests::colab_up(app, secret, id, url).await
 }
 
 #[tokio::test]

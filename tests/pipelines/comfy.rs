@@ -5,10 +5,7 @@
 use std::time::Duration;
 
 use app::accounts::Role;
-use chrono::Utc;
 use serde_json::json;
-use server::audit::Who;
-use server::colab::signature::sign;
 use server::pipelines::runs::{submit, Submission, Submitter};
 use slate_tests::fake_comfy::{FakeComfy, Mode};
 use slate_tests::spawn_app_with;
@@ -69,40 +66,10 @@ async fn keyframes_wait_for_an_endpoint_then_become_an_animatic() {
     );
 
     // The notebook comes up: the prompt is queued, followed, its image downloaded.
-    let colab = server::colab::Colab::new(
-        app.pool.clone(),
-        server::colab::address::HostRules::parse("", true),
-        Duration::from_secs(2),
-    );
-    let secret = colab.rotate_secret(&Who::cli()).await.unwrap();
+    let secret = slate_tests::colab_secret(&app).await;
     let comfy = FakeComfy::start(Mode::Current).await;
-    let body = json!({"event": "up", "event_id": "k-1", "notebook_id": "nb", "url": comfy.url()})
-        .to_string();
-    let res = app
-        .bare_client()
-        .post(app.url("/api/colab/endpoint"))
-        .header(
-            "x-slate-signature",
-            sign(secret.as_bytes(), Utc::now().timestamp(), body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    let mut state = String::new();
-    // Generous: these machines are shared, and nothing here is about speed.
-    for _ in 0..1800 {
-        state = sqlx::query_scalar("select state from runs where id = $1")
-            .bind(run)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if state == "succeeded" || state == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    slate_tests::colab_up(&app, &secret, "k-1", &comfy.url()).await;
+    let state = crate::wait_run(&app, run).await;
     let stages: Vec<(String, String, Option<String>)> =
         sqlx::query_as("select name, state, status_message from run_stages where run_id = $1")
             .bind(run)
@@ -170,27 +137,9 @@ async fn a_prompt_in_flight_when_slate_stops_is_followed_after_the_restart_not_r
         c.local_stages = 0;
     })
     .await;
-    let colab = server::colab::Colab::new(
-        app.pool.clone(),
-        server::colab::address::HostRules::parse("", true),
-        Duration::from_secs(2),
-    );
-    let secret = colab.rotate_secret(&Who::cli()).await.unwrap();
+    let secret = slate_tests::colab_secret(&app).await;
     let comfy = FakeComfy::start(Mode::Current).await;
-    let body = json!({"event": "up", "event_id": "r-1", "notebook_id": "nb", "url": comfy.url()})
-        .to_string();
-    let res = app
-        .bare_client()
-        .post(app.url("/api/colab/endpoint"))
-        .header(
-            "x-slate-signature",
-            sign(secret.as_bytes(), Utc::now().timestamp(), body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    slate_tests::colab_up(&app, &secret, "r-1", &comfy.url()).await;
     for _ in 0..100 {
         let healthy: i64 = app
             .count("select count(*) from colab_endpoints where state = 'healthy'")
@@ -242,18 +191,7 @@ async fn a_prompt_in_flight_when_slate_stops_is_followed_after_the_restart_not_r
     config.comfyui_poll_ms = 100;
     config.local_stages = 2;
     let app = slate_tests::start(config).await;
-    let mut state = String::new();
-    for _ in 0..1800 {
-        state = sqlx::query_scalar("select state from runs where id = $1")
-            .bind(run)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if state == "succeeded" || state == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let state = crate::wait_run(&app, run).await;
     assert_eq!(state, "succeeded");
     assert_eq!(
         comfy.prompts().len(),

@@ -2,7 +2,6 @@
 //! an uploaded clip goes in, two MP4s come out as assets that ffprobe reads, with their
 //! provenance, the logs kept, and the run settled.
 
-use std::time::Duration;
 
 use app::accounts::Role;
 use serde_json::json;
@@ -16,6 +15,7 @@ use crate::{admin, caps};
 async fn transcode_and_proxies_runs_with_ffmpeg_and_its_outputs_become_assets() {
     let app = spawn_app().await;
     let tus = Tus::new(&app).await;
+    // With a tone too: the transcode carries audio across.
     let dir = app.config.data_dir.join("fixtures");
     std::fs::create_dir_all(&dir).unwrap();
     let clip = dir.join("clip.mov");
@@ -58,19 +58,7 @@ async fn transcode_and_proxies_runs_with_ffmpeg_and_its_outputs_become_assets() 
     let run = submit(&app.pool, &caps(), &by, &submission, None)
         .await
         .unwrap();
-    let mut state = String::new();
-    // Generous: these machines are shared, and nothing here is about speed.
-    for _ in 0..1800 {
-        state = sqlx::query_scalar("select state from runs where id = $1")
-            .bind(run)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if state == "succeeded" || state == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let state = crate::wait_run(&app, run).await;
     let messages: Vec<(String, String, Option<String>)> =
         sqlx::query_as("select name, state, status_message from run_stages where run_id = $1")
             .bind(run)

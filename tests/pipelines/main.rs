@@ -80,4 +80,22 @@ pub async fn submit_runs(app: &TestApp, source: &str, runs: usize, priority: i32
     out
 }
 
+/// Waits (generously: these machines are shared, and nothing here is about speed) until
+/// a run has succeeded or failed; returns its state.
+pub async fn wait_run(app: &TestApp, run: Uuid) -> String {
+    let mut state = String::new();
+    for _ in 0..1800 {
+        state = sqlx::query_scalar("select state from runs where id = $1")
+            .bind(run)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if state == "succeeded" || state == "failed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    state
+}
+
 pub type Shared<T> = Arc<std::sync::Mutex<T>>;

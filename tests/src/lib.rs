@@ -273,6 +273,58 @@ impl TestApp {
     }
 }
 
+/// A new Colab webhook secret (as `slate colab rotate-secret` makes one).
+pub async fn colab_secret(app: &TestApp) -> String {
+    let colab = server::colab::Colab::new(
+        app.pool.clone(),
+        server::colab::address::HostRules::parse("", true),
+        std::time::Duration::from_secs(2),
+    );
+    colab
+        .rotate_secret(&server::audit::Who::cli())
+        .await
+        .expect("a webhook secret")
+}
+
+/// Reports `url` as the notebook's new tunnel (a signed `up`), as the notebook does;
+/// asserts it was accepted (202).
+pub async fn colab_up(app: &TestApp, secret: &str, event_id: &str, url: &str) {
+    let body =
+        serde_json::json!({"event": "up", "event_id": event_id, "notebook_id": "nb", "url": url})
+            .to_string();
+    let t = chrono::Utc::now().timestamp();
+    let res = app
+        .bare_client()
+        .post(app.url("/api/colab/endpoint"))
+        .header(
+            "x-slate-signature",
+            server::colab::signature::sign(secret.as_bytes(), t, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("the webhook answers");
+    assert_eq!(res.status(), 202);
+}
+
+/// A clip for tests, made with ffmpeg's lavfi sources in the app's data directory:
+/// `seconds` of the test pattern at 640×360, 25 fps, MPEG-4 in a QuickTime file.
+pub fn test_clip(app: &TestApp, name: &str, seconds: u32) -> PathBuf {
+    let dir = app.config.data_dir.join("fixtures");
+    std::fs::create_dir_all(&dir).expect("a fixtures directory");
+    let clip = dir.join(name);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc=duration={seconds}:size=640x360:rate=25"),
+        "-c:v",
+        "mpeg4",
+        clip.to_str().expect("a UTF-8 path"),
+    ]);
+    clip
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
