@@ -2,7 +2,6 @@
 //! an uploaded clip goes in, two MP4s come out as assets that ffprobe reads, with their
 //! provenance, the logs kept, and the run settled.
 
-
 use app::accounts::Role;
 use serde_json::json;
 use server::pipelines::runs::{submit, Submission, Submitter};
