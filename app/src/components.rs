@@ -80,8 +80,10 @@ pub fn encode_query_value(value: &str) -> String {
 }
 
 /// Bumps `refresh` whenever the event stream at `url` sends an `event` whose data
-/// `wanted` accepts. The stream is opened in the browser only, and closed (its listener
-/// freed) when the page is left.
+/// `wanted` accepts, and each time the stream (re)opens: whatever changed between the
+/// page's own fetch and the subscription, or while the connection was down, would
+/// otherwise never be announced. The stream is opened in the browser only, and closed
+/// (its listeners freed) when the page is left.
 pub fn follow_events(
     url: &'static str,
     event: &'static str,
@@ -102,13 +104,19 @@ pub fn follow_events(
                         refresh.update(|n| *n += 1);
                     }
                 });
+            let on_open = Closure::<dyn Fn(web_sys::Event)>::new(move |_: web_sys::Event| {
+                refresh.update(|n| *n += 1);
+            });
             let _ =
                 source.add_event_listener_with_callback(event, on_event.as_ref().unchecked_ref());
-            let kept = send_wrapper::SendWrapper::new((source, on_event));
+            let _ =
+                source.add_event_listener_with_callback("open", on_open.as_ref().unchecked_ref());
+            let kept = send_wrapper::SendWrapper::new((source, on_event, on_open));
             on_cleanup(move || {
-                let (source, on_event) = kept.take();
+                let (source, on_event, on_open) = kept.take();
                 source.close();
                 drop(on_event);
+                drop(on_open);
             });
         });
     }

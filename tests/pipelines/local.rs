@@ -129,3 +129,66 @@ async fn transcode_and_proxies_runs_with_ffmpeg_and_its_outputs_become_assets() 
     );
     app.stop().await;
 }
+
+/// Stages of one run that read the same asset at the same moment each get the input,
+/// and the stored file they were given never changes (a fetch that wrote onto a hard
+/// link of the stored blob once emptied it).
+#[tokio::test]
+async fn stages_reading_one_input_at_once_leave_the_stored_file_untouched() {
+    let app = slate_tests::spawn_app_with(|c| c.local_stages = 4).await;
+    let tus = Tus::new(&app).await;
+    let clip = slate_tests::test_clip(&app, "clip.mov", 1);
+    let original = std::fs::read(&clip).unwrap();
+    let (video, state) = tus.upload("plate.mov", &original).await;
+    assert_eq!(state, "ready");
+    let mut source = String::from(
+        "name: probe-four-ways\ntitle: Probe four ways\nparameters:\n  - name: source\n    type: asset\n    kind: video\nstages:\n",
+    );
+    for i in 0..4 {
+        source.push_str(&format!(
+            "  - name: p{i}\n    executor: local\n    program: ffprobe\n    attempts: 1\n    args: [\"-v\", \"error\", \"-show_format\", \"${{params.source}}\"]\n"
+        ));
+    }
+    let (who, id) = admin(&app).await;
+    server::pipelines::store::save(&app.pool, &who, &source, false)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let by = Submitter {
+        who: &who,
+        user_id: id,
+        role: Role::Admin,
+        token: None,
+    };
+    let key: String = sqlx::query_scalar(
+        "select v.blob_key from assets a join asset_versions v on v.id = a.current_version_id where a.id = $1::uuid",
+    )
+    .bind(&video)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let stored = app.config.data_dir.join("storage").join(&key);
+    // Several runs, so that the four stages race for the input more than once.
+    for _ in 0..3 {
+        let submission = Submission {
+            template: "probe-four-ways".into(),
+            params: json!({ "source": video }).as_object().cloned().unwrap(),
+            ..Default::default()
+        };
+        let run = submit(&app.pool, &caps(), &by, &submission, None)
+            .await
+            .unwrap();
+        let state = crate::wait_run(&app, run).await;
+        let messages: Vec<(String, Option<String>)> =
+            sqlx::query_as("select name, status_message from run_stages where run_id = $1")
+                .bind(run)
+                .fetch_all(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(state, "succeeded", "{messages:?}");
+        assert!(
+            std::fs::read(&stored).unwrap() == original,
+            "the stored file is byte for byte what was uploaded"
+        );
+    }
+    app.stop().await;
+}

@@ -63,19 +63,30 @@ impl LocalExecutor {
             .map_err(|e| format!("cannot prepare the inputs: {e}"))?;
         let path = dir.join(crate::assets::clean_name(&name));
         if !path.exists() {
+            // Stages of one run may fetch the same input at once, and the file may be a
+            // hard link to the stored blob: each fetch is made under its own name and
+            // renamed into place, so no writer ever opens a path another stage (or the
+            // store) reads from.
+            let own = Uuid::now_v7();
+            let scratch = dir.join(format!(".download-{own}"));
+            let staged = dir.join(format!(".staged-{own}"));
             let local = self
                 .assets
                 .storage
-                .local_copy(&key, &dir.join(".download"))
+                .local_copy(&key, &scratch)
                 .await
                 .map_err(|e| format!("cannot fetch asset {asset}: {e}"))?;
             // Hard-link the stored blob when it is on this disk; else keep the download.
-            if tokio::fs::hard_link(&local, &path).await.is_err() {
-                tokio::fs::copy(&local, &path)
-                    .await
-                    .map_err(|e| format!("cannot fetch asset {asset}: {e}"))?;
+            let placed = async {
+                if tokio::fs::hard_link(&local, &staged).await.is_err() {
+                    tokio::fs::copy(&local, &staged).await?;
+                }
+                tokio::fs::rename(&staged, &path).await
             }
-            let _ = tokio::fs::remove_file(dir.join(".download")).await;
+            .await;
+            let _ = tokio::fs::remove_file(&scratch).await;
+            let _ = tokio::fs::remove_file(&staged).await;
+            placed.map_err(|e| format!("cannot fetch asset {asset}: {e}"))?;
         }
         let duration_us = probe
             .as_ref()
