@@ -212,6 +212,56 @@ pub struct Config {
     )]
     pub comfyui_prompts: i64,
 
+    /// The directory stages work in (inputs, outputs, logs): `<data dir>/work` unless set.
+    /// With a cluster it must be on the volume `SLATE_JOB_WORK_CLAIM` names, mounted at
+    /// this same path, because Jobs see it there too.
+    #[arg(long, env = "SLATE_WORK_DIR", global = true)]
+    pub work_dir: Option<PathBuf>,
+
+    /// Kubernetes Jobs without a GPU running at once across every replica (0: this
+    /// replica starts none).
+    #[arg(long, env = "SLATE_JOB_STAGES", default_value_t = 4, global = true)]
+    pub job_stages: i64,
+
+    /// Kubernetes Jobs with a GPU running at once across every replica (0: none).
+    #[arg(long, env = "SLATE_GPU_JOBS", default_value_t = 1, global = true)]
+    pub gpu_jobs: i64,
+
+    /// The pipeline's volumes mounted into every Job: `claim=/mount/path`, comma-separated.
+    #[arg(
+        long,
+        env = "SLATE_JOB_VOLUMES",
+        default_value = "images=/data/images,videos=/data/videos,models=/data/models",
+        global = true
+    )]
+    pub job_volumes: String,
+
+    /// The claim holding the work directory, and the directory inside it (`claim/subpath`);
+    /// Jobs mount it at the work directory's path.
+    #[arg(
+        long,
+        env = "SLATE_JOB_WORK_VOLUME",
+        default_value = "slate-assets/work",
+        global = true
+    )]
+    pub job_work_volume: String,
+
+    /// Seconds a finished Job stays in the cluster before Kubernetes removes it (its log
+    /// is archived by Slate first).
+    #[arg(
+        long,
+        env = "SLATE_JOB_TTL_SECONDS",
+        default_value_t = 3600,
+        global = true
+    )]
+    pub job_ttl_seconds: i32,
+
+    /// CPU and memory each Job requests (and is limited to).
+    #[arg(long, env = "SLATE_JOB_CPU", default_value = "2", global = true)]
+    pub job_cpu: String,
+    #[arg(long, env = "SLATE_JOB_MEMORY", default_value = "4Gi", global = true)]
+    pub job_memory: String,
+
     /// The checkpoint (model file on the Colab side) the txt2img workflow loads.
     #[arg(
         long,
@@ -330,6 +380,13 @@ impl Config {
         self.public_url.clone().unwrap_or_else(|| {
             Url::parse(&format!("http://{}", self.listen)).expect("a socket address makes a URL")
         })
+    }
+
+    /// Where stages work (see `work_dir`).
+    pub fn work(&self) -> PathBuf {
+        self.work_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("work"))
     }
 
     pub fn session_idle(&self) -> Duration {

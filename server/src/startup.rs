@@ -137,7 +137,9 @@ impl Application {
             .clone()
             .spawn_monitor(Duration::from_secs(config.colab_check_seconds.max(1)));
         let (pipeline_caps, pipelines) =
-            match crate::pipelines::start(config, &pool, &assets, colab.prober.clone()).await {
+            match crate::pipelines::start(config, &pool, &assets, colab.prober.clone(), &cluster)
+                .await
+            {
                 Ok((caps, tasks)) => (Arc::new(caps), tasks),
                 Err(err) => return Err((err, db)),
             };

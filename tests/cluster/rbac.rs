@@ -97,6 +97,48 @@ async fn the_role_grants_exactly_what_slate_calls() {
         panic!("a patch")
     };
     workloads.undo("blender", undo).await.expect("rolled back");
+    // Pipeline stages: a Job per attempt, read after a restart, its pod's log followed
+    // and read whole, deleted on cancel.
+    let jobs = server::pipelines::exec_kube::Jobs {
+        client: fake.client(),
+        namespace: "ai-film".into(),
+    };
+    let job = serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "slate-render-0123456789ab"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "stage", "image": "blender:4.2.3", "command": ["blender", "-b"]}]}}}
+    });
+    jobs.create(&job).await.expect("created");
+    assert!(jobs
+        .get("slate-render-0123456789ab")
+        .await
+        .unwrap()
+        .is_some());
+    fake.apply(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "slate-render-0123456789ab-x1", "labels": {"job-name": "slate-render-0123456789ab"}},
+        "spec": {"containers": [{"name": "stage", "image": "blender:4.2.3"}]},
+        "status": {"phase": "Succeeded"}
+    }));
+    fake.set_pod_log(
+        "ai-film",
+        "slate-render-0123456789ab-x1",
+        Some("stage"),
+        "Fra:1\n",
+    );
+    assert_eq!(
+        jobs.log("slate-render-0123456789ab-x1").await.unwrap(),
+        "Fra:1\n"
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let had = std::sync::atomic::AtomicUsize::new(0);
+    let following = jobs.follow_log("slate-render-0123456789ab-x1", &had, &tx);
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), following).await;
+    assert_eq!(rx.recv().await.as_deref(), Some("Fra:1"));
+    jobs.delete("slate-render-0123456789ab")
+        .await
+        .expect("deleted");
     let called: BTreeSet<Permission> = fake
         .requests()
         .into_iter()

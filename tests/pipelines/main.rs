@@ -1,8 +1,10 @@
 //! Pipelines: templates, submission and its refusals, and the durable queue (claims,
-//! limits, retries, cancellation, two dispatchers on one database, a runner that dies).
+//! limits, retries, cancellation, two dispatchers on one database, a runner that dies),
+//! and each executor: local with ffmpeg, ComfyUI and Kubernetes Jobs against fakes.
 
 mod api;
 mod comfy;
+mod kube;
 mod local;
 mod queue;
 mod submit;

@@ -24,23 +24,31 @@ use super::local::{self, Allowed, Event, Expected, Spec, Stream};
 use super::queue::{Claim, Outcome};
 use super::{store, Executor};
 use crate::assets::Assets;
-use app::pipelines::template::{ParamType, Reference, Stage, Template};
+use app::pipelines::template::{ParamType, Reference, Template};
 
 pub struct LocalExecutor {
+    pub files: Workspace,
+    pub allowed: Arc<Allowed>,
+}
+
+/// The work directory the stages of runs share (see the module documentation): inputs
+/// fetched from storage, references resolved to paths in it, outputs kept as assets, logs
+/// archived. The Kubernetes executor uses the same layout on a volume its Jobs mount.
+#[derive(Clone)]
+pub struct Workspace {
     pub pool: PgPool,
     pub assets: Assets,
-    pub allowed: Arc<Allowed>,
     pub work: PathBuf,
 }
 
 /// An asset given to a run: its file on this machine, and what provenance records.
-struct Input {
+pub struct Input {
     path: PathBuf,
     version: Uuid,
     duration_us: Option<u64>,
 }
 
-impl LocalExecutor {
+impl Workspace {
     async fn input(&self, run: Uuid, asset: Uuid) -> Result<Input, String> {
         let row: Option<(Uuid, String, Option<String>, Option<Value>)> = sqlx::query_as(
             "select v.id, a.name, v.blob_key, v.probe from assets a join asset_versions v on v.id = a.current_version_id
@@ -103,18 +111,19 @@ impl LocalExecutor {
         })
     }
 
-    /// The argument vector, with every reference resolved; the inputs used.
-    async fn arguments(
+    /// `raw` (a stage's arguments or command) with every reference resolved, and the
+    /// inputs used.
+    pub async fn arguments(
         &self,
         claim: &Claim,
         template: &Template,
-        stage: &Stage,
+        raw: &[String],
         out: &Path,
     ) -> Result<(Vec<String>, Vec<(Uuid, Input)>), String> {
         let run_dir = self.work.join(claim.run_id.to_string());
         let mut inputs: Vec<(Uuid, Input)> = Vec::new();
         let mut args = Vec::new();
-        for raw in &stage.args {
+        for raw in raw {
             let refs = app::pipelines::template::references(raw)?;
             // An argument that is exactly a list of assets becomes one argument each.
             let mut expanded: Option<Vec<String>> = None;
@@ -195,7 +204,7 @@ impl LocalExecutor {
         claim: &Claim,
         cancel: watch::Receiver<bool>,
     ) -> Result<Outcome, String> {
-        let stored = store::by_id(&self.pool, claim.pipeline_id)
+        let stored = store::by_id(&self.files.pool, claim.pipeline_id)
             .await
             .map_err(|e| format!("cannot read the template: {e}"))?
             .ok_or("the run's template is gone")?;
@@ -204,10 +213,13 @@ impl LocalExecutor {
             .stage(&claim.name)
             .ok_or_else(|| format!("the template has no stage {}", claim.name))?
             .clone();
-        let stage_dir = self.work.join(claim.run_id.to_string()).join(&stage.name);
+        let stage_dir = self.files.stage_dir(claim);
         let workdir = stage_dir.join(claim.attempt.to_string());
         let out = workdir.join("out");
-        let (args, inputs) = self.arguments(claim, template, &stage, &out).await?;
+        let (args, inputs) = self
+            .files
+            .arguments(claim, template, &stage.args, &out)
+            .await?;
         let program = stage.program.clone().unwrap_or_default();
         let expected = inputs
             .iter()
@@ -221,10 +233,12 @@ impl LocalExecutor {
             expected,
         };
         let (tx, rx) = mpsc::channel(1024);
-        let recorder = tokio::spawn(record(self.pool.clone(), claim.clone(), rx));
+        let recorder = tokio::spawn(record(self.files.pool.clone(), claim.clone(), rx));
         let result = local::run(&self.allowed, &spec, tx, cancel).await;
         let log = recorder.await.unwrap_or_default();
-        self.archive_log(claim, &workdir, log, &program, &args)
+        let text = format!("$ {program} {}\n{log}", args.join(" "));
+        self.files
+            .archive_log(claim, &workdir, &text, &program)
             .await;
         let outcome = match result {
             Err(e) => return Err(e.to_string()),
@@ -258,48 +272,51 @@ impl LocalExecutor {
             tokio::fs::rename(&out, &final_out)
                 .await
                 .map_err(|e| format!("cannot keep the outputs: {e}"))?;
-            self.outputs(claim, &stored, &final_out, &program, &args, &inputs)
+            let how = json!({"executor": "local", "program": program, "args": args});
+            self.files
+                .outputs(claim, &stored, &final_out, &inputs, how)
                 .await?;
         }
         Ok(outcome)
     }
+}
 
-    async fn archive_log(
-        &self,
-        claim: &Claim,
-        workdir: &Path,
-        log: String,
-        program: &str,
-        args: &[String],
-    ) {
+impl Workspace {
+    /// `<work>/<run>/<stage>`.
+    pub fn stage_dir(&self, claim: &Claim) -> PathBuf {
+        self.work.join(claim.run_id.to_string()).join(&claim.name)
+    }
+
+    /// Stores the attempt's whole log (written to `workdir` first) and links it to the
+    /// attempt, with what the executor calls the work when it has no better name.
+    pub async fn archive_log(&self, claim: &Claim, workdir: &Path, text: &str, reference: &str) {
+        let _ = tokio::fs::create_dir_all(workdir).await;
         let path = workdir.join("slate-attempt.log");
-        let text = format!("$ {program} {}\n{log}", args.join(" "));
         let key = format!("logs/{}/{}.log", claim.run_id, claim.attempt_id);
         if tokio::fs::write(&path, text).await.is_ok()
             && self.assets.storage.put_file(&key, &path).await.is_ok()
         {
             let _ = sqlx::query(
-                "update stage_attempts set log_key = $2, executor_ref = $3 where id = $1",
+                "update stage_attempts set log_key = $2, executor_ref = coalesce(executor_ref, $3) where id = $1",
             )
             .bind(claim.attempt_id)
             .bind(&key)
-            .bind(program)
+            .bind(reference)
             .execute(&self.pool)
             .await;
         }
     }
 
     /// Every file the stage left in its outputs becomes an asset of the submitter, linked
-    /// to the run with its provenance, and goes through the usual processing (kind,
-    /// facts, thumbnail, proxy).
-    async fn outputs(
+    /// to the run with its provenance (`how`: the executor and what it ran, merged in),
+    /// and goes through the usual processing (kind, facts, thumbnail, proxy).
+    pub async fn outputs(
         &self,
         claim: &Claim,
         stored: &store::Stored,
         dir: &Path,
-        program: &str,
-        args: &[String],
         inputs: &[(Uuid, Input)],
+        how: Value,
     ) -> Result<(), String> {
         let mut entries = tokio::fs::read_dir(dir)
             .await
@@ -311,17 +328,17 @@ impl LocalExecutor {
             }
         }
         files.sort();
-        let provenance = json!({
+        let mut provenance = json!({
             "template": stored.name,
             "template_version": stored.version,
             "stage": claim.name,
             "attempt": claim.attempt,
             "params": claim.params,
             "inputs": inputs.iter().map(|(a, i)| json!({"asset": a, "version": i.version})).collect::<Vec<_>>(),
-            "executor": "local",
-            "program": program,
-            "args": args,
         });
+        if let (Some(all), Value::Object(how)) = (provenance.as_object_mut(), how) {
+            all.extend(how);
+        }
         for file in files {
             let name = file
                 .file_name()
@@ -337,7 +354,7 @@ impl LocalExecutor {
 
 /// Writes log lines (in batches) and progress (as it changes) while the process runs;
 /// returns the whole log for the archive.
-async fn record(pool: PgPool, claim: Claim, mut rx: mpsc::Receiver<Event>) -> String {
+pub async fn record(pool: PgPool, claim: Claim, mut rx: mpsc::Receiver<Event>) -> String {
     let mut log = String::new();
     let mut batch: Vec<(&'static str, String)> = Vec::new();
     let mut last_flush = tokio::time::Instant::now();

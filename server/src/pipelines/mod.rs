@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod exec_comfy;
+pub mod exec_kube;
 pub mod exec_local;
 pub mod http;
 pub mod local;
@@ -203,11 +204,12 @@ pub async fn start(
     pool: &PgPool,
     assets: &crate::assets::Assets,
     prober: crate::colab::probe::Prober,
+    cluster: &crate::cluster::Cluster,
 ) -> anyhow::Result<(runs::Capabilities, Vec<JoinHandle<()>>)> {
     store::seed_builtins(pool)
         .await
         .map_err(|e| anyhow::anyhow!("cannot save the built-in pipeline templates: {e:?}"))?;
-    std::fs::create_dir_all(config.data_dir.join("work"))?;
+    std::fs::create_dir_all(config.work())?;
     let mut tasks = vec![spawn_reconciler(pool.clone())];
     let mut wakes = HashMap::new();
     let names: Vec<String> = config
@@ -217,17 +219,19 @@ pub async fn start(
         .filter(|p| !p.is_empty())
         .collect();
     let allowed = local::Allowed::resolve(&names);
-    // Kubernetes Jobs wait for their executor (the pipelines issue's next part): until
-    // then a template with a Job stage is refused rather than queued forever.
+    // Without a cluster, a template with a Job stage is refused rather than queued
+    // forever.
+    let kube_client = cluster.client();
     let caps = runs::Capabilities {
         programs: allowed.names(),
-        kubernetes: false,
+        kubernetes: kube_client.is_some(),
     };
+    // Jobs see the work directory at the same path: it must be absolute.
+    let work = std::path::absolute(config.work())?;
     if config.local_stages > 0 {
         if !allowed.missing().is_empty() {
             tracing::warn!(missing = ?allowed.missing(), "some allowed programs for local stages cannot be found on PATH");
         }
-        let work = config.data_dir.join("work");
         let wake = Arc::new(Notify::new());
         wakes.insert("local".to_owned(), wake.clone());
         let dispatcher = Arc::new(Dispatcher {
@@ -235,10 +239,12 @@ pub async fn start(
             kind: "local".into(),
             capacity: config.local_stages,
             executor: Arc::new(exec_local::LocalExecutor {
-                pool: pool.clone(),
-                assets: assets.clone(),
+                files: exec_local::Workspace {
+                    pool: pool.clone(),
+                    assets: assets.clone(),
+                    work: work.clone(),
+                },
                 allowed: Arc::new(allowed),
-                work,
             }),
             runner: Uuid::now_v7(),
             wake,
@@ -256,7 +262,7 @@ pub async fn start(
                 pool: pool.clone(),
                 assets: assets.clone(),
                 prober,
-                work: config.data_dir.join("work"),
+                work: work.clone(),
                 poll: Duration::from_millis(config.comfyui_poll_ms.max(50)),
                 checkpoint: config.comfyui_checkpoint.clone(),
             }),
@@ -264,6 +270,42 @@ pub async fn start(
             wake,
         });
         tasks.push(tokio::spawn(dispatcher.run()));
+    }
+    if let Some(client) = kube_client {
+        let settings = exec_kube::JobSettings::from_config(config).map_err(anyhow::Error::msg)?;
+        let executor: Arc<dyn Executor> = Arc::new(exec_kube::KubeExecutor {
+            files: exec_local::Workspace {
+                pool: pool.clone(),
+                assets: assets.clone(),
+                work: work.clone(),
+            },
+            cluster: cluster.clone(),
+            jobs: exec_kube::Jobs {
+                client,
+                namespace: cluster.namespace().to_owned(),
+            },
+            settings: Arc::new(settings),
+        });
+        // GPU Jobs have their own limit (GPUs are few); both kinds run the same way.
+        for (kind, capacity) in [
+            (runs::KUBERNETES, config.job_stages),
+            (runs::KUBERNETES_GPU, config.gpu_jobs),
+        ] {
+            if capacity <= 0 {
+                continue;
+            }
+            let wake = Arc::new(Notify::new());
+            wakes.insert(kind.to_owned(), wake.clone());
+            let dispatcher = Arc::new(Dispatcher {
+                pool: pool.clone(),
+                kind: kind.into(),
+                capacity,
+                executor: executor.clone(),
+                runner: Uuid::now_v7(),
+                wake,
+            });
+            tasks.push(tokio::spawn(dispatcher.run()));
+        }
     }
     tasks.push(listen(pool.clone(), wakes));
     Ok((caps, tasks))

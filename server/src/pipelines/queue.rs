@@ -328,13 +328,18 @@ async fn settle_failed(tx: &mut PgConnection, run: Uuid, state: &str) -> Result<
 /// are reconciled from their own state by their runner before this lease ever lapses.
 pub async fn reconcile(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let lapsed: Vec<(Uuid, Uuid, i32, i32, bool)> = sqlx::query_as(
-        "select id, run_id, attempt, attempts_max, cancel_requested from run_stages
-         where state = 'running' and lease_until < now() for update skip locked",
+    // Work that outlives Slate (a Job, a ComfyUI prompt) is followed by the next attempt
+    // rather than started again, so losing its runner does not use up an attempt.
+    let lapsed: Vec<(Uuid, Uuid, i32, i32, bool, bool)> = sqlx::query_as(
+        "select s.id, s.run_id, s.attempt, s.attempts_max, s.cancel_requested,
+                exists (select 1 from stage_attempts a where a.stage_id = s.id and a.state = 'running'
+                        and (a.executor_ref like 'job %' or a.executor_ref like 'comfyui %'))
+         from run_stages s
+         where s.state = 'running' and s.lease_until < now() for update of s skip locked",
     )
     .fetch_all(&mut *tx)
     .await?;
-    for (stage, run, attempt, max, cancel) in &lapsed {
+    for (stage, run, attempt, max, cancel, outlives) in &lapsed {
         sqlx::query(
             "update stage_attempts set state = 'lost', finished_at = now(),
                  error = 'Slate stopped while this attempt ran (its lease lapsed).'
@@ -352,14 +357,18 @@ pub async fn reconcile(pool: &PgPool) -> Result<u64, sqlx::Error> {
             .execute(&mut *tx)
             .await?;
             settle_failed(&mut tx, *run, "cancelled").await?;
-        } else if attempt < max {
+        } else if attempt < max || *outlives {
             sqlx::query(
                 "update run_stages set state = 'queued', queued_at = now(), ready_at = now(),
                      lease_owner = null, lease_until = null,
-                     status_message = 'Its runner stopped; queued again.'
+                     attempts_max = attempts_max + case when $2 then 1 else 0 end,
+                     status_message = case when $2
+                         then 'Its runner stopped; the work it started is followed again.'
+                         else 'Its runner stopped; queued again.' end
                  where id = $1",
             )
             .bind(stage)
+            .bind(outlives)
             .execute(&mut *tx)
             .await?;
         } else {

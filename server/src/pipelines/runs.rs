@@ -125,6 +125,20 @@ pub async fn resolve_params(
     Ok(values)
 }
 
+/// The queue of Kubernetes Jobs without a GPU, and of those with one (each with its own
+/// limit: `SLATE_JOB_STAGES`, `SLATE_GPU_JOBS`).
+pub const KUBERNETES: &str = "kubernetes";
+pub const KUBERNETES_GPU: &str = "kubernetes-gpu";
+
+/// The queue a stage waits in: its executor, with GPU Jobs apart.
+pub fn queue_of(stage: &app::pipelines::template::Stage) -> &str {
+    if stage.executor == KUBERNETES && stage.gpu > 0 {
+        KUBERNETES_GPU
+    } else {
+        &stage.executor
+    }
+}
+
 /// Refuses a template whose stages these executors cannot run.
 pub fn check_capabilities(template: &Template, caps: &Capabilities) -> Result<(), AppError> {
     for s in &template.stages {
@@ -227,7 +241,7 @@ async fn create(
         .bind(Uuid::now_v7())
         .bind(run)
         .bind(&stage.name)
-        .bind(&stage.executor)
+        .bind(queue_of(stage))
         .bind(&needs)
         .bind(if first { "queued" } else { "waiting" })
         .bind(priority)
