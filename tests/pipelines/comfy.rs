@@ -209,3 +209,104 @@ async fn a_prompt_in_flight_when_slate_stops_is_followed_after_the_restart_not_r
     assert_eq!(attempts, ["lost", "succeeded"]);
     app.stop().await;
 }
+
+/// Submits keyframes (one image, no animatic needed beyond it) and returns the run.
+async fn keyframes(app: &slate_tests::TestApp, seed: i64) -> uuid::Uuid {
+    let (who, id) = admin(app).await;
+    let by = Submitter {
+        who: &who,
+        user_id: id,
+        role: Role::Admin,
+        token: None,
+    };
+    let submission = Submission {
+        template: "keyframes-to-animatic".into(),
+        params: json!({"prompt": "a lighthouse in fog", "count": 1, "fps": 1, "seed": seed})
+            .as_object()
+            .cloned()
+            .unwrap(),
+        ..Default::default()
+    };
+    submit(&app.pool, &caps(), &by, &submission, None)
+        .await
+        .unwrap()
+}
+
+async fn keyframes_stage(
+    app: &slate_tests::TestApp,
+    run: uuid::Uuid,
+) -> (Option<f32>, String, Option<String>) {
+    sqlx::query_as::<_, (Option<f32>, Option<String>, Option<String>)>(
+        "select progress, status_message, preview_type from run_stages where run_id = $1 and name = 'keyframes'",
+    )
+    .bind(run)
+    .fetch_one(&app.pool)
+    .await
+    .map(|(p, m, t)| (p, m.unwrap_or_default(), t))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn steps_and_the_last_image_come_over_the_socket_and_a_dropped_socket_falls_back_to_polling()
+{
+    let app = spawn_app_with(|c| {
+        c.colab_allow_loopback = true;
+        c.colab_verify_seconds = 2;
+        c.comfyui_poll_ms = 100;
+    })
+    .await;
+    let secret = slate_tests::colab_secret(&app).await;
+    let comfy = FakeComfy::start(Mode::Current).await;
+    slate_tests::colab_up(&app, &secret, "k-1", &comfy.url()).await;
+
+    // Held before its last step: the socket's steps and preview are on the stage.
+    comfy.hold();
+    let run = keyframes(&app, 7).await;
+    let mut stage = (None, String::new(), None);
+    for _ in 0..200 {
+        stage = keyframes_stage(&app, run).await;
+        if stage.1.contains("step 3 of 4") && stage.2.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stage.1, "Generating on ComfyUI: step 3 of 4.", "{stage:?}");
+    let progress = stage.0.unwrap();
+    assert!((progress - 0.725).abs() < 0.01, "{progress}");
+    assert_eq!(stage.2.as_deref(), Some("image/png"), "the preview frame");
+    let attempt: uuid::Uuid = sqlx::query_scalar(
+        "select a.id from stage_attempts a join run_stages s on s.id = a.stage_id where s.run_id = $1 and s.name = 'keyframes'",
+    )
+    .bind(run)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        comfy.sockets_opened().contains(&attempt.to_string()),
+        "the socket was opened with the attempt as client id"
+    );
+    // The preview is served to people who can see the run.
+    let cleo = app.signed_in("cleo@studio.test", "creator").await;
+    let res = cleo
+        .get(app.url(&format!("/api/runs/{run}/stages/keyframes/preview")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "image/png");
+    assert!(res.bytes().await.unwrap().starts_with(b"\x89PNG"));
+    comfy.release();
+    assert_eq!(crate::wait_run(&app, run).await, "succeeded");
+
+    // The socket drops after two frames: the stage still ends, through the history.
+    comfy.drop_sockets_after(2);
+    let run = keyframes(&app, 8).await;
+    assert_eq!(crate::wait_run(&app, run).await, "succeeded");
+    let outputs = app
+        .count(&format!(
+            "select count(*) from run_outputs where run_id = '{run}'"
+        ))
+        .await;
+    assert_eq!(outputs, 2, "the keyframe and the animatic");
+    app.stop().await;
+}

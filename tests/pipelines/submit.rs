@@ -278,3 +278,56 @@ async fn admins_edit_templates_as_new_versions_and_see_the_differences() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_runs_list_filters_by_day_and_refuses_a_date_it_cannot_read() {
+    let app = spawn_app_with(|c| {
+        c.local_stages = 0;
+        c.comfyui_prompts = 0;
+    })
+    .await;
+    let runs = crate::submit_runs(&app, &crate::template("dated", 1, false, 1), 2, 0).await;
+    // One of them was submitted a week ago.
+    sqlx::query("update runs set created_at = created_at - interval '7 days' where id = $1")
+        .bind(runs[0])
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let client = app.signed_in(slate_tests::ADMIN_EMAIL, "admin").await;
+    let listed = |from: String, to: String| {
+        let (app, client) = (&app, &client);
+        async move {
+            let res = app
+                .call(
+                    client,
+                    "/api/runs_view",
+                    &[
+                        ("filter[state]", ""),
+                        ("filter[template]", ""),
+                        ("filter[submitter]", ""),
+                        ("filter[from]", &from),
+                        ("filter[to]", &to),
+                    ],
+                )
+                .await;
+            let status = res.status().as_u16();
+            (status, res.text().await.unwrap())
+        }
+    };
+    let today = chrono::Utc::now().date_naive();
+    let week_ago = today - chrono::Duration::days(7);
+    let (status, body) = listed(today.to_string(), today.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&runs[1].to_string()) && !body.contains(&runs[0].to_string()));
+    let (_, body) = listed(week_ago.to_string(), week_ago.to_string()).await;
+    assert!(body.contains(&runs[0].to_string()) && !body.contains(&runs[1].to_string()));
+    let (_, body) = listed(String::new(), String::new()).await;
+    assert!(body.contains(&runs[0].to_string()) && body.contains(&runs[1].to_string()));
+    let (status, body) = listed("26/11/2026".into(), String::new()).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("is not a date"), "{body}");
+    let (status, body) = listed(today.to_string(), week_ago.to_string()).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("is before"), "{body}");
+    app.stop().await;
+}

@@ -52,6 +52,8 @@ pub struct Prompt {
     pub graph: serde_json::Value,
     pub client_id: Option<String>,
     polls: usize,
+    /// Told over a socket: its history appears once the socket has said it finished.
+    telling: bool,
 }
 
 struct Inner {
@@ -63,7 +65,26 @@ struct Inner {
     warming: Mutex<(usize, u16)>,
     hits: AtomicUsize,
     queue: AtomicUsize,
+    /// Open sockets by client id.
+    sockets: Mutex<std::collections::HashMap<String, tokio::sync::mpsc::UnboundedSender<Frame>>>,
+    /// Frames sent on a socket before it is dropped (none: never).
+    drop_after: Mutex<Option<usize>>,
+    /// Sockets that were opened, by client id.
+    opened: Mutex<Vec<String>>,
+    /// While true, prompts told over a socket stop before their last step.
+    hold: tokio::sync::watch::Sender<bool>,
 }
+
+/// What the fake sends on a socket.
+#[derive(Debug)]
+enum Frame {
+    Text(serde_json::Value),
+    Binary(Vec<u8>),
+    Close,
+}
+
+/// Steps of the fake's sampler.
+pub const STEPS: u64 = 4;
 
 pub struct FakeComfy {
     pub addr: SocketAddr,
@@ -86,6 +107,10 @@ impl FakeComfy {
             warming: Mutex::new((0, 502)),
             hits: AtomicUsize::new(0),
             queue: AtomicUsize::new(0),
+            sockets: Mutex::default(),
+            drop_after: Mutex::new(None),
+            opened: Mutex::default(),
+            hold: tokio::sync::watch::channel(false).0,
         });
         let app = Router::new()
             .route("/system_stats", get(system_stats))
@@ -96,6 +121,7 @@ impl FakeComfy {
             .route("/interrupt", axum::routing::post(interrupt))
             .route("/upload/image", axum::routing::post(upload))
             .route("/view", get(view))
+            .route("/ws", get(socket))
             .fallback(not_found)
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -137,6 +163,25 @@ impl FakeComfy {
     /// ComfyUI restarted: every prompt is forgotten (history and queue empty).
     pub fn forget(&self) {
         self.inner.prompts.lock().unwrap().clear();
+    }
+
+    /// Sockets drop after `frames` frames from now on (Cloudflare cutting them).
+    pub fn drop_sockets_after(&self, frames: usize) {
+        *self.inner.drop_after.lock().unwrap() = Some(frames);
+    }
+
+    /// Prompts told over a socket stop before their last step until [`FakeComfy::release`].
+    pub fn hold(&self) {
+        self.inner.hold.send_replace(true);
+    }
+
+    pub fn release(&self) {
+        self.inner.hold.send_replace(false);
+    }
+
+    /// The client ids of the sockets opened so far.
+    pub fn sockets_opened(&self) -> Vec<String> {
+        self.inner.opened.lock().unwrap().clone()
     }
 
     pub fn hits(&self) -> usize {
@@ -287,12 +332,20 @@ async fn submit(State(inner): State<Arc<Inner>>, Json(body): Json<serde_json::Va
             .into_response();
     }
     let id = uuid::Uuid::new_v4().to_string();
+    let mut telling = false;
+    if let Some(client) = body["client_id"].as_str() {
+        if let Some(tx) = inner.sockets.lock().unwrap().get(client).cloned() {
+            telling = true;
+            tokio::spawn(tell(inner.clone(), tx, id.clone()));
+        }
+    }
     let mut prompts = inner.prompts.lock().unwrap();
     prompts.push(Prompt {
         id: id.clone(),
         graph,
         client_id: body["client_id"].as_str().map(str::to_owned),
         polls: 0,
+        telling,
     });
     Json(json!({"prompt_id": id, "number": prompts.len(), "node_errors": {}})).into_response()
 }
@@ -308,6 +361,9 @@ async fn history(
     let Some(p) = prompts.iter_mut().find(|p| p.id == id) else {
         return Json(json!({})).into_response();
     };
+    if p.telling {
+        return Json(json!({})).into_response();
+    }
     p.polls += 1;
     if p.polls < 2 {
         return Json(json!({})).into_response();
@@ -394,4 +450,92 @@ async fn view(
 async fn not_found(State(inner): State<Arc<Inner>>) -> Response {
     inner.hits.fetch_add(1, Ordering::SeqCst);
     (StatusCode::NOT_FOUND, "404: Not Found").into_response()
+}
+
+async fn socket(
+    State(inner): State<Arc<Inner>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let client = q.get("clientId").cloned().unwrap_or_default();
+    upgrade.on_upgrade(move |mut ws| async move {
+        use axum::extract::ws::Message;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        inner.opened.lock().unwrap().push(client.clone());
+        inner.sockets.lock().unwrap().insert(client.clone(), tx);
+        let hello = json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": client}});
+        let _ = ws.send(Message::Text(hello.to_string().into())).await;
+        loop {
+            tokio::select! {
+                frame = rx.recv() => {
+                    let message = match frame {
+                        Some(Frame::Text(v)) => Message::Text(v.to_string().into()),
+                        Some(Frame::Binary(b)) => Message::Binary(b.into()),
+                        Some(Frame::Close) | None => break,
+                    };
+                    if ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                incoming = ws.recv() => {
+                    if !matches!(incoming, Some(Ok(_))) {
+                        break;
+                    }
+                }
+            }
+        }
+        inner.sockets.lock().unwrap().remove(&client);
+    })
+}
+
+/// What ComfyUI says on the socket while it runs prompt `id`.
+async fn tell(inner: Arc<Inner>, tx: tokio::sync::mpsc::UnboundedSender<Frame>, id: String) {
+    let drop_after = *inner.drop_after.lock().unwrap();
+    let mut hold = inner.hold.subscribe();
+    let png = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, TINY_PNG)
+        .expect("a valid PNG");
+    let mut preview = vec![0, 0, 0, 1, 0, 0, 0, 2];
+    preview.extend_from_slice(&png);
+    let mut frames = vec![
+        Frame::Text(json!({"type": "execution_start", "data": {"prompt_id": id}})),
+        Frame::Text(json!({"type": "executing", "data": {"node": "3", "prompt_id": id}})),
+    ];
+    for step in 1..=STEPS {
+        frames.push(Frame::Text(json!({"type": "progress", "data": {"value": step, "max": STEPS, "prompt_id": id, "node": "3"}})));
+        if step == 2 {
+            frames.push(Frame::Binary(preview.clone()));
+        }
+    }
+    frames.push(Frame::Text(json!({"type": "executed", "data": {"node": "9", "prompt_id": id,
+        "output": {"images": [{"filename": "slate_00001_.png", "subfolder": "", "type": "output"}]}}})));
+    frames.push(Frame::Text(
+        json!({"type": "executing", "data": {"node": null, "prompt_id": id}}),
+    ));
+    let last_step = frames.len() - 3;
+    for (n, frame) in frames.into_iter().enumerate() {
+        if drop_after == Some(n) {
+            let _ = tx.send(Frame::Close);
+            break;
+        }
+        if n == last_step {
+            // Held before the last step while the test looks.
+            let _ = hold.wait_for(|held| !*held).await;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        if tx.send(frame).is_err() {
+            break;
+        }
+    }
+    // The run goes on without the socket; its history is written at the end.
+    let _ = hold.wait_for(|held| !*held).await;
+    if let Some(p) = inner
+        .prompts
+        .lock()
+        .unwrap()
+        .iter_mut()
+        .find(|p| p.id == id)
+    {
+        p.telling = false;
+        p.polls = 1;
+    }
 }

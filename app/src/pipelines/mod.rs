@@ -60,6 +60,12 @@ pub struct RunFilter {
     pub state: String,
     pub template: String,
     pub submitter: String,
+    /// Submitted on or after this day (`YYYY-MM-DD`, UTC; empty: any).
+    #[serde(default)]
+    pub from: String,
+    /// Submitted on or before this day (`YYYY-MM-DD`, UTC; empty: any).
+    #[serde(default)]
+    pub to: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -86,6 +92,8 @@ pub struct StageView {
     pub queued_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// When the stage's last image (ComfyUI's latest preview or saved image) was kept.
+    pub preview_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

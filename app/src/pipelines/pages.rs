@@ -78,6 +78,8 @@ pub fn RunsPage() -> impl IntoView {
             state: q.get("state").unwrap_or_default(),
             template: q.get("template").unwrap_or_default(),
             submitter: q.get("submitter").unwrap_or_default(),
+            from: q.get("from").unwrap_or_default(),
+            to: q.get("to").unwrap_or_default(),
         }
     };
     let data = Resource::new(move || (filter(), refresh.get()), |(f, _)| get_runs(f));
@@ -117,6 +119,14 @@ pub fn RunsPage() -> impl IntoView {
                                 <div class="field">
                                     <label for="r-submitter">"Submitted by"</label>
                                     <input id="r-submitter" name="submitter" placeholder="email" value=value("submitter")/>
+                                </div>
+                                <div class="field">
+                                    <label for="r-from">"From"</label>
+                                    <input id="r-from" name="from" type="date" value=value("from")/>
+                                </div>
+                                <div class="field">
+                                    <label for="r-to">"To"</label>
+                                    <input id="r-to" name="to" type="date" value=value("to")/>
                                 </div>
                                 <button type="submit" class="btn">"Apply"</button>
                                 <A href="/runs" attr:class="btn link">"Clear"</A>
@@ -396,6 +406,10 @@ fn run_view(
                             {progress_bar(st.progress.unwrap_or(if st.state == "succeeded" { 1.0 } else { 0.0 }), format!("{} progress", st.name))}
                             <span class="muted">{format!("queued {} · ran {}", duration(st.queued_at, st.started_at, d.now), duration(st.started_at, st.finished_at, d.now))}</span>
                             {st.status.clone().map(|m| view! { <span class="stage-status">{m}</span> })}
+                            {st.preview_at.map(|at| view! {
+                                <img class="stage-preview" alt=format!("The last image {} produced", st.name)
+                                    src=format!("/api/runs/{id}/stages/{}/preview?at={}", encode_query_value(&st.name), at.timestamp_millis())/>
+                            })}
                             {can_retry.then(|| view! {
                                 <ActionForm action=retry attr:class="inline">
                                     <input type="hidden" name="id" value=id.to_string()/>

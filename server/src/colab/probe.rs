@@ -88,6 +88,10 @@ pub struct Answer {
     pub latency: Duration,
 }
 
+/// ComfyUI's WebSocket.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 #[derive(Clone, Debug)]
 pub struct Prober {
     pub rules: HostRules,
@@ -101,12 +105,8 @@ impl Prober {
         Prober { rules }
     }
 
-    /// A client pinned to the endpoint's checked addresses, and the endpoint's base URL.
-    pub async fn connect(
-        &self,
-        endpoint: &str,
-        total: Duration,
-    ) -> Result<(reqwest::Client, Url), ProbeError> {
+    /// The endpoint's base URL and the addresses its name resolves to, each checked.
+    async fn addresses(&self, endpoint: &str) -> Result<(Url, Vec<SocketAddr>), ProbeError> {
         let base = normalise(endpoint, &self.rules)?;
         let host = base.host_str().unwrap_or_default().to_owned();
         let port = base.port_or_known_default().unwrap_or(443);
@@ -133,6 +133,17 @@ impl Prober {
                 return Err(ProbeError::Private(ip, why));
             }
         }
+        Ok((base, addrs))
+    }
+
+    /// A client pinned to the endpoint's checked addresses, and the endpoint's base URL.
+    pub async fn connect(
+        &self,
+        endpoint: &str,
+        total: Duration,
+    ) -> Result<(reqwest::Client, Url), ProbeError> {
+        let (base, addrs) = self.addresses(endpoint).await?;
+        let host = base.host_str().unwrap_or_default().to_owned();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)
@@ -142,6 +153,48 @@ impl Prober {
             .build()
             .map_err(|e| ProbeError::Connect(e.to_string()))?;
         Ok((client, base))
+    }
+
+    /// Opens ComfyUI's WebSocket (`/ws?clientId=`) on a checked address of the endpoint
+    /// (the same rules as every request: no private address, no redirect), over TLS for
+    /// an https endpoint.
+    pub async fn websocket(&self, endpoint: &str, client_id: &str) -> Result<Socket, ProbeError> {
+        let (base, addrs) = self.addresses(endpoint).await?;
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addrs[..]))
+            .await
+            .map_err(|_| ProbeError::Timeout(CONNECT_TIMEOUT.as_secs()))?
+            .map_err(|e| ProbeError::Connect(e.to_string()))?;
+        let mut url = base
+            .join(&format!("ws?clientId={client_id}"))
+            .map_err(|_| AddressError::NotAUrl)?;
+        let tls = url.scheme() == "https";
+        let _ = url.set_scheme(if tls { "wss" } else { "ws" });
+        let connector = if tls {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ProbeError::Connect(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(config))
+        } else {
+            tokio_tungstenite::Connector::Plain
+        };
+        let handshake = tokio_tungstenite::client_async_tls_with_config(
+            url.as_str(),
+            tcp,
+            None,
+            Some(connector),
+        );
+        let (socket, _) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+            .await
+            .map_err(|_| ProbeError::Timeout(CONNECT_TIMEOUT.as_secs()))?
+            .map_err(|e| ProbeError::Connect(format!("the socket: {e}")))?;
+        Ok(socket)
     }
 
     /// Sends a request built by `build` and reads at most `cap` bytes of a 2xx answer.

@@ -98,14 +98,39 @@ impl Pipelines {
 #[async_trait]
 impl PipelinesBackend for Pipelines {
     async fn runs(&self, _actor: &Actor, filter: RunFilter) -> Result<RunsView, AppError> {
+        let day = |text: &str, which: &str| -> Result<Option<chrono::NaiveDate>, AppError> {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .map(Some)
+                .map_err(|_| {
+                    AppError::invalid(format!(
+                        "\"{text}\" is not a date for \"{which}\": use YYYY-MM-DD."
+                    ))
+                })
+        };
+        let (from, to) = (day(&filter.from, "from")?, day(&filter.to, "to")?);
+        if let (Some(f), Some(t)) = (from, to) {
+            if t < f {
+                return Err(AppError::invalid(format!(
+                    "\"to\" ({t}) is before \"from\" ({f})."
+                )));
+            }
+        }
         let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
             "{SUMMARY} where ($1 = '' or r.state = $1) and ($2 = '' or p.name = $2)
                and ($3 = '' or u.email ilike '%' || $3 || '%')
+               and ($4::date is null or r.created_at >= $4::date::timestamp at time zone 'UTC')
+               and ($5::date is null or r.created_at < ($5::date + 1)::timestamp at time zone 'UTC')
              order by r.created_at desc, r.id desc limit 200"
         ))
         .bind(filter.state.trim())
         .bind(filter.template.trim())
         .bind(filter.submitter.trim())
+        .bind(from)
+        .bind(to)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -206,10 +231,11 @@ impl PipelinesBackend for Pipelines {
             Option<DateTime<Utc>>,
             Option<DateTime<Utc>>,
             Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
         );
         let stages: Vec<StageRow> = sqlx::query_as(
             "select name, executor, needs, state, attempt, attempts_max, progress, status_message,
-                    queued_at, started_at, finished_at
+                    queued_at, started_at, finished_at, preview_at
              from run_stages where run_id = $1 order by id",
         )
         .bind(id)
@@ -253,6 +279,7 @@ impl PipelinesBackend for Pipelines {
                     queued_at: s.8,
                     started_at: s.9,
                     finished_at: s.10,
+                    preview_at: s.11,
                 })
                 .collect(),
             outputs: outputs

@@ -9,8 +9,13 @@
 //! is resumed from ComfyUI's own state: the prompt recorded by the lost attempt is looked
 //! up on the same endpoint and followed (or its outputs fetched) rather than run twice.
 //!
-//! Progress is coarse here (queued, generating, done): ComfyUI's WebSocket `progress`
-//! messages are not read yet.
+//! Progress comes from ComfyUI's WebSocket (opened before the prompt is queued, with the
+//! attempt's id as client id): `progress {value, max}` moves the stage's bar, preview
+//! frames and the images nodes write become the stage's "last image", and `executing`
+//! with no node sends Slate to the history at once. The socket is a bonus, never the
+//! truth: the history is polled all along, so a socket that drops (Cloudflare cuts idle
+//! ones) or never opens (an old build, a proxy) costs only the fine progress. A ping every
+//! 20 s keeps it open.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,13 +23,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::queue::{Claim, Outcome};
 use super::{outputs, store, Executor};
 use crate::assets::Assets;
-use crate::colab::client::{ComfyClient, ComfyError, PromptState};
+use crate::colab::client::{
+    socket_binary, socket_text, ComfyClient, ComfyError, PromptState, SocketEvent,
+};
 use crate::colab::probe::Prober;
 use app::pipelines::template::{Reference, Stage};
 
@@ -190,6 +197,7 @@ impl ComfyExecutor {
                 continue;
             };
             let client = ComfyClient::new(self.prober.clone(), &url);
+            let mut socket = self.open_socket(&url, claim).await;
             let prompt = match resume.take() {
                 Some((prompt, on)) if on == endpoint_id => prompt,
                 _ => match client.submit(&graph, &claim.attempt_id.to_string()).await {
@@ -218,7 +226,14 @@ impl ComfyExecutor {
             .execute(&self.pool)
             .await;
             match self
-                .follow(claim, &client, &prompt, endpoint_id, &mut cancel)
+                .follow(
+                    claim,
+                    &client,
+                    &prompt,
+                    endpoint_id,
+                    &mut cancel,
+                    &mut socket,
+                )
                 .await?
             {
                 Followed::Done(outcome) => return Ok(outcome),
@@ -233,6 +248,144 @@ impl ComfyExecutor {
         }
     }
 
+    /// Opens the endpoint's socket and reads it in a task; `None` when it cannot be opened
+    /// (the stage is then followed by polling alone).
+    async fn open_socket(&self, url: &str, claim: &Claim) -> Option<mpsc::Receiver<SocketEvent>> {
+        let socket = match self
+            .prober
+            .websocket(url, &claim.attempt_id.to_string())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::info!(error = %e, "ComfyUI's socket cannot be opened; following by polling");
+                return None;
+            }
+        };
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(read_socket(socket, tx));
+        Some(rx)
+    }
+
+    /// Uses what the socket said: progress, the last image. Returns true when the prompt
+    /// is said to be finished (its history is worth reading now).
+    async fn heard(
+        &self,
+        claim: &Claim,
+        client: &ComfyClient,
+        prompt: &str,
+        event: SocketEvent,
+        last_preview: &mut Option<tokio::time::Instant>,
+    ) -> bool {
+        match event {
+            SocketEvent::Progress {
+                prompt: p,
+                value,
+                max,
+            } if p == prompt || p.is_empty() => {
+                let fraction = 0.05 + 0.9 * (value.min(max) as f32 / max as f32);
+                self.status(
+                    claim,
+                    &format!("Generating on ComfyUI: step {value} of {max}."),
+                    Some(fraction),
+                )
+                .await;
+                false
+            }
+            SocketEvent::Preview { mime, bytes } => {
+                // At most one preview a second: they can come with every step.
+                if last_preview.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    *last_preview = Some(tokio::time::Instant::now());
+                    self.preview(claim, mime, bytes).await;
+                }
+                false
+            }
+            SocketEvent::Executed { prompt: p, images } if p == prompt => {
+                if let Some(image) = images.last() {
+                    if let Ok(bytes) = client.download(image).await {
+                        let mime = if image.filename.to_ascii_lowercase().ends_with(".png") {
+                            "image/png"
+                        } else {
+                            "image/jpeg"
+                        };
+                        self.preview(claim, mime, bytes).await;
+                    }
+                }
+                false
+            }
+            SocketEvent::Finished { prompt: p } | SocketEvent::Error { prompt: p, .. } => {
+                p == prompt
+            }
+            _ => false,
+        }
+    }
+
+    /// Keeps the stage's last image (small: previews are a few tens of kB).
+    async fn preview(&self, claim: &Claim, mime: &str, bytes: Vec<u8>) {
+        if bytes.len() > 8 * 1024 * 1024 {
+            return;
+        }
+        let _ = sqlx::query(
+            "update run_stages set preview = $2, preview_type = $3, preview_at = now()
+             where id = $1 and state = 'running'",
+        )
+        .bind(claim.stage_id)
+        .bind(bytes)
+        .bind(mime)
+        .execute(&self.pool)
+        .await;
+        let _ = sqlx::query("select pg_notify('run_changes', $1)")
+            .bind(claim.run_id.to_string())
+            .execute(&self.pool)
+            .await;
+    }
+
+    /// Waits `poll` while listening to the socket; says whether the run was cancelled.
+    async fn wait(
+        &self,
+        claim: &Claim,
+        client: &ComfyClient,
+        prompt: &str,
+        cancel: &mut watch::Receiver<bool>,
+        socket: &mut Option<mpsc::Receiver<SocketEvent>>,
+        heard: &mut Heard,
+    ) -> bool {
+        let until = tokio::time::Instant::now() + self.poll;
+        loop {
+            let event = match socket.as_mut() {
+                Some(rx) => {
+                    let got = tokio::select! {
+                        _ = tokio::time::sleep_until(until) => None,
+                        c = cancel.wait_for(|c| *c) => Some(Err(c.is_ok())),
+                        e = rx.recv() => Some(Ok(e)),
+                    };
+                    match got {
+                        None => return *cancel.borrow(),
+                        Some(Err(cancelled)) => return cancelled,
+                        Some(Ok(e)) => e,
+                    }
+                }
+                None => return self.pause(cancel).await,
+            };
+            match event {
+                Some(event) => {
+                    heard.steps |= matches!(&event, SocketEvent::Progress { .. });
+                    if self
+                        .heard(claim, client, prompt, event, &mut heard.last_preview)
+                        .await
+                    {
+                        return *cancel.borrow();
+                    }
+                }
+                None => {
+                    // The socket dropped: polling alone from here.
+                    tracing::info!("ComfyUI's socket closed; following by polling");
+                    *socket = None;
+                }
+            }
+        }
+    }
+
     async fn follow(
         &self,
         claim: &Claim,
@@ -240,7 +393,9 @@ impl ComfyExecutor {
         prompt: &str,
         endpoint: Uuid,
         cancel: &mut watch::Receiver<bool>,
+        socket: &mut Option<mpsc::Receiver<SocketEvent>>,
     ) -> Result<Followed, String> {
+        let mut heard = Heard::default();
         loop {
             if *cancel.borrow() {
                 let _ = client.cancel(prompt).await;
@@ -250,10 +405,12 @@ impl ComfyExecutor {
                 Ok(PromptState::Pending) => {
                     self.status(claim, "Queued on ComfyUI.", Some(0.05)).await
                 }
-                Ok(PromptState::Running) => {
+                // The socket's steps are finer than this, once it has given any.
+                Ok(PromptState::Running) if !heard.steps => {
                     self.status(claim, "Generating on ComfyUI.", Some(0.5))
                         .await
                 }
+                Ok(PromptState::Running) => {}
                 Ok(PromptState::Succeeded { outputs }) => return Ok(Followed::Outputs(outputs)),
                 Ok(PromptState::Failed { message }) => {
                     return Ok(Followed::Done(Outcome::Failed(format!(
@@ -289,7 +446,10 @@ impl ComfyExecutor {
                 }
                 Err(e) => return Ok(Followed::Done(Outcome::Failed(e.to_string()))),
             }
-            if self.pause(cancel).await {
+            if self
+                .wait(claim, client, prompt, cancel, socket, &mut heard)
+                .await
+            {
                 let _ = client.cancel(prompt).await;
                 return Ok(Followed::Done(Outcome::Cancelled));
             }
@@ -348,6 +508,15 @@ impl ComfyExecutor {
     }
 }
 
+/// What the socket has given while a prompt is followed.
+#[derive(Default)]
+struct Heard {
+    /// When the last preview was kept (they are kept at most once a second).
+    last_preview: Option<tokio::time::Instant>,
+    /// Whether it gave steps (then they, not the coarse polling, move the bar).
+    steps: bool,
+}
+
 enum Followed {
     Done(Outcome),
     Outputs(Vec<crate::colab::client::OutputFile>),
@@ -360,6 +529,36 @@ impl Executor for ComfyExecutor {
         match self.attempt(claim, cancel).await {
             Ok(outcome) => outcome,
             Err(e) => Outcome::Failed(e),
+        }
+    }
+}
+
+/// Reads ComfyUI's socket into `tx` until it closes (or nobody listens), pinging every
+/// 20 s so that an idle tunnel does not cut it.
+async fn read_socket(socket: crate::colab::probe::Socket, tx: mpsc::Sender<SocketEvent>) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut write, mut read) = socket.split();
+    let mut ping = tokio::time::interval(Duration::from_secs(20));
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            _ = ping.tick() => {
+                if write.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+            }
+            message = read.next() => {
+                let event = match message {
+                    Some(Ok(Message::Text(text))) => socket_text(text.as_str()),
+                    Some(Ok(Message::Binary(bytes))) => socket_binary(&bytes),
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return,
+                };
+                if event != SocketEvent::Other && tx.send(event).await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }

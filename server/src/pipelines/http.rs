@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/runs/{id}/cancel", post(cancel))
         .route("/api/runs/{id}/stages/{name}/retry", post(retry))
         .route("/api/runs/{id}/resubmit", post(resubmit))
+        .route("/api/runs/{id}/stages/{name}/preview", get(preview))
         .route("/api/runs/events", get(events))
 }
 
@@ -151,6 +152,44 @@ async fn show(
             tracing::error!(error = %e, "cannot read a run");
             Err(AppError::internal().into())
         }
+    }
+}
+
+/// `GET /api/runs/{id}/stages/{name}/preview`: the last image a stage produced while it
+/// ran (404 when it has none).
+async fn preview(
+    State(state): State<AppState>,
+    auth: Option<Extension<RequestAuth>>,
+    Path((id, name)): Path<(String, String)>,
+) -> Answer {
+    principal(auth)?;
+    let id = parse_id(&id)?;
+    let found: Option<(Option<Vec<u8>>, Option<String>)> = sqlx::query_as(
+        "select preview, preview_type from run_stages where run_id = $1 and name = $2",
+    )
+    .bind(id)
+    .bind(&name)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "cannot read a stage's preview");
+        AppError::internal()
+    })?;
+    match found {
+        Some((Some(bytes), Some(mime))) => Ok((
+            [
+                (axum::http::header::CONTENT_TYPE, mime),
+                (axum::http::header::CACHE_CONTROL, "no-cache".to_owned()),
+                (
+                    axum::http::header::X_CONTENT_TYPE_OPTIONS,
+                    "nosniff".to_owned(),
+                ),
+            ],
+            bytes,
+        )
+            .into_response()),
+        Some(_) => Err(AppError::NotFound(format!("Stage {name} has no image yet.")).into()),
+        None => Err(AppError::NotFound(format!("Run {id} has no stage {name}.")).into()),
     }
 }
 
