@@ -1046,6 +1046,11 @@ async fn a_creator_submits_a_transcode_from_the_form_watches_it_and_opens_the_ou
         .await
         .unwrap();
     wait_for(c, "video").await;
+    // The list: the run with its state, filterable by day.
+    c.goto(&app.url("/runs")).await.unwrap();
+    wait_text(c, "#runs", "Transcode and proxies").await;
+    wait_for(c, "#r-from").await;
+    screenshot_page(c, "runs").await;
     drop(b);
     app.stop().await;
 }
