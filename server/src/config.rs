@@ -246,6 +246,16 @@ pub struct Config {
     )]
     pub job_work_volume: String,
 
+    /// A ConfigMap of stage scripts mounted read-only at `/opt/slate` in every Job (empty:
+    /// none).
+    #[arg(
+        long,
+        env = "SLATE_JOB_SCRIPTS",
+        default_value = "slate-stage-scripts",
+        global = true
+    )]
+    pub job_scripts: String,
+
     /// Seconds a finished Job stays in the cluster before Kubernetes removes it (its log
     /// is archived by Slate first).
     #[arg(

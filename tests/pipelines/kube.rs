@@ -257,13 +257,29 @@ async fn a_gpu_stage_runs_as_a_job_says_why_it_waits_streams_its_log_and_keeps_i
     assert_eq!(container["resources"]["requests"]["nvidia.com/gpu"], "1");
     assert!(container["resources"]["limits"]["memory"].is_string());
     assert_eq!(pod["tolerations"][0]["key"], "nvidia.com/gpu");
-    let claims: Vec<&str> = pod["volumes"]
+    let volumes: Vec<&str> = pod["volumes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v["persistentVolumeClaim"]["claimName"].as_str().unwrap())
+        .map(|v| {
+            v["persistentVolumeClaim"]["claimName"]
+                .as_str()
+                .or(v["configMap"]["name"].as_str())
+                .unwrap()
+        })
         .collect();
-    assert_eq!(claims, ["slate-assets", "images", "videos", "models"]);
+    assert_eq!(
+        volumes,
+        [
+            "slate-assets",
+            "images",
+            "videos",
+            "models",
+            "slate-stage-scripts"
+        ]
+    );
+    assert_eq!(container["volumeMounts"][4]["mountPath"], "/opt/slate");
+    assert_eq!(container["volumeMounts"][4]["readOnly"], true);
     // The work directory at the path Slate uses, so the input path is the same file.
     let work = std::path::absolute(env.app.config.work()).unwrap();
     assert_eq!(

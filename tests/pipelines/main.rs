@@ -7,6 +7,7 @@ mod comfy;
 mod kube;
 mod local;
 mod queue;
+mod scripts;
 mod submit;
 
 use std::sync::Arc;

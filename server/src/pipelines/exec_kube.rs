@@ -2,7 +2,7 @@
 //!
 //! The Job carries labels tying it to its run, stage and attempt; requests and limits
 //! (with `nvidia.com/gpu` when the stage asks for GPUs, plus the GPU nodes' toleration and
-//! selector); the pipeline's volumes; `activeDeadlineSeconds` from the stage's timeout;
+//! selector); the pipeline's volumes and the stage scripts' ConfigMap; `activeDeadlineSeconds` from the stage's timeout;
 //! `ttlSecondsAfterFinished`; and `backoffLimit: 0`, because retries are Slate's (each
 //! one a new attempt with its own Job and log).
 //!
@@ -46,6 +46,9 @@ use app::pipelines::template::Stage;
 /// The container every stage Job runs (its log is the stage's log).
 pub const CONTAINER: &str = "stage";
 
+/// Where the stage scripts' ConfigMap is mounted in Jobs.
+pub const SCRIPTS: &str = "/opt/slate";
+
 /// How Jobs are shaped here (from the settings).
 #[derive(Clone, Debug)]
 pub struct JobSettings {
@@ -54,6 +57,8 @@ pub struct JobSettings {
     /// The claim holding the work directory, and the directory inside it.
     pub work_claim: String,
     pub work_subpath: String,
+    /// The ConfigMap of stage scripts, mounted at [`SCRIPTS`].
+    pub scripts: Option<String>,
     pub ttl_seconds: i32,
     pub cpu: String,
     pub memory: String,
@@ -92,6 +97,7 @@ impl JobSettings {
             volumes,
             work_claim,
             work_subpath,
+            scripts: Some(config.job_scripts.trim().to_owned()).filter(|s| !s.is_empty()),
             ttl_seconds: config.job_ttl_seconds.max(0),
             cpu: config.job_cpu.clone(),
             memory: config.job_memory.clone(),
@@ -167,6 +173,10 @@ pub fn job_spec(settings: &JobSettings, r: &JobRequest) -> Value {
             "name": format!("pvc-{claim}"),
             "persistentVolumeClaim": {"claimName": claim},
         }));
+    }
+    if let Some(scripts) = &settings.scripts {
+        mounts.push(json!({"name": "scripts", "mountPath": SCRIPTS, "readOnly": true}));
+        volumes.push(json!({"name": "scripts", "configMap": {"name": scripts}}));
     }
     if settings.work_subpath.is_empty() {
         mounts[0].as_object_mut().map(|m| m.remove("subPath"));
