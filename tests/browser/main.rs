@@ -1039,6 +1039,13 @@ async fn a_creator_submits_a_transcode_from_the_form_watches_it_and_opens_the_ou
     wait_for(c, "#run-outputs a.asset-tile[data-name='proxy-540p.mp4']").await;
     assert!(marker_survived(c).await, "followed without a reload");
     wait_text(c, "#run-log", "Output #0").await;
+    // Each attempt's whole log, archived when it ended.
+    let whole = wait_for(c, "#run-attempts a[href$='/log']")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
     screenshot_page(c, "run").await;
     wait_for(c, "#run-outputs a.asset-tile[data-name='mezzanine.mp4']")
         .await
@@ -1046,6 +1053,8 @@ async fn a_creator_submits_a_transcode_from_the_form_watches_it_and_opens_the_ou
         .await
         .unwrap();
     wait_for(c, "video").await;
+    c.goto(&app.url(&whole)).await.unwrap();
+    wait_text(c, "pre, body", "$ ffmpeg").await;
     // The list: the run with its state, filterable by day.
     c.goto(&app.url("/runs")).await.unwrap();
     wait_text(c, "#runs", "Transcode and proxies").await;

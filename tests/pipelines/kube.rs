@@ -346,21 +346,40 @@ async fn a_gpu_stage_runs_as_a_job_says_why_it_waits_streams_its_log_and_keeps_i
         .await
         .unwrap();
     assert_eq!(name, "graded.mov");
-    // The whole log outlives the pod: archived in storage.
-    let key: String = sqlx::query_scalar(
-        "select a.log_key from stage_attempts a join run_stages s on s.id = a.stage_id where s.run_id = $1",
+    // The whole log outlives the pod: archived in storage, served from there.
+    let attempt: Uuid = sqlx::query_scalar(
+        "select a.id from stage_attempts a join run_stages s on s.id = a.stage_id where s.run_id = $1",
     )
     .bind(run)
     .fetch_one(&env.app.pool)
     .await
     .unwrap();
     env.fake.delete("v1", "Pod", NS, &pod_name);
-    let archived =
-        std::fs::read_to_string(env.app.config.data_dir.join("storage").join(&key)).unwrap();
+    let cleo = env.app.signed_in("cleo@studio.test", "creator").await;
+    let res = cleo
+        .get(
+            env.app
+                .url(&format!("/api/runs/{run}/attempts/{attempt}/log")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let archived = res.text().await.unwrap();
     assert!(
         archived.contains("grading 24 frames\nwrote graded.mov"),
         "{archived}"
     );
+    assert!(archived.contains("# Job slate-grade-"), "{archived}");
+    let elsewhere = cleo
+        .get(env.app.url(&format!(
+            "/api/runs/{}/attempts/{attempt}/log",
+            Uuid::now_v7()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 404, "an attempt of another run");
     assert_eq!(env.jobs(run).len(), 1, "one Job for one attempt");
     env.stop().await;
 }

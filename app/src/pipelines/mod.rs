@@ -121,10 +121,27 @@ pub struct RunDetail {
     pub outputs: Vec<OutputView>,
     /// The last lines of every attempt's log, oldest first.
     pub log: Vec<LogLine>,
+    /// Every attempt of every stage, in order, with its whole log once it ended.
+    pub attempts: Vec<AttemptView>,
     /// The person may cancel, retry and resubmit (submitter, lead, admin).
     pub can_change: bool,
     /// The server's clock when this was read.
     pub now: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptView {
+    pub id: Uuid,
+    pub stage: String,
+    pub number: i32,
+    pub state: String,
+    /// What the executor called the work (a process, a Job, a ComfyUI prompt).
+    pub reference: Option<String>,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The whole log was archived (served at `/api/runs/{run}/attempts/{id}/log`).
+    pub has_log: bool,
 }
 
 /// A template and its versions, for the admins' editor.

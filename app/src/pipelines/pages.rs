@@ -29,6 +29,7 @@ fn state_pill(state: &str) -> impl IntoView {
         "failed" => ("pill health-degraded", "✕ failed"),
         "cancelled" => ("pill health-unknown", "⊘ cancelled"),
         "skipped" => ("pill health-unknown", "– skipped"),
+        "lost" => ("pill health-unknown", "⚠ lost"),
         _ => ("pill health-unknown", "? unknown"),
     };
     view! { <span class=class>{label}</span> }
@@ -464,6 +465,34 @@ fn run_view(
                             </A>
                         } }).collect_view()}
                     </div>
+                }.into_any()
+            }}
+        </section>
+        <section class="card" id="run-attempts">
+            <h2>"Attempts"</h2>
+            {if d.attempts.is_empty() {
+                view! { <p class="muted">"No stage has started yet."</p> }.into_any()
+            } else {
+                view! {
+                    <table class="table">
+                        <thead><tr><th scope="col">"Stage"</th><th scope="col">"Attempt"</th><th scope="col">"State"</th><th scope="col">"Ran"</th><th scope="col">"Ran as"</th><th scope="col">"Log"</th></tr></thead>
+                        <tbody>
+                            {d.attempts.iter().map(|a| view! {
+                                <tr data-attempt=a.id.to_string()>
+                                    <td>{a.stage.clone()}</td>
+                                    <td>{a.number}</td>
+                                    <td>{state_pill(&a.state)}{a.error.clone().map(|e| view! { <br/><span class="muted">{e}</span> })}</td>
+                                    <td><Time at=a.started_at/><br/><span class="muted">{duration(Some(a.started_at), a.finished_at, d.now)}</span></td>
+                                    <td><code>{a.reference.clone().unwrap_or_default()}</code></td>
+                                    <td>{if a.has_log {
+                                        view! { <a href=format!("/api/runs/{id}/attempts/{}/log", a.id) target="_blank" rel="noopener">"Whole log"</a> }.into_any()
+                                    } else {
+                                        view! { <span class="muted">"when it ends"</span> }.into_any()
+                                    }}</td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
                 }.into_any()
             }}
         </section>

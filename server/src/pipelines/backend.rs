@@ -8,8 +8,8 @@ use app::backend::{Actor, PipelinesBackend};
 use app::error::AppError;
 use app::pipelines::template::ParamType;
 use app::pipelines::{
-    LogLine, OutputView, RunDetail, RunFilter, RunSummary, RunsView, StageView, TemplateForm,
-    TemplateSource, TemplateSummary, TemplateVersions,
+    AttemptView, LogLine, OutputView, RunDetail, RunFilter, RunSummary, RunsView, StageView,
+    TemplateForm, TemplateSource, TemplateSummary, TemplateVersions,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -242,6 +242,27 @@ impl PipelinesBackend for Pipelines {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
+        type AttemptRow = (
+            Uuid,
+            String,
+            i32,
+            String,
+            Option<String>,
+            Option<String>,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+            bool,
+        );
+        let attempts: Vec<AttemptRow> = sqlx::query_as(
+            "select a.id, s.name, a.number, a.state, a.executor_ref, a.error, a.started_at,
+                    a.finished_at, a.log_key is not null
+             from stage_attempts a join run_stages s on s.id = a.stage_id
+             where s.run_id = $1 order by a.started_at, a.id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
         let outputs: Vec<(Uuid, String, String, String, bool)> = sqlx::query_as(
             "select a.id, a.name, a.state, s.name, (v.thumbnail_key is not null)
              from run_outputs o join assets a on a.id = o.asset_id join run_stages s on s.id = o.stage_id
@@ -290,6 +311,20 @@ impl PipelinesBackend for Pipelines {
                     state: o.2,
                     stage: o.3,
                     has_thumbnail: o.4,
+                })
+                .collect(),
+            attempts: attempts
+                .into_iter()
+                .map(|a| AttemptView {
+                    id: a.0,
+                    stage: a.1,
+                    number: a.2,
+                    state: a.3,
+                    reference: a.4,
+                    error: a.5,
+                    started_at: a.6,
+                    finished_at: a.7,
+                    has_log: a.8,
                 })
                 .collect(),
             log: log

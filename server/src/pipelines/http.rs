@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/runs/{id}/stages/{name}/retry", post(retry))
         .route("/api/runs/{id}/resubmit", post(resubmit))
         .route("/api/runs/{id}/stages/{name}/preview", get(preview))
+        .route("/api/runs/{id}/attempts/{attempt}/log", get(archived_log))
         .route("/api/runs/events", get(events))
 }
 
@@ -191,6 +192,59 @@ async fn preview(
         Some(_) => Err(AppError::NotFound(format!("Stage {name} has no image yet.")).into()),
         None => Err(AppError::NotFound(format!("Run {id} has no stage {name}.")).into()),
     }
+}
+
+/// `GET /api/runs/{id}/attempts/{attempt}/log`: an attempt's whole log, as archived in
+/// storage when it ended (it outlives the pod or process that wrote it).
+async fn archived_log(
+    State(state): State<AppState>,
+    auth: Option<Extension<RequestAuth>>,
+    Path((id, attempt)): Path<(String, String)>,
+) -> Answer {
+    principal(auth)?;
+    let (id, attempt) = (parse_id(&id)?, parse_id(&attempt)?);
+    let key: Option<Option<String>> = sqlx::query_scalar(
+        "select a.log_key from stage_attempts a join run_stages s on s.id = a.stage_id
+         where a.id = $1 and s.run_id = $2",
+    )
+    .bind(attempt)
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "cannot read an attempt");
+        AppError::internal()
+    })?;
+    let Some(key) = key else {
+        return Err(AppError::NotFound(format!("Run {id} has no attempt {attempt}.")).into());
+    };
+    let Some(key) = key else {
+        return Err(AppError::NotFound(
+            "This attempt's log is not archived yet: it is archived when the attempt ends.".into(),
+        )
+        .into());
+    };
+    let found = state
+        .assets
+        .storage
+        .get_range(&key, None)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, key, "cannot read an archived log");
+            AppError::internal()
+        })?;
+    let body = axum::body::Body::from_stream(found.into_stream());
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            ),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// A run as JSON: itself, its stages in template order, its outputs.
