@@ -310,3 +310,101 @@ async fn steps_and_the_last_image_come_over_the_socket_and_a_dropped_socket_fall
     assert_eq!(outputs, 2, "the keyframe and the animatic");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_img2img_stage_uploads_its_image_and_binds_the_name_comfyui_gave_it() {
+    let app = spawn_app_with(|c| {
+        c.colab_allow_loopback = true;
+        c.colab_verify_seconds = 2;
+        c.comfyui_poll_ms = 100;
+    })
+    .await;
+    let secret = slate_tests::colab_secret(&app).await;
+    let comfy = FakeComfy::start(Mode::Current).await;
+    slate_tests::colab_up(&app, &secret, "k-1", &comfy.url()).await;
+    // A board frame in the library.
+    let dir = app.config.data_dir.join("fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let board = dir.join("board.png");
+    slate_tests::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x180",
+        "-frames:v",
+        "1",
+        board.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&board).unwrap();
+    let (image, state) = slate_tests::tus::Tus::new(&app)
+        .await
+        .upload("board_012.png", &bytes)
+        .await;
+    assert_eq!(state, "ready");
+    let source = r#"name: restyle-board
+title: Restyle a board
+parameters:
+  - name: board
+    type: asset
+    kind: image
+  - name: prompt
+    type: text
+stages:
+  - name: restyle
+    executor: comfyui
+    workflow: img2img
+    attempts: 1
+    inputs:
+      image: ${params.board}
+      prompt: ${params.prompt}
+      denoise: 0.45
+"#;
+    let (who, id) = admin(&app).await;
+    server::pipelines::store::save(&app.pool, &who, source, false)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    // An img2img stage whose image is not an image parameter is refused, with its line.
+    let wrong = source.replace("image: ${params.board}", "image: ${params.prompt}");
+    let refused = server::pipelines::store::save(&app.pool, &who, &wrong, false).await;
+    assert!(
+        format!("{refused:?}").contains("img2img needs the input image"),
+        "{refused:?}"
+    );
+    let by = Submitter {
+        who: &who,
+        user_id: id,
+        role: Role::Admin,
+        token: None,
+    };
+    let submission = Submission {
+        template: "restyle-board".into(),
+        params: json!({"board": image, "prompt": "charcoal sketch"})
+            .as_object()
+            .cloned()
+            .unwrap(),
+        ..Default::default()
+    };
+    let run = submit(&app.pool, &caps(), &by, &submission, None)
+        .await
+        .unwrap();
+    assert_eq!(crate::wait_run(&app, run).await, "succeeded");
+    let uploads: Vec<serde_json::Value> = comfy
+        .controls()
+        .into_iter()
+        .filter(|(path, _)| path == "/upload/image")
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(uploads.len(), 1, "{uploads:?}");
+    let name = uploads[0]["name"].as_str().unwrap();
+    assert!(name.ends_with("board_012.png"), "{name}");
+    assert!(
+        uploads[0]["bytes"].as_u64().unwrap() > bytes.len() as u64,
+        "the whole image went up"
+    );
+    let graph = &comfy.prompts()[0].graph;
+    assert_eq!(graph["10"]["class_type"], "LoadImage");
+    assert_eq!(graph["10"]["inputs"]["image"], name);
+    assert_eq!(graph["3"]["inputs"]["denoise"], 0.45);
+    assert_eq!(graph["3"]["inputs"]["latent_image"], json!(["11", 0]));
+    app.stop().await;
+}

@@ -155,7 +155,8 @@ impl FakeComfy {
         self.inner.prompts.lock().unwrap().clone()
     }
 
-    /// What POST /interrupt and POST /queue received, as (path, body).
+    /// What POST /interrupt, POST /queue and POST /upload/image received, as (path, body;
+    /// for an upload, the file's name and the request's size).
     pub fn controls(&self) -> Vec<(String, serde_json::Value)> {
         self.inner.pub_requests.lock().unwrap().clone()
     }
@@ -427,6 +428,10 @@ async fn upload(State(inner): State<Arc<Inner>>, body: axum::body::Bytes) -> Res
         .and_then(|rest| rest.split('"').next())
         .unwrap_or("upload.png")
         .to_owned();
+    inner.pub_requests.lock().unwrap().push((
+        "/upload/image".into(),
+        json!({"name": name, "bytes": body.len()}),
+    ));
     Json(json!({"name": name, "subfolder": "", "type": "input"})).into_response()
 }
 

@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 pub const ASSET_KINDS: [&str; 6] = ["image", "video", "audio", "scene", "model", "other"];
 pub const EXECUTORS: [&str; 3] = ["local", "comfyui", "kubernetes"];
 /// The ComfyUI workflow graphs Slate builds (parameters bound into a known graph).
-pub const WORKFLOWS: [&str; 1] = ["txt2img"];
+/// `img2img` starts from an image: its `image` input names an image parameter
+/// (`${params.NAME}`), whose asset is uploaded to ComfyUI when the stage runs.
+pub const WORKFLOWS: [&str; 2] = ["txt2img", "img2img"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
@@ -267,7 +269,7 @@ fn expected_input(executor: &str, input: &str) -> Option<Shape> {
         ("comfyui", "prompt" | "negative") => Some(Shape::Text),
         ("comfyui", "seed" | "count" | "width" | "height" | "steps") => Some(Shape::Integer),
         ("comfyui", "cfg" | "denoise") => Some(Shape::Number),
-        ("comfyui", "images") => Some(Shape::Files(Some("image"))),
+        ("comfyui", "image") => Some(Shape::Files(Some("image"))),
         ("kubernetes" | "local", _) => Some(Shape::Files(None)),
         _ => None,
     }
@@ -483,6 +485,20 @@ impl Template {
                         at.and_then(|a| line_of(source, "workflow:", a)),
                         format!("stage \"{}\": workflow \"{w}\" is not one of {}", s.name, WORKFLOWS.join(", ")),
                     ),
+                    Some(w) if w == "img2img" => {
+                        let image = s.inputs.get("image").and_then(|v| v.as_str()).unwrap_or("");
+                        let named = image
+                            .trim()
+                            .strip_prefix("${params.")
+                            .and_then(|r| r.strip_suffix('}'))
+                            .and_then(|p| self.parameter(p));
+                        if !matches!(named.map(|p| &p.ty), Some(ParamType::Asset { kind }) if kind == "image") {
+                            problem(
+                                at.and_then(|a| line_of(source, "workflow:", a)),
+                                format!("stage \"{}\": img2img needs the input image: ${{params.NAME}}, naming an image parameter", s.name),
+                            );
+                        }
+                    }
                     _ => {}
                 },
             }

@@ -1,5 +1,6 @@
 //! The ComfyUI executor: a `comfyui` stage builds its workflow graph with the stage's
-//! inputs bound, queues it on the current Colab endpoint through the ComfyUI client, follows
+//! inputs bound (an image it starts from is uploaded to the endpoint first, under a name
+//! tied to its asset), queues it on the current Colab endpoint through the ComfyUI client, follows
 //! it by polling (`/history`, `/queue`), downloads the outputs into the stage's output
 //! directory and turns each into an asset with its provenance (the exact graph and seed).
 //!
@@ -73,6 +74,19 @@ pub fn graph(
                 "seed": int("seed", 0), "steps": int("steps", 25), "cfg": num("cfg", 7.0),
                 "sampler_name": "euler", "scheduler": "normal", "denoise": num("denoise", 1.0),
                 "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+            "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+            "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": prefix}}
+        })),
+        "img2img" => Some(json!({
+            "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+            "10": {"class_type": "LoadImage", "inputs": {"image": text("image")}},
+            "11": {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": text("prompt"), "clip": ["4", 1]}},
+            "7": {"class_type": "CLIPTextEncode", "inputs": {"text": text("negative"), "clip": ["4", 1]}},
+            "3": {"class_type": "KSampler", "inputs": {
+                "seed": int("seed", 0), "steps": int("steps", 25), "cfg": num("cfg", 7.0),
+                "sampler_name": "euler", "scheduler": "normal", "denoise": num("denoise", 0.6),
+                "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["11", 0]}},
             "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
             "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": prefix}}
         })),
@@ -183,9 +197,14 @@ impl ComfyExecutor {
             .ok_or_else(|| format!("the template has no stage {}", claim.name))?
             .clone();
         let workflow = stage.workflow.clone().unwrap_or_default();
-        let values = bind(&stage, &claim.params);
+        let mut values = bind(&stage, &claim.params);
         let prefix = format!("slate_{}", claim.stage_id.simple());
-        let graph = graph(&workflow, &values, &self.checkpoint, &prefix)
+        // Images the graph starts from: fetched here, uploaded to whichever endpoint runs it.
+        let images = self.images(claim, &stored.template, &stage).await?;
+        for (input, file) in &images {
+            values.insert(input.clone(), json!(file.name));
+        }
+        let mut graph = graph(&workflow, &values, &self.checkpoint, &prefix)
             .ok_or_else(|| format!("unknown workflow {workflow}"))?;
         let mut resume = self.left_behind(claim).await;
         loop {
@@ -200,8 +219,10 @@ impl ComfyExecutor {
             let mut socket = self.open_socket(&url, claim).await;
             let prompt = match resume.take() {
                 Some((prompt, on)) if on == endpoint_id => prompt,
-                _ => match client.submit(&graph, &claim.attempt_id.to_string()).await {
-                    Ok(s) => s.prompt_id,
+                _ => match self.upload(&client, &images, &mut values).await.map(|()| {
+                    graph = self::graph(&workflow, &values, &self.checkpoint, &prefix)
+                        .unwrap_or_else(|| graph.clone());
+                }) {
                     Err(ComfyError::Endpoint(e)) => {
                         self.status(
                             claim,
@@ -215,6 +236,22 @@ impl ComfyExecutor {
                         continue;
                     }
                     Err(e) => return Ok(Outcome::Failed(e.to_string())),
+                    Ok(()) => match client.submit(&graph, &claim.attempt_id.to_string()).await {
+                        Ok(s) => s.prompt_id,
+                        Err(ComfyError::Endpoint(e)) => {
+                            self.status(
+                                claim,
+                                &format!("Waiting for the ComfyUI endpoint: {e}."),
+                                None,
+                            )
+                            .await;
+                            if self.pause(&mut cancel).await {
+                                return Ok(Outcome::Cancelled);
+                            }
+                            continue;
+                        }
+                        Err(e) => return Ok(Outcome::Failed(e.to_string())),
+                    },
                 },
             };
             let _ = sqlx::query(
@@ -246,6 +283,74 @@ impl ComfyExecutor {
                 Followed::Lost => continue,
             }
         }
+    }
+
+    /// The stage's inputs that are image assets: (input, the file), fetched into the run's
+    /// inputs.
+    async fn images(
+        &self,
+        claim: &Claim,
+        template: &app::pipelines::template::Template,
+        stage: &Stage,
+    ) -> Result<Vec<(String, Image)>, String> {
+        let files = super::exec_local::Workspace {
+            pool: self.pool.clone(),
+            assets: self.assets.clone(),
+            work: self.work.clone(),
+        };
+        let mut out = Vec::new();
+        for (input, raw) in &stage.inputs {
+            let Some(param) = raw
+                .as_str()
+                .and_then(|r| r.trim().strip_prefix("${params."))
+                .and_then(|r| r.strip_suffix('}'))
+                .and_then(|p| template.parameter(p))
+            else {
+                continue;
+            };
+            if !matches!(param.ty, app::pipelines::template::ParamType::Asset { .. }) {
+                continue;
+            }
+            let Some(asset) = claim.params[param.name.as_str()]
+                .as_str()
+                .and_then(|a| a.parse::<Uuid>().ok())
+            else {
+                continue;
+            };
+            let fetched = files.input(claim.run_id, asset).await?;
+            let name = fetched
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "input.png".into());
+            let bytes = tokio::fs::read(&fetched.path)
+                .await
+                .map_err(|e| format!("cannot read the input {name}: {e}"))?;
+            out.push((
+                input.clone(),
+                Image {
+                    name: format!("slate_{}_{name}", asset.simple()),
+                    bytes,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Uploads the images to the endpoint, binding the names it gave them.
+    async fn upload(
+        &self,
+        client: &ComfyClient,
+        images: &[(String, Image)],
+        values: &mut serde_json::Map<String, Value>,
+    ) -> Result<(), ComfyError> {
+        for (input, image) in images {
+            let name = client
+                .upload_image(&image.name, image.bytes.clone())
+                .await?;
+            values.insert(input.clone(), json!(name));
+        }
+        Ok(())
     }
 
     /// Opens the endpoint's socket and reads it in a task; `None` when it cannot be opened
@@ -506,6 +611,13 @@ impl ComfyExecutor {
         }
         Ok(())
     }
+}
+
+/// An image a graph starts from: the name it is uploaded under, and its bytes (an image
+/// for a graph is small).
+struct Image {
+    name: String,
+    bytes: Vec<u8>,
 }
 
 /// What the socket has given while a prompt is followed.

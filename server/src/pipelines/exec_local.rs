@@ -43,13 +43,14 @@ pub struct Workspace {
 
 /// An asset given to a run: its file on this machine, and what provenance records.
 pub struct Input {
-    path: PathBuf,
-    version: Uuid,
+    pub path: PathBuf,
+    pub version: Uuid,
     duration_us: Option<u64>,
 }
 
 impl Workspace {
-    async fn input(&self, run: Uuid, asset: Uuid) -> Result<Input, String> {
+    /// The asset's current file in the run's inputs (fetched once per run).
+    pub async fn input(&self, run: Uuid, asset: Uuid) -> Result<Input, String> {
         let row: Option<(Uuid, String, Option<String>, Option<Value>)> = sqlx::query_as(
             "select v.id, a.name, v.blob_key, v.probe from assets a join asset_versions v on v.id = a.current_version_id
              where a.id = $1 and a.deleted_at is null",
