@@ -131,10 +131,13 @@ pub trait PipelinesBackend: Send + Sync + 'static {
         filter: crate::pipelines::RunFilter,
     ) -> Result<crate::pipelines::RunsView, AppError>;
     async fn run(&self, actor: &Actor, id: Uuid) -> Result<crate::pipelines::RunDetail, AppError>;
+    /// The form of a template; with `from`, filled with that run's values (to edit and
+    /// run again).
     async fn template_form(
         &self,
         actor: &Actor,
         name: &str,
+        from: Option<Uuid>,
     ) -> Result<crate::pipelines::TemplateForm, AppError>;
     async fn submit_form(
         &self,

@@ -1035,6 +1035,7 @@ async fn a_creator_submits_a_transcode_from_the_form_watches_it_and_opens_the_ou
     wait_for(c, "#run-stages").await;
     assert!(path(c).await.starts_with("/runs/"));
     set_marker(c).await;
+    let run_path = path(c).await;
     wait_text_for(c, "#run-head", "succeeded", Duration::from_secs(120)).await;
     wait_for(c, "#run-outputs a.asset-tile[data-name='proxy-540p.mp4']").await;
     assert!(marker_survived(c).await, "followed without a reload");
@@ -1055,6 +1056,23 @@ async fn a_creator_submits_a_transcode_from_the_form_watches_it_and_opens_the_ou
     wait_for(c, "video").await;
     c.goto(&app.url(&whole)).await.unwrap();
     wait_text(c, "pre, body", "$ ffmpeg").await;
+    // Edit and run again: the form comes filled with this run's values.
+    c.goto(&app.url(&run_path)).await.unwrap();
+    wait_hydrated(c).await;
+    wait_for(c, "#run-edit").await.click().await.unwrap();
+    wait_for(c, "#run-form").await;
+    let filled = c
+        .execute(
+            "return [document.querySelector('#param-crf').value, document.querySelector('#param-source').selectedOptions[0].textContent];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        filled,
+        json!(["30", "shot_030.mov"]),
+        "the run's quality and its clip"
+    );
     // The list: the run with its state, filterable by day.
     c.goto(&app.url("/runs")).await.unwrap();
     wait_text(c, "#runs", "Transcode and proxies").await;

@@ -329,5 +329,20 @@ async fn the_runs_list_filters_by_day_and_refuses_a_date_it_cannot_read() {
     let (status, body) = listed(today.to_string(), week_ago.to_string()).await;
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("is before"), "{body}");
+    // The form to edit and run again starts from a run of that template only.
+    server::pipelines::store::seed_builtins(&app.pool)
+        .await
+        .unwrap();
+    let run = runs[0].to_string();
+    for (name, want) in [("dated", 200), ("transcode-and-proxies", 404)] {
+        let res = app
+            .call(
+                &client,
+                "/api/template_form",
+                &[("name", name), ("from", &run)],
+            )
+            .await;
+        assert_eq!(res.status().as_u16(), want, "{name}");
+    }
     app.stop().await;
 }

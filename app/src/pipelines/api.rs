@@ -23,8 +23,19 @@ pub async fn get_run(id: Uuid) -> Result<RunDetail, AppError> {
 }
 
 #[server(prefix = "/api", endpoint = "template_form")]
-pub async fn get_template_form(name: String) -> Result<TemplateForm, AppError> {
-    answer(async { services()?.pipelines.template_form(&actor()?, &name).await }.await)
+pub async fn get_template_form(
+    name: String,
+    #[server(default)] from: Option<Uuid>,
+) -> Result<TemplateForm, AppError> {
+    answer(
+        async {
+            services()?
+                .pipelines
+                .template_form(&actor()?, &name, from)
+                .await
+        }
+        .await,
+    )
 }
 
 /// Submits from the form: every value as text, converted by its parameter's type.

@@ -164,13 +164,22 @@ pub fn RunsPage() -> impl IntoView {
 pub fn NewRunPage() -> impl IntoView {
     let query = use_query_map();
     let chosen = move || query.read().get("template");
+    let from = move || {
+        query
+            .read()
+            .get("from")
+            .and_then(|f| f.parse::<Uuid>().ok())
+    };
     let list = Resource::new(|| (), |_| get_runs(RunFilter::default()));
-    let form = Resource::new(chosen, |name| async move {
-        match name {
-            Some(n) => Some(get_template_form(n).await),
-            None => None,
-        }
-    });
+    let form = Resource::new(
+        move || (chosen(), from()),
+        |(name, from)| async move {
+            match name {
+                Some(n) => Some(get_template_form(n, from).await),
+                None => None,
+            }
+        },
+    );
     view! {
         <PageHeader title="New run" subtitle="Choose a template, fill in its parameters, submit: the run's page follows it live."/>
         <Transition fallback=|| view! { <p class="loading">"Loading templates…"</p> }>
@@ -248,13 +257,17 @@ fn field(p: &Parameter, choices: &[(Uuid, String)]) -> impl IntoView {
         ParamType::Asset { kind } => view! {
             <select id=id.clone() name=name required=required>
                 <option value="">{format!("Choose a {kind}…")}</option>
-                {choices.iter().map(|(a, n)| view! { <option value=a.to_string()>{n.clone()}</option> }).collect_view()}
+                {choices.iter().map(|(a, n)| { let selected = a.to_string() == default; view! { <option value=a.to_string() selected=selected>{n.clone()}</option> } }).collect_view()}
             </select>
         }.into_any(),
-        ParamType::Assets { .. } => view! {
-            <select id=id.clone() name=format!("lists[{}][]", p.name) multiple=true required=required size="5">
-                {choices.iter().map(|(a, n)| view! { <option value=a.to_string()>{n.clone()}</option> }).collect_view()}
-            </select>
+        ParamType::Assets { .. } => {
+            let chosen: Vec<String> = p.default.as_ref().and_then(|d| d.as_array()).into_iter().flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned)).collect();
+            view! {
+                <select id=id.clone() name=format!("lists[{}][]", p.name) multiple=true required=required size="5">
+                    {choices.iter().map(|(a, n)| { let selected = chosen.contains(&a.to_string()); view! { <option value=a.to_string() selected=selected>{n.clone()}</option> } }).collect_view()}
+                </select>
+            }
         }.into_any(),
     };
     let empty_assets =
@@ -444,6 +457,8 @@ fn run_view(
                     <input type="hidden" name="id" value=id.to_string()/>
                     <button type="submit" class="btn" id="run-again" title="The same template version and parameters, seed included">"Run again exactly"</button>
                 </ActionForm>
+                <A href=format!("/runs/new?template={}&from={id}", encode_query_value(&d.summary.template)) attr:class="btn" attr:id="run-edit"
+                    attr:title="The form of the template's current version, filled with this run's values">"Edit and run again"</A>
             </div>
         </section>
         <section class="card" id="run-stages">

@@ -340,12 +340,39 @@ impl PipelinesBackend for Pipelines {
         })
     }
 
-    async fn template_form(&self, _actor: &Actor, name: &str) -> Result<TemplateForm, AppError> {
-        let Some(stored) = store::find(&self.pool, name, None).await.map_err(db)? else {
+    async fn template_form(
+        &self,
+        _actor: &Actor,
+        name: &str,
+        from: Option<Uuid>,
+    ) -> Result<TemplateForm, AppError> {
+        let Some(mut stored) = store::find(&self.pool, name, None).await.map_err(db)? else {
             return Err(AppError::NotFound(format!(
                 "There is no template \"{name}\"."
             )));
         };
+        if let Some(run) = from {
+            // That run's values in place of the defaults (the template's current version).
+            let params: Option<Value> = sqlx::query_scalar(
+                "select r.params from runs r join pipelines p on p.id = r.pipeline_id
+                 where r.id = $1 and p.name = $2",
+            )
+            .bind(run)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+            let Some(params) = params else {
+                return Err(AppError::NotFound(format!(
+                    "There is no run {run} of \"{name}\" to start from."
+                )));
+            };
+            for p in &mut stored.template.parameters {
+                if let Some(v) = params.get(&p.name).filter(|v| !v.is_null()) {
+                    p.default = Some(v.clone());
+                }
+            }
+        }
         let mut choices = Vec::new();
         for p in &stored.template.parameters {
             if let ParamType::Asset { kind } | ParamType::Assets { kind, .. } = &p.ty {
