@@ -408,3 +408,94 @@ stages:
     assert_eq!(graph["3"]["inputs"]["latent_image"], json!(["11", 0]));
     app.stop().await;
 }
+
+/// A one-stage, one-attempt generation (so a failure is final at once).
+const ONE_SHOT: &str = r#"name: one-shot
+title: One shot
+parameters:
+  - name: prompt
+    type: text
+stages:
+  - name: keyframes
+    executor: comfyui
+    workflow: txt2img
+    attempts: 1
+    inputs:
+      prompt: ${params.prompt}
+"#;
+
+async fn one_shot(app: &slate_tests::TestApp, prompt: &str) -> uuid::Uuid {
+    let (who, id) = admin(app).await;
+    server::pipelines::store::save(&app.pool, &who, ONE_SHOT, false)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let by = Submitter {
+        who: &who,
+        user_id: id,
+        role: Role::Admin,
+        token: None,
+    };
+    let submission = Submission {
+        template: "one-shot".into(),
+        params: json!({ "prompt": prompt }).as_object().cloned().unwrap(),
+        ..Default::default()
+    };
+    submit(&app.pool, &caps(), &by, &submission, None)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_comfyui_error_fails_the_stage_with_its_message_and_an_endpoint_that_dies_mid_run_is_waited_out(
+) {
+    let app = spawn_app_with(|c| {
+        c.colab_allow_loopback = true;
+        c.colab_verify_seconds = 2;
+        c.comfyui_poll_ms = 100;
+    })
+    .await;
+    let secret = slate_tests::colab_secret(&app).await;
+    let first = FakeComfy::start(Mode::Current).await;
+    slate_tests::colab_up(&app, &secret, "k-1", &first.url()).await;
+
+    // ComfyUI's execution_error (a node out of GPU memory): the stage fails, saying so.
+    let run = one_shot(&app, "Broken").await;
+    assert_eq!(crate::wait_run(&app, run).await, "failed");
+    let (_, message, _) = keyframes_stage(&app, run).await;
+    assert!(message.contains("CUDA out of memory"), "{message}");
+
+    // The runtime dies mid-prompt: the stage waits, saying why, then a new endpoint comes
+    // up and the prompt is queued there and finishes.
+    first.hold();
+    let run = one_shot(&app, "a harbour at night").await;
+    for _ in 0..200 {
+        if keyframes_stage(&app, run).await.1.contains("step 3 of 4") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill();
+    let mut said = String::new();
+    for _ in 0..200 {
+        said = keyframes_stage(&app, run).await.1;
+        if said.contains("Waiting for the ComfyUI endpoint") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(said.contains("Waiting for the ComfyUI endpoint"), "{said}");
+    let second = FakeComfy::start(Mode::Current).await;
+    slate_tests::colab_up(&app, &secret, "k-2", &second.url()).await;
+    assert_eq!(crate::wait_run(&app, run).await, "succeeded");
+    assert_eq!(
+        second.prompts().len(),
+        1,
+        "queued again on the new endpoint"
+    );
+    assert_eq!(
+        first.prompts().len(),
+        2,
+        "the first held the failed and the lost one"
+    );
+    app.stop().await;
+}
