@@ -439,10 +439,6 @@ impl ComfyExecutor {
         .bind(mime)
         .execute(&self.pool)
         .await;
-        let _ = sqlx::query("select pg_notify('run_changes', $1)")
-            .bind(claim.run_id.to_string())
-            .execute(&self.pool)
-            .await;
     }
 
     /// Waits `poll` while listening to the socket; says whether the run was cancelled.

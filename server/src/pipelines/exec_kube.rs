@@ -534,6 +534,8 @@ pub struct KubeExecutor {
 }
 
 impl KubeExecutor {
+    /// Says what the stage waits for or does (pages hear of it through the table's
+    /// trigger, so only a change is written).
     async fn status(&self, claim: &Claim, message: &str) {
         let _ = sqlx::query(
             "update run_stages set status_message = $2 where id = $1 and state = 'running'
@@ -543,10 +545,6 @@ impl KubeExecutor {
         .bind(message)
         .execute(&self.files.pool)
         .await;
-        let _ = sqlx::query("select pg_notify('run_changes', $1)")
-            .bind(claim.run_id.to_string())
-            .execute(&self.files.pool)
-            .await;
     }
 
     /// The Job a lost earlier attempt of this stage started: (Job, that attempt's number).
