@@ -212,24 +212,8 @@ async fn a_prompt_in_flight_when_slate_stops_is_followed_after_the_restart_not_r
 
 /// Submits keyframes (one image, no animatic needed beyond it) and returns the run.
 async fn keyframes(app: &slate_tests::TestApp, seed: i64) -> uuid::Uuid {
-    let (who, id) = admin(app).await;
-    let by = Submitter {
-        who: &who,
-        user_id: id,
-        role: Role::Admin,
-        token: None,
-    };
-    let submission = Submission {
-        template: "keyframes-to-animatic".into(),
-        params: json!({"prompt": "a lighthouse in fog", "count": 1, "fps": 1, "seed": seed})
-            .as_object()
-            .cloned()
-            .unwrap(),
-        ..Default::default()
-    };
-    submit(&app.pool, &caps(), &by, &submission, None)
-        .await
-        .unwrap()
+    let params = json!({"prompt": "a lighthouse in fog", "count": 1, "fps": 1, "seed": seed});
+    crate::submit_as_admin(app, &caps(), "keyframes-to-animatic", params).await
 }
 
 async fn keyframes_stage(
@@ -359,10 +343,8 @@ stages:
       prompt: ${params.prompt}
       denoise: 0.45
 "#;
-    let (who, id) = admin(&app).await;
-    server::pipelines::store::save(&app.pool, &who, source, false)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    crate::save_template(&app, source).await;
+    let (who, _) = admin(&app).await;
     // An img2img stage whose image is not an image parameter is refused, with its line.
     let wrong = source.replace("image: ${params.board}", "image: ${params.prompt}");
     let refused = server::pipelines::store::save(&app.pool, &who, &wrong, false).await;
@@ -370,23 +352,8 @@ stages:
         format!("{refused:?}").contains("img2img needs the input image"),
         "{refused:?}"
     );
-    let by = Submitter {
-        who: &who,
-        user_id: id,
-        role: Role::Admin,
-        token: None,
-    };
-    let submission = Submission {
-        template: "restyle-board".into(),
-        params: json!({"board": image, "prompt": "charcoal sketch"})
-            .as_object()
-            .cloned()
-            .unwrap(),
-        ..Default::default()
-    };
-    let run = submit(&app.pool, &caps(), &by, &submission, None)
-        .await
-        .unwrap();
+    let params = json!({"board": image, "prompt": "charcoal sketch"});
+    let run = crate::submit_as_admin(&app, &caps(), "restyle-board", params).await;
     assert_eq!(crate::wait_run(&app, run).await, "succeeded");
     let uploads: Vec<serde_json::Value> = comfy
         .controls()
@@ -425,24 +392,8 @@ stages:
 "#;
 
 async fn one_shot(app: &slate_tests::TestApp, prompt: &str) -> uuid::Uuid {
-    let (who, id) = admin(app).await;
-    server::pipelines::store::save(&app.pool, &who, ONE_SHOT, false)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    let by = Submitter {
-        who: &who,
-        user_id: id,
-        role: Role::Admin,
-        token: None,
-    };
-    let submission = Submission {
-        template: "one-shot".into(),
-        params: json!({ "prompt": prompt }).as_object().cloned().unwrap(),
-        ..Default::default()
-    };
-    submit(&app.pool, &caps(), &by, &submission, None)
-        .await
-        .unwrap()
+    crate::save_template(app, ONE_SHOT).await;
+    crate::submit_as_admin(app, &caps(), "one-shot", json!({ "prompt": prompt })).await
 }
 
 #[tokio::test]

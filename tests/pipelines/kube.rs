@@ -9,7 +9,7 @@ use std::time::Duration;
 use app::accounts::Role;
 use k8s_openapi::api::batch::v1::Job;
 use serde_json::{json, Value};
-use server::pipelines::runs::{submit, Capabilities, Submission, Submitter};
+use server::pipelines::runs::{Capabilities, Submitter};
 use slate_tests::fake_kube::FakeKube;
 use slate_tests::tus::Tus;
 use slate_tests::TestApp;
@@ -60,10 +60,7 @@ impl Env {
         let clip = std::fs::read(&clip_path).unwrap();
         let (video, state) = Tus::new(&app).await.upload("plate.mov", &clip).await;
         assert_eq!(state, "ready");
-        let (who, _) = admin(&app).await;
-        server::pipelines::store::save(&app.pool, &who, TEMPLATE, false)
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}"));
+        crate::save_template(&app, TEMPLATE).await;
         Env {
             fake,
             app,
@@ -74,28 +71,12 @@ impl Env {
     }
 
     async fn submit(&self) -> Uuid {
-        let (who, id) = admin(&self.app).await;
-        let by = Submitter {
-            who: &who,
-            user_id: id,
-            role: Role::Admin,
-            token: None,
-        };
-        let submission = Submission {
-            template: "grade-on-gpu".into(),
-            params: json!({ "source": self.video })
-                .as_object()
-                .cloned()
-                .unwrap(),
-            ..Default::default()
-        };
         let caps = Capabilities {
             programs: vec!["ffmpeg".into()],
             kubernetes: true,
         };
-        submit(&self.app.pool, &caps, &by, &submission, None)
-            .await
-            .unwrap()
+        let params = json!({ "source": self.video });
+        crate::submit_as_admin(&self.app, &caps, "grade-on-gpu", params).await
     }
 
     /// The Jobs of a run.

@@ -55,6 +55,38 @@ pub async fn admin(app: &TestApp) -> (Who, Uuid) {
     (who, id)
 }
 
+/// Saves a template as the first admin.
+pub async fn save_template(app: &TestApp, source: &str) {
+    let (who, _) = admin(app).await;
+    server::pipelines::store::save(&app.pool, &who, source, false)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+}
+
+/// Submits `template` with `params` as the first admin, to executors that can do `caps`.
+pub async fn submit_as_admin(
+    app: &TestApp,
+    caps: &Capabilities,
+    template: &str,
+    params: serde_json::Value,
+) -> Uuid {
+    let (who, id) = admin(app).await;
+    let by = Submitter {
+        who: &who,
+        user_id: id,
+        role: Role::Admin,
+        token: None,
+    };
+    let submission = Submission {
+        template: template.into(),
+        params: params.as_object().cloned().unwrap_or_default(),
+        ..Default::default()
+    };
+    server::pipelines::runs::submit(&app.pool, caps, &by, &submission, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
 /// Saves a template and submits it `runs` times; returns the run ids.
 pub async fn submit_runs(app: &TestApp, source: &str, runs: usize, priority: i32) -> Vec<Uuid> {
     let (who, id) = admin(app).await;

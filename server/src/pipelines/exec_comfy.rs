@@ -217,42 +217,40 @@ impl ComfyExecutor {
             };
             let client = ComfyClient::new(self.prober.clone(), &url);
             let mut socket = self.open_socket(&url, claim).await;
-            let prompt = match resume.take() {
-                Some((prompt, on)) if on == endpoint_id => prompt,
-                _ => match self.upload(&client, &images, &mut values).await.map(|()| {
-                    graph = self::graph(&workflow, &values, &self.checkpoint, &prefix)
-                        .unwrap_or_else(|| graph.clone());
-                }) {
-                    Err(ComfyError::Endpoint(e)) => {
-                        self.status(
-                            claim,
-                            &format!("Waiting for the ComfyUI endpoint: {e}."),
-                            None,
-                        )
-                        .await;
-                        if self.pause(&mut cancel).await {
-                            return Ok(Outcome::Cancelled);
+            let queued = match resume.take() {
+                Some((prompt, on)) if on == endpoint_id => Ok(prompt),
+                // Its images first (under the names this endpoint gives them), then the graph.
+                _ => {
+                    async {
+                        self.upload(&client, &images, &mut values).await?;
+                        if let Some(bound) =
+                            self::graph(&workflow, &values, &self.checkpoint, &prefix)
+                        {
+                            graph = bound;
                         }
-                        continue;
+                        client
+                            .submit(&graph, &claim.attempt_id.to_string())
+                            .await
+                            .map(|s| s.prompt_id)
                     }
-                    Err(e) => return Ok(Outcome::Failed(e.to_string())),
-                    Ok(()) => match client.submit(&graph, &claim.attempt_id.to_string()).await {
-                        Ok(s) => s.prompt_id,
-                        Err(ComfyError::Endpoint(e)) => {
-                            self.status(
-                                claim,
-                                &format!("Waiting for the ComfyUI endpoint: {e}."),
-                                None,
-                            )
-                            .await;
-                            if self.pause(&mut cancel).await {
-                                return Ok(Outcome::Cancelled);
-                            }
-                            continue;
-                        }
-                        Err(e) => return Ok(Outcome::Failed(e.to_string())),
-                    },
-                },
+                    .await
+                }
+            };
+            let prompt = match queued {
+                Ok(prompt) => prompt,
+                Err(ComfyError::Endpoint(e)) => {
+                    self.status(
+                        claim,
+                        &format!("Waiting for the ComfyUI endpoint: {e}."),
+                        None,
+                    )
+                    .await;
+                    if self.pause(&mut cancel).await {
+                        return Ok(Outcome::Cancelled);
+                    }
+                    continue;
+                }
+                Err(e) => return Ok(Outcome::Failed(e.to_string())),
             };
             let _ = sqlx::query(
                 "update stage_attempts set executor_ref = $2, detail = $3 where id = $1",
