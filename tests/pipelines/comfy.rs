@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use app::accounts::Role;
 use serde_json::json;
-use server::pipelines::runs::{submit, Submission, Submitter};
 use slate_tests::fake_comfy::{FakeComfy, Mode};
 use slate_tests::spawn_app_with;
 use sqlx::PgPool;
@@ -21,25 +19,9 @@ async fn keyframes_wait_for_an_endpoint_then_become_an_animatic() {
         c.comfyui_poll_ms = 100;
     })
     .await;
-    let (who, id) = admin(&app).await;
-    let by = Submitter {
-        who: &who,
-        user_id: id,
-        role: Role::Admin,
-        token: None,
-    };
-    let submission = Submission {
-        template: "keyframes-to-animatic".into(),
-        params:
-            json!({"prompt": "a red fox at dawn, storyboard", "count": 2, "fps": 2, "seed": 424242})
-                .as_object()
-                .cloned()
-                .unwrap(),
-        ..Default::default()
-    };
-    let run = submit(&app.pool, &caps(), &by, &submission, None)
-        .await
-        .unwrap();
+    let params =
+        json!({"prompt": "a red fox at dawn, storyboard", "count": 2, "fps": 2, "seed": 424242});
+    let run = crate::submit_as_admin(&app, &caps(), "keyframes-to-animatic", params).await;
 
     // No endpoint yet: the stage waits and says why.
     let stage_status = || async {
@@ -149,24 +131,8 @@ async fn a_prompt_in_flight_when_slate_stops_is_followed_after_the_restart_not_r
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (who, id) = admin(&app).await;
-    let by = Submitter {
-        who: &who,
-        user_id: id,
-        role: Role::Admin,
-        token: None,
-    };
-    let submission = Submission {
-        template: "keyframes-to-animatic".into(),
-        params: json!({"prompt": "a heron", "count": 1, "seed": 7})
-            .as_object()
-            .cloned()
-            .unwrap(),
-        ..Default::default()
-    };
-    let run = submit(&app.pool, &caps(), &by, &submission, None)
-        .await
-        .unwrap();
+    let params = json!({"prompt": "a heron", "count": 1, "seed": 7});
+    let run = crate::submit_as_admin(&app, &caps(), "keyframes-to-animatic", params).await;
     for _ in 0..200 {
         if !comfy.prompts().is_empty() {
             break;

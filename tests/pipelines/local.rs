@@ -2,13 +2,11 @@
 //! an uploaded clip goes in, two MP4s come out as assets that ffprobe reads, with their
 //! provenance, the logs kept, and the run settled.
 
-use app::accounts::Role;
 use serde_json::json;
-use server::pipelines::runs::{submit, Submission, Submitter};
 use slate_tests::spawn_app;
 use slate_tests::tus::Tus;
 
-use crate::{admin, caps};
+use crate::caps;
 
 #[tokio::test]
 async fn transcode_and_proxies_runs_with_ffmpeg_and_its_outputs_become_assets() {
@@ -39,24 +37,8 @@ async fn transcode_and_proxies_runs_with_ffmpeg_and_its_outputs_become_assets() 
         .await;
     assert_eq!(state, "ready");
 
-    let (who, id) = admin(&app).await;
-    let by = Submitter {
-        who: &who,
-        user_id: id,
-        role: Role::Admin,
-        token: None,
-    };
-    let submission = Submission {
-        template: "transcode-and-proxies".into(),
-        params: json!({"source": video, "crf": 30, "preset": "veryfast"})
-            .as_object()
-            .cloned()
-            .unwrap(),
-        ..Default::default()
-    };
-    let run = submit(&app.pool, &caps(), &by, &submission, None)
-        .await
-        .unwrap();
+    let params = json!({"source": video, "crf": 30, "preset": "veryfast"});
+    let run = crate::submit_as_admin(&app, &caps(), "transcode-and-proxies", params).await;
     let state = crate::wait_run(&app, run).await;
     let messages: Vec<(String, String, Option<String>)> =
         sqlx::query_as("select name, state, status_message from run_stages where run_id = $1")
@@ -149,16 +131,7 @@ async fn stages_reading_one_input_at_once_leave_the_stored_file_untouched() {
             "  - name: p{i}\n    executor: local\n    program: ffprobe\n    attempts: 1\n    args: [\"-v\", \"error\", \"-show_format\", \"${{params.source}}\"]\n"
         ));
     }
-    let (who, id) = admin(&app).await;
-    server::pipelines::store::save(&app.pool, &who, &source, false)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    let by = Submitter {
-        who: &who,
-        user_id: id,
-        role: Role::Admin,
-        token: None,
-    };
+    crate::save_template(&app, &source).await;
     let key: String = sqlx::query_scalar(
         "select v.blob_key from assets a join asset_versions v on v.id = a.current_version_id where a.id = $1::uuid",
     )
@@ -169,14 +142,8 @@ async fn stages_reading_one_input_at_once_leave_the_stored_file_untouched() {
     let stored = app.config.data_dir.join("storage").join(&key);
     // Several runs, so that the four stages race for the input more than once.
     for _ in 0..3 {
-        let submission = Submission {
-            template: "probe-four-ways".into(),
-            params: json!({ "source": video }).as_object().cloned().unwrap(),
-            ..Default::default()
-        };
-        let run = submit(&app.pool, &caps(), &by, &submission, None)
-            .await
-            .unwrap();
+        let params = json!({ "source": video });
+        let run = crate::submit_as_admin(&app, &caps(), "probe-four-ways", params).await;
         let state = crate::wait_run(&app, run).await;
         let messages: Vec<(String, Option<String>)> =
             sqlx::query_as("select name, status_message from run_stages where run_id = $1")

@@ -187,15 +187,7 @@ impl ComfyExecutor {
         claim: &Claim,
         mut cancel: watch::Receiver<bool>,
     ) -> Result<Outcome, String> {
-        let stored = store::by_id(&self.pool, claim.pipeline_id)
-            .await
-            .map_err(|e| format!("cannot read the template: {e}"))?
-            .ok_or("the run's template is gone")?;
-        let stage = stored
-            .template
-            .stage(&claim.name)
-            .ok_or_else(|| format!("the template has no stage {}", claim.name))?
-            .clone();
+        let (stored, stage) = store::claimed_stage(&self.pool, claim).await?;
         let workflow = stage.workflow.clone().unwrap_or_default();
         let mut values = bind(&stage, &claim.params);
         let prefix = format!("slate_{}", claim.stage_id.simple());

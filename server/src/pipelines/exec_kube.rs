@@ -568,15 +568,7 @@ impl KubeExecutor {
         claim: &Claim,
         mut cancel: watch::Receiver<bool>,
     ) -> Result<Outcome, String> {
-        let stored = store::by_id(&self.files.pool, claim.pipeline_id)
-            .await
-            .map_err(|e| format!("cannot read the template: {e}"))?
-            .ok_or("the run's template is gone")?;
-        let stage = stored
-            .template
-            .stage(&claim.name)
-            .ok_or_else(|| format!("the template has no stage {}", claim.name))?
-            .clone();
+        let (stored, stage) = store::claimed_stage(&self.files.pool, claim).await?;
         let stage_dir = self.files.stage_dir(claim);
         // A Job left by a lost attempt is followed rather than started again.
         let adopted = match self.left_behind(claim).await {

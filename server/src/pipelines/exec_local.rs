@@ -205,15 +205,8 @@ impl LocalExecutor {
         claim: &Claim,
         cancel: watch::Receiver<bool>,
     ) -> Result<Outcome, String> {
-        let stored = store::by_id(&self.files.pool, claim.pipeline_id)
-            .await
-            .map_err(|e| format!("cannot read the template: {e}"))?
-            .ok_or("the run's template is gone")?;
+        let (stored, stage) = store::claimed_stage(&self.files.pool, claim).await?;
         let template = &stored.template;
-        let stage = template
-            .stage(&claim.name)
-            .ok_or_else(|| format!("the template has no stage {}", claim.name))?
-            .clone();
         let stage_dir = self.files.stage_dir(claim);
         let workdir = stage_dir.join(claim.attempt.to_string());
         let out = workdir.join("out");

@@ -151,6 +151,24 @@ pub async fn find(
     Ok(row.and_then(stored))
 }
 
+/// The template version a claimed stage belongs to, and that stage (for executors: the
+/// error is the attempt's failure).
+pub async fn claimed_stage(
+    pool: &PgPool,
+    claim: &super::queue::Claim,
+) -> Result<(Stored, app::pipelines::template::Stage), String> {
+    let stored = by_id(pool, claim.pipeline_id)
+        .await
+        .map_err(|e| format!("cannot read the template: {e}"))?
+        .ok_or("the run's template is gone")?;
+    let stage = stored
+        .template
+        .stage(&claim.name)
+        .ok_or_else(|| format!("the template has no stage {}", claim.name))?
+        .clone();
+    Ok((stored, stage))
+}
+
 pub async fn by_id(pool: &PgPool, id: Uuid) -> Result<Option<Stored>, sqlx::Error> {
     let row: Option<Row> =
         sqlx::query_as(&format!("select {COLUMNS} from pipelines where id = $1"))
