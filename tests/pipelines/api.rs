@@ -133,10 +133,19 @@ async fn a_script_submits_follows_and_cancels_a_run_and_bad_calls_change_nothing
     assert_eq!(run["stages"][0]["state"], "queued");
     assert_eq!(run["stages"][1]["state"], "waiting");
 
-    // Resubmit with one change: same seed, same version, the new count.
-    let (status, again) = post(
+    // Resubmit with one change: same seed, same version, the new count (cleo may not).
+    let (status, _) = post(
         &app,
         &cleo,
+        &format!("/api/runs/{id}/resubmit"),
+        json!({"params": {"count": 2}}),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(app.count("select count(*) from runs").await, 1);
+    let (status, again) = post(
+        &app,
+        &script,
         &format!("/api/runs/{id}/resubmit"),
         json!({"params": {"count": 2}}),
     )
@@ -151,7 +160,7 @@ async fn a_script_submits_follows_and_cancels_a_run_and_bad_calls_change_nothing
     assert_eq!(copy["params"]["count"], 2);
     assert_eq!(copy["params"]["seed"], run["params"]["seed"]);
     assert_eq!(copy["resubmitted_from"], id);
-    assert_eq!(copy["submitted_by"], "cleo@studio.test");
+    assert_eq!(copy["submitted_by"], ADMIN_EMAIL);
     let audited: Vec<String> =
         sqlx::query_scalar("select action from audit_log where action like 'run.%' order by at")
             .fetch_all(&app.pool)
@@ -160,6 +169,126 @@ async fn a_script_submits_follows_and_cancels_a_run_and_bad_calls_change_nothing
     assert_eq!(
         audited,
         ["run.submit", "run.cancel", "run.retry_stage", "run.submit"]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_submitter_leads_and_admins_may_run_a_run_again() {
+    let app = spawn_app_with(|c| {
+        c.local_stages = 0;
+        c.comfyui_prompts = 0;
+    })
+    .await;
+    let dana = app.signed_in("dana@studio.test", "creator").await;
+    let cleo = app.signed_in("cleo@studio.test", "creator").await;
+    let lena = app.signed_in("lena@studio.test", "lead").await;
+    let tokens = [
+        app.create_token("dana's", "api", "dana@studio.test").await,
+        app.create_token("cleo's", "api", "cleo@studio.test").await,
+        app.create_token("lena's", "api", "lena@studio.test").await,
+    ];
+    let [dana_token, cleo_token, lena_token] = &tokens;
+    let (status, created) = post(
+        &app,
+        dana_token,
+        "/api/runs",
+        json!({"template": "keyframes-to-animatic", "params": {"prompt": "a fox", "count": 2}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let resubmit = format!("/api/runs/{id}/resubmit");
+    let runs = || app.count("select count(*) from runs");
+    let resubmits = || app.count("select count(*) from runs where resubmitted_from is not null");
+
+    // Another creator: refused over HTTP, by the server function and by the form that
+    // edits and runs again, and nothing is written or audited.
+    let (status, err) = post(&app, cleo_token, &resubmit, json!({})).await;
+    assert_eq!(status, 403, "{err}");
+    assert!(
+        err.to_string().contains("Only the person who submitted"),
+        "{err}"
+    );
+    let res = app.call(&cleo, "/api/resubmit_run", &[("id", &id)]).await;
+    assert_eq!(res.status(), 403);
+    let res = app
+        .call(
+            &cleo,
+            "/api/template_form",
+            &[("name", "keyframes-to-animatic"), ("from", &id)],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(runs().await, 1);
+    assert_eq!(
+        app.count("select count(*) from audit_log where action = 'run.submit'")
+            .await,
+        1
+    );
+    // Nor may she touch it in any other way (a run that is not there is 404 for all).
+    let (status, _) = post(
+        &app,
+        cleo_token,
+        &format!("/api/runs/{id}/cancel"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let res = app.call(&cleo, "/api/cancel_run", &[("id", &id)]).await;
+    assert_eq!(res.status(), 403);
+    let nowhere = uuid::Uuid::now_v7().to_string();
+    let (status, _) = post(
+        &app,
+        cleo_token,
+        &format!("/api/runs/{nowhere}/resubmit"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let res = app
+        .call(&cleo, "/api/resubmit_run", &[("id", &nowhere)])
+        .await;
+    assert_eq!(res.status(), 404);
+    // She sees it, and the page offers her no change.
+    let res = app.call(&cleo, "/api/run_detail", &[("id", &id)]).await;
+    assert_eq!(res.status(), 200);
+    let detail: Value = res.json().await.unwrap();
+    assert_eq!(detail["can_change"], false);
+
+    // Its submitter and a lead may, both ways in.
+    for token in [dana_token, lena_token] {
+        let (status, again) = post(&app, token, &resubmit, json!({})).await;
+        assert_eq!(status, 201, "{again}");
+    }
+    for client in [&dana, &lena] {
+        let res = app.call(client, "/api/resubmit_run", &[("id", &id)]).await;
+        assert_eq!(res.status(), 200);
+        let res = app
+            .call(
+                client,
+                "/api/template_form",
+                &[("name", "keyframes-to-animatic"), ("from", &id)],
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+    }
+    assert_eq!(resubmits().await, 4);
+    let by: Vec<String> = sqlx::query_scalar(
+        "select u.email from runs r join users u on u.id = r.submitted_by
+         where r.resubmitted_from is not null order by r.created_at",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        by,
+        [
+            "dana@studio.test",
+            "lena@studio.test",
+            "dana@studio.test",
+            "lena@studio.test"
+        ]
     );
     app.stop().await;
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use server::audit::Who;
 use server::pipelines::queue::{Claim, Outcome};
+use server::pipelines::runs::Submitter;
 use server::pipelines::{Dispatcher, Executor};
 use slate_tests::{spawn_app_with, TestApp};
 use tokio::sync::{watch, Notify};
@@ -245,34 +247,11 @@ async fn a_runner_that_dies_gives_its_stage_back_and_cancel_stops_running_work()
     }
     assert_eq!(slow.calls.lock().unwrap()[1].1, 2, "the second attempt");
     let (who, id) = crate::admin(&app).await;
-    let by = server::pipelines::runs::Submitter {
-        who: &who,
-        user_id: id,
-        role: app::accounts::Role::Admin,
-        token: None,
-    };
-    server::pipelines::runs::cancel(&app.pool, run, &by)
-        .await
-        .unwrap();
-    wait_runs(&app.pool, "cancelled", 1).await;
-    for _ in 0..200 {
-        let stage: String = sqlx::query_scalar("select state from run_stages where run_id = $1")
-            .bind(run)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if stage == "cancelled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let finished: Option<chrono::DateTime<chrono::Utc>> =
-        sqlx::query_scalar("select finished_at from runs where id = $1")
-            .bind(run)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    assert!(finished.is_some(), "the run settled once its stage stopped");
+    let by = by_admin(&who, id);
+    assert!(
+        cancel_and_wait(&app, run, &by).await,
+        "the run settled once its stage stopped"
+    );
     assert_eq!(
         slow.now.load(Ordering::SeqCst),
         0,
@@ -284,5 +263,285 @@ async fn a_runner_that_dies_gives_its_stage_back_and_cancel_stops_running_work()
         .unwrap_err();
     assert!(again.to_string().contains("already finished"), "{again}");
     second.abort();
+    app.stop().await;
+}
+
+fn by_admin(who: &Who, id: Uuid) -> Submitter<'_> {
+    Submitter {
+        who,
+        user_id: id,
+        role: app::accounts::Role::Admin,
+        token: None,
+    }
+}
+
+/// Cancels `run` and waits until none of its stages runs any more; returns whether the
+/// run had then settled (its end time set).
+async fn cancel_and_wait(app: &TestApp, run: Uuid, by: &Submitter<'_>) -> bool {
+    server::pipelines::runs::cancel(&app.pool, run, by)
+        .await
+        .unwrap();
+    for _ in 0..600 {
+        let running = app
+            .count(&format!(
+                "select count(*) from run_stages where run_id = '{run}' and state = 'running'"
+            ))
+            .await;
+        if running == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let finished: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("select finished_at from runs where id = $1")
+            .bind(run)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    finished.is_some()
+}
+
+/// Waits until `recorder` was given `n` attempts.
+async fn wait_calls(recorder: &Recorder, n: usize) {
+    for _ in 0..600 {
+        if recorder.calls.lock().unwrap().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls = recorder.calls.lock().unwrap().clone();
+    panic!("fewer than {n} attempts were claimed: {calls:?}");
+}
+
+async fn stage_of(pool: &sqlx::PgPool, run: Uuid) -> Uuid {
+    sqlx::query_scalar("select id from run_stages where run_id = $1")
+        .bind(run)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn retry_after_cancel_gets_a_new_attempt_number_and_others_still_run() {
+    let app = without_dispatchers().await;
+    let first = submit_runs(&app, &template("cancelled", 1, false, 1), 1, 0).await[0];
+    let slow = Arc::new(Recorder {
+        hold: Duration::from_secs(3600),
+        ..Default::default()
+    });
+    let d = tokio::spawn(dispatcher(&app.pool, 2, slow.clone()).run());
+    wait_calls(&slow, 1).await;
+    // Cancelled while it runs, then its stage retried from the run's page.
+    let (who, id) = crate::admin(&app).await;
+    let by = by_admin(&who, id);
+    assert!(cancel_and_wait(&app, first, &by).await);
+    server::pipelines::runs::retry_stage(&app.pool, first, "s0", &by)
+        .await
+        .unwrap();
+    // Someone else's run of another template, queued after it.
+    let other = submit_runs(&app, &template("other", 1, false, 1), 1, 0).await[0];
+    wait_calls(&slow, 3).await;
+    let stage = stage_of(&app.pool, first).await;
+    let other_stage = stage_of(&app.pool, other).await;
+    let mut calls = slow.calls.lock().unwrap().clone();
+    calls.sort();
+    let mut want = vec![(stage, 1), (stage, 2), (other_stage, 1)];
+    want.sort();
+    assert_eq!(
+        calls, want,
+        "the retried stage's second attempt, and the other run"
+    );
+    let attempts: Vec<(i32, String)> = sqlx::query_as(
+        "select number, state from stage_attempts where stage_id = $1 order by number",
+    )
+    .bind(stage)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        attempts,
+        [(1, "cancelled".to_owned()), (2, "running".to_owned())]
+    );
+    d.abort();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_stage_that_cannot_be_claimed_fails_with_its_reason_and_the_others_still_run() {
+    let app = without_dispatchers().await;
+    // First in the queue, and the database refuses any attempt of it.
+    let broken = submit_runs(&app, &template("broken", 1, false, 1), 1, 10).await[0];
+    let fine = submit_runs(&app, &template("fine", 1, false, 1), 2, 0).await;
+    let stage = stage_of(&app.pool, broken).await;
+    sqlx::raw_sql(&format!(
+        "create function refuse_attempt() returns trigger language plpgsql as $$
+         begin
+             if new.stage_id = '{stage}' then
+                 raise exception 'this stage is refused';
+             end if;
+             return new;
+         end $$;
+         create trigger refuse_attempt before insert on stage_attempts
+             for each row execute function refuse_attempt();"
+    ))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let recorder = Arc::new(Recorder::default());
+    // One at a time: the refused stage must not hold the only place.
+    let d = tokio::spawn(dispatcher(&app.pool, 1, recorder.clone()).run());
+    wait_runs(&app.pool, "succeeded", 2).await;
+    wait_runs(&app.pool, "failed", 1).await;
+    d.abort();
+    let (state, status): (String, String) =
+        sqlx::query_as("select state, status_message from run_stages where id = $1")
+            .bind(stage)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "failed");
+    assert_eq!(
+        status,
+        "Slate could not start this stage: this stage is refused"
+    );
+    let run_state: String = sqlx::query_scalar("select state from runs where id = $1")
+        .bind(broken)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(run_state, "failed");
+    for run in fine {
+        assert_eq!(crate::wait_run(&app, run).await, "succeeded");
+    }
+    assert!(recorder.calls.lock().unwrap().iter().all(|c| c.0 != stage));
+    // The run's page says why.
+    let res = app
+        .as_admin("/api/run_detail", &[("id", &broken.to_string())])
+        .await;
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("Slate could not start this stage: this stage is refused"),
+        "{page}"
+    );
+    app.stop().await;
+}
+
+/// Panics on the first attempt it is given; succeeds at the others.
+#[derive(Default)]
+struct PanicsFirst {
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Executor for PanicsFirst {
+    async fn run(&self, _claim: &Claim, _cancel: watch::Receiver<bool>) -> Outcome {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("boom");
+        }
+        Outcome::Succeeded
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_executor_fails_its_attempt_and_frees_its_slot() {
+    let app = without_dispatchers().await;
+    let crashed = submit_runs(&app, &template("crashes", 1, false, 1), 1, 10).await[0];
+    let next = submit_runs(&app, &template("next", 1, false, 1), 1, 0).await[0];
+    let executor = Arc::new(PanicsFirst::default());
+    // A single place: the next stage runs only once the crashed one gave it back.
+    let d = tokio::spawn(
+        Arc::new(Dispatcher {
+            pool: app.pool.clone(),
+            kind: "local".into(),
+            capacity: 1,
+            executor: executor.clone(),
+            runner: Uuid::now_v7(),
+            wake: Arc::new(Notify::new()),
+        })
+        .run(),
+    );
+    assert_eq!(crate::wait_run(&app, next).await, "succeeded");
+    assert_eq!(crate::wait_run(&app, crashed).await, "failed");
+    d.abort();
+    let (state, status, attempt, error): (String, String, String, String) = sqlx::query_as(
+        "select s.state, s.status_message, a.state, a.error
+         from run_stages s join stage_attempts a on a.stage_id = s.id where s.run_id = $1",
+    )
+    .bind(crashed)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (state.as_str(), attempt.as_str(), error.as_str()),
+        ("failed", "failed", "the executor crashed: boom")
+    );
+    assert_eq!(
+        status,
+        "Failed after 1 attempt(s): the executor crashed: boom"
+    );
+    // Its lease is no longer renewed.
+    let leased: i64 = app
+        .count("select count(*) from run_stages where lease_owner is not null")
+        .await;
+    assert_eq!(leased, 0);
+    app.stop().await;
+}
+
+/// Fails stage s0 at once; holds the others until the gate opens, then succeeds.
+struct Gated {
+    gate: watch::Receiver<bool>,
+}
+
+#[async_trait]
+impl Executor for Gated {
+    async fn run(&self, claim: &Claim, _cancel: watch::Receiver<bool>) -> Outcome {
+        if claim.name == "s0" {
+            return Outcome::Failed("exit status 1".into());
+        }
+        let _ = self.gate.clone().wait_for(|open| *open).await;
+        Outcome::Succeeded
+    }
+}
+
+#[tokio::test]
+async fn a_run_whose_stage_failed_while_another_ran_ends_when_that_one_succeeds() {
+    let app = without_dispatchers().await;
+    let run = submit_runs(&app, &template("split", 2, false, 1), 1, 0).await[0];
+    let (open, gate) = watch::channel(false);
+    let d = tokio::spawn(
+        Arc::new(Dispatcher {
+            pool: app.pool.clone(),
+            kind: "local".into(),
+            capacity: 2,
+            executor: Arc::new(Gated { gate }),
+            runner: Uuid::now_v7(),
+            wake: Arc::new(Notify::new()),
+        })
+        .run(),
+    );
+    let mut states: Vec<String> = Vec::new();
+    for _ in 0..600 {
+        states = sqlx::query_scalar("select state from run_stages where run_id = $1 order by name")
+            .bind(run)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+        if states == ["failed", "running"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(states, ["failed", "running"]);
+    open.send(true).unwrap();
+    assert_eq!(crate::wait_run(&app, run).await, "failed");
+    d.abort();
+    let finished: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("select finished_at from runs where id = $1")
+            .bind(run)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(finished.is_some());
     app.stop().await;
 }

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use app::accounts::Role;
 use app::backend::{Actor, PipelinesBackend};
 use app::error::AppError;
 use app::pipelines::template::ParamType;
@@ -335,14 +334,14 @@ impl PipelinesBackend for Pipelines {
                     line,
                 })
                 .collect(),
-            can_change: owner == actor.principal.user_id || actor.principal.has(Role::Lead),
+            can_change: runs::may_change(owner, actor.principal.user_id, actor.principal.role),
             now: Utc::now(),
         })
     }
 
     async fn template_form(
         &self,
-        _actor: &Actor,
+        actor: &Actor,
         name: &str,
         from: Option<Uuid>,
     ) -> Result<TemplateForm, AppError> {
@@ -353,8 +352,9 @@ impl PipelinesBackend for Pipelines {
         };
         if let Some(run) = from {
             // That run's values in place of the defaults (the template's current version).
-            let params: Option<Value> = sqlx::query_scalar(
-                "select r.params from runs r join pipelines p on p.id = r.pipeline_id
+            // Editing and running again is resubmitting: the same people may.
+            let found: Option<(Value, Uuid)> = sqlx::query_as(
+                "select r.params, r.submitted_by from runs r join pipelines p on p.id = r.pipeline_id
                  where r.id = $1 and p.name = $2",
             )
             .bind(run)
@@ -362,11 +362,12 @@ impl PipelinesBackend for Pipelines {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-            let Some(params) = params else {
+            let Some((params, owner)) = found else {
                 return Err(AppError::NotFound(format!(
                     "There is no run {run} of \"{name}\" to start from."
                 )));
             };
+            runs::refuse_unless_may_change(owner, actor.principal.user_id, actor.principal.role)?;
             for p in &mut stored.template.parameters {
                 if let Some(v) = params.get(&p.name).filter(|v| !v.is_null()) {
                     p.default = Some(v.clone());

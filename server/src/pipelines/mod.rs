@@ -51,7 +51,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Runs until the task is aborted.
     pub async fn run(self: Arc<Self>) {
-        let running: Arc<Mutex<HashMap<Uuid, watch::Sender<bool>>>> = Arc::default();
+        let running: Running = Arc::default();
         let renewer = {
             let this = self.clone();
             let running = running.clone();
@@ -91,9 +91,16 @@ impl Dispatcher {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(claim.stage_id, tx);
                 let this = self.clone();
-                let running = running.clone();
+                // However the attempt ends, its lease is no longer renewed and its slot
+                // is free.
+                let slot = Slot {
+                    running: running.clone(),
+                    stage: claim.stage_id,
+                    wake: self.wake.clone(),
+                };
                 attempts.spawn(async move {
-                    let outcome = this.executor.run(&claim, rx).await;
+                    let _slot = slot;
+                    let outcome = run_caught(this.executor.as_ref(), &claim, rx).await;
                     let mut tries = 0;
                     // The outcome must be recorded: retry through a database blip.
                     while let Err(err) =
@@ -106,11 +113,6 @@ impl Dispatcher {
                             break;
                         }
                     }
-                    running
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&claim.stage_id);
-                    this.wake.notify_one();
                 });
             }
             if claimed > 0 && (claimed as i64) == free.min(64) {
@@ -124,7 +126,7 @@ impl Dispatcher {
         }
     }
 
-    async fn renew_loop(&self, running: Arc<Mutex<HashMap<Uuid, watch::Sender<bool>>>>) {
+    async fn renew_loop(&self, running: Running) {
         loop {
             tokio::time::sleep(queue::RENEW_EVERY).await;
             let ids: Vec<Uuid> = running
@@ -144,6 +146,52 @@ impl Dispatcher {
                 }
                 Err(err) => tracing::warn!(error = %err, "cannot renew stage leases"),
             }
+        }
+    }
+}
+
+type Running = Arc<Mutex<HashMap<Uuid, watch::Sender<bool>>>>;
+
+/// An attempt's place among those a dispatcher runs (and renews the leases of), given
+/// back when the attempt's task ends in any way.
+struct Slot {
+    running: Running,
+    stage: Uuid,
+    wake: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.stage);
+        self.wake.notify_one();
+    }
+}
+
+/// Runs an attempt; an executor that panics fails it with the panic's message instead
+/// of leaving it running.
+async fn run_caught(
+    executor: &dyn Executor,
+    claim: &Claim,
+    cancel: watch::Receiver<bool>,
+) -> Outcome {
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(executor.run(claim, cancel))
+        .catch_unwind()
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            tracing::error!(run = %claim.run_id, stage = %claim.name, attempt = claim.attempt,
+                panic = %message, "an executor panicked; its attempt fails");
+            Outcome::Failed(format!("the executor crashed: {message}"))
         }
     }
 }
@@ -245,6 +293,7 @@ pub async fn start(
                     work: work.clone(),
                 },
                 allowed: Arc::new(allowed),
+                run_as: local::RunAs::for_setting(&config.stage_user),
             }),
             runner: Uuid::now_v7(),
             wake,

@@ -25,6 +25,8 @@ pub struct Claim {
     pub stage_id: Uuid,
     pub run_id: Uuid,
     pub attempt_id: Uuid,
+    /// The attempt's number among all of its stage's attempts (1, 2, …): a retried stage
+    /// goes on counting, so each attempt has its own number (and its own directory).
     pub attempt: i32,
     pub attempts_max: i32,
     pub name: String,
@@ -38,6 +40,10 @@ type ClaimRow = (Uuid, Uuid, i32, i32, String, String, Uuid, Value, Uuid);
 
 /// Claims up to `batch` queued stages of `executor` for `runner`, never letting more
 /// than `capacity` of them run at once.
+///
+/// Each stage is claimed on its own (under a savepoint): one that cannot be claimed (the
+/// database refuses its attempt) fails with the reason, shown on its run's page, and the
+/// others are claimed all the same, so that no single stage can stop a queue.
 pub async fn claim(
     pool: &PgPool,
     executor: &str,
@@ -60,32 +66,130 @@ pub async fn claim(
     if free <= 0 {
         return Ok(Vec::new());
     }
-    let rows: Vec<ClaimRow> = sqlx::query_as(
-        "with picked as (
-             select id from run_stages
-             where executor = $1 and state = 'queued' and ready_at <= now()
+    let mut claims = Vec::new();
+    let mut tried: Vec<Uuid> = Vec::new();
+    let mut failed_runs: Vec<Uuid> = Vec::new();
+    while (claims.len() as i64) < free {
+        let picked: Vec<Uuid> = sqlx::query_scalar(
+            "select id from run_stages
+             where executor = $1 and state = 'queued' and ready_at <= now() and id <> all($2)
              order by priority desc, queued_at, id
-             limit $2
-             for update skip locked
-         )
-         update run_stages s set state = 'running', attempt = s.attempt + 1,
-             lease_owner = $3, lease_until = now() + make_interval(secs => $4),
-             started_at = coalesce(s.started_at, now()), status_message = null
-         from picked, runs r
-         where s.id = picked.id and r.id = s.run_id
-         returning s.id, s.run_id, s.attempt, s.attempts_max, s.name, s.executor,
-                   r.pipeline_id, r.params, r.submitted_by",
+             limit $3
+             for update skip locked",
+        )
+        .bind(executor)
+        .bind(&tried)
+        .bind(free - claims.len() as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        if picked.is_empty() {
+            break;
+        }
+        for stage in picked {
+            tried.push(stage);
+            sqlx::query("savepoint claim_stage")
+                .execute(&mut *tx)
+                .await?;
+            match claim_one(&mut tx, stage, runner).await {
+                Ok(claim) => claims.push(claim),
+                // What the database refuses about this stage is this stage's failure;
+                // anything else (a lost connection) is the claim's, and tried again.
+                Err(sqlx::Error::Database(e)) => {
+                    tracing::error!(%stage, error = %e, "a queued stage cannot be claimed; it fails");
+                    sqlx::query("rollback to savepoint claim_stage")
+                        .execute(&mut *tx)
+                        .await?;
+                    match fail_unclaimable(&mut tx, stage, e.message()).await {
+                        Ok(run) => failed_runs.push(run),
+                        Err(sqlx::Error::Database(e)) => {
+                            // Left queued; it is passed over until the next claim.
+                            tracing::error!(%stage, error = %e, "cannot fail an unclaimable stage");
+                            sqlx::query("rollback to savepoint claim_stage")
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            sqlx::query("release savepoint claim_stage")
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    // The claims are made: what follows must not lose them, so it reports its errors
+    // instead of returning them (`reconcile` settles a run left unsettled).
+    for run in failed_runs {
+        if let Err(e) = settle_run(pool, run, "failed").await {
+            tracing::warn!(%run, error = %e, "cannot settle a run whose stage could not be claimed");
+        }
+    }
+    // After the claim, holding no stage: a run's row is only ever locked before its
+    // stages' (see `finish`), so this order can never deadlock with it.
+    if !claims.is_empty() {
+        let runs: Vec<Uuid> = claims.iter().map(|c| c.run_id).collect();
+        if let Err(e) = sqlx::query(
+            "update runs set state = 'running', started_at = coalesce(started_at, now())
+             where id = any($1) and state = 'queued'",
+        )
+        .bind(&runs)
+        .execute(pool)
+        .await
+        {
+            tracing::warn!(error = %e, "cannot mark claimed runs running");
+        }
+    }
+    Ok(claims)
+}
+
+/// Ends a run with a stage that failed for good (`settle_failed`), locking the run
+/// before its stages.
+async fn settle_run(pool: &PgPool, run: Uuid, state: &str) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select 1 from runs where id = $1 for update")
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+    settle_failed(&mut tx, run, state).await?;
+    tx.commit().await
+}
+
+/// Claims one picked stage: its next attempt is numbered after every attempt it already
+/// has (a retried stage keeps its earlier ones); the stage's row is locked, so no other
+/// claim can number an attempt of it at the same time.
+async fn claim_one(tx: &mut PgConnection, stage: Uuid, runner: Uuid) -> Result<Claim, sqlx::Error> {
+    let (stage_id, run_id, attempt, attempts_max, name, executor, pipeline_id, params, submitted_by): ClaimRow =
+        sqlx::query_as(
+            "update run_stages s set state = 'running', attempt = s.attempt + 1,
+                 lease_owner = $2, lease_until = now() + make_interval(secs => $3),
+                 started_at = coalesce(s.started_at, now()), status_message = null
+             from runs r
+             where s.id = $1 and r.id = s.run_id
+             returning s.id, s.run_id,
+                       coalesce((select max(a.number) from stage_attempts a where a.stage_id = s.id), 0) + 1,
+                       s.attempts_max, s.name, s.executor, r.pipeline_id, r.params, r.submitted_by",
+        )
+        .bind(stage)
+        .bind(runner)
+        .bind(LEASE.as_secs_f64())
+        .fetch_one(&mut *tx)
+        .await?;
+    let attempt_id = Uuid::now_v7();
+    sqlx::query(
+        "insert into stage_attempts (id, stage_id, number, state, runner) values ($1, $2, $3, 'running', $4)",
     )
-    .bind(executor)
-    .bind(free)
+    .bind(attempt_id)
+    .bind(stage_id)
+    .bind(attempt)
     .bind(runner)
-    .bind(LEASE.as_secs_f64())
-    .fetch_all(&mut *tx)
+    .execute(&mut *tx)
     .await?;
-    let mut claims = Vec::with_capacity(rows.len());
-    for (
+    Ok(Claim {
         stage_id,
         run_id,
+        attempt_id,
         attempt,
         attempts_max,
         name,
@@ -93,45 +197,29 @@ pub async fn claim(
         pipeline_id,
         params,
         submitted_by,
-    ) in rows
-    {
-        let attempt_id = Uuid::now_v7();
-        sqlx::query(
-            "insert into stage_attempts (id, stage_id, number, state, runner) values ($1, $2, $3, 'running', $4)",
-        )
-        .bind(attempt_id)
-        .bind(stage_id)
-        .bind(attempt)
-        .bind(runner)
-        .execute(&mut *tx)
-        .await?;
-        claims.push(Claim {
-            stage_id,
-            run_id,
-            attempt_id,
-            attempt,
-            attempts_max,
-            name,
-            executor,
-            pipeline_id,
-            params,
-            submitted_by,
-        });
-    }
-    tx.commit().await?;
-    // After the claim, holding no stage: a run's row is only ever locked before its
-    // stages' (see `finish`), so this order can never deadlock with it.
-    if !claims.is_empty() {
-        let runs: Vec<Uuid> = claims.iter().map(|c| c.run_id).collect();
-        sqlx::query(
-            "update runs set state = 'running', started_at = coalesce(started_at, now())
-             where id = any($1) and state = 'queued'",
-        )
-        .bind(&runs)
-        .execute(pool)
-        .await?;
-    }
-    Ok(claims)
+    })
+}
+
+/// Fails a stage that cannot be claimed, with the reason; returns its run (settled by
+/// the caller once the stage's lock is released).
+async fn fail_unclaimable(
+    tx: &mut PgConnection,
+    stage: Uuid,
+    reason: &str,
+) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        "update run_stages set state = 'failed', finished_at = now(), lease_owner = null,
+             lease_until = null, status_message = $2
+         where id = $1
+         returning run_id",
+    )
+    .bind(stage)
+    .bind(format!(
+        "Slate could not start this stage: {}",
+        first_line(reason)
+    ))
+    .fetch_one(&mut *tx)
+    .await
 }
 
 /// Renews `runner`'s leases on `stages`; returns those whose cancellation was asked.
@@ -216,7 +304,23 @@ pub async fn finish(
             .bind(claim.stage_id)
             .execute(&mut *tx)
             .await?;
-            promote(&mut tx, claim.run_id).await?;
+            // A run cancelled, or with another stage failed for good, while this one ran
+            // ends once nothing of it runs: its remaining stages were not run.
+            let (cancelled, failed): (bool, bool) = sqlx::query_as(
+                "select r.state = 'cancelled',
+                        exists (select 1 from run_stages s where s.run_id = r.id and s.state = 'failed')
+                 from runs r where r.id = $1",
+            )
+            .bind(claim.run_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if cancelled {
+                settle_failed(&mut tx, claim.run_id, "cancelled").await?;
+            } else if failed {
+                settle_failed(&mut tx, claim.run_id, "failed").await?;
+            } else {
+                promote(&mut tx, claim.run_id).await?;
+            }
         }
         Outcome::Failed(e) if attempt < claim.attempts_max && !cancel_requested => {
             let wait = backoff(attempt);
@@ -384,6 +488,20 @@ pub async fn reconcile(pool: &PgPool) -> Result<u64, sqlx::Error> {
         }
     }
     tx.commit().await?;
+    // A run with a stage failed for good and nothing left to run or claim ends (its
+    // settling was cut short, e.g. by a crash after its stage could not be claimed).
+    let unsettled: Vec<Uuid> = sqlx::query_scalar(
+        "select r.id from runs r
+         where r.state in ('queued', 'running')
+           and exists (select 1 from run_stages s where s.run_id = r.id and s.state = 'failed')
+           and not exists (select 1 from run_stages s
+                           where s.run_id = r.id and s.state in ('queued', 'running'))",
+    )
+    .fetch_all(pool)
+    .await?;
+    for run in unsettled {
+        settle_run(pool, run, "failed").await?;
+    }
     Ok(lapsed.len() as u64)
 }
 

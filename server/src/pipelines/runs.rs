@@ -8,7 +8,7 @@ use app::error::AppError;
 use app::pipelines::template::{ParamType, Template, MAX_SEED};
 use rand::Rng as _;
 use serde_json::{json, Map, Value};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::store::{self, Stored};
@@ -266,39 +266,58 @@ async fn create(
     Ok(run)
 }
 
-/// Who may change a run: its submitter, leads and admins.
+/// Who may act on a run (cancel it, retry its stages, resubmit it or start a form
+/// from it): its submitter, leads and admins.
+pub fn may_change(submitted_by: Uuid, user_id: Uuid, role: Role) -> bool {
+    submitted_by == user_id || role >= Role::Lead
+}
+
+/// `may_change` as an answer: 403 with the rule for anyone else.
+pub fn refuse_unless_may_change(
+    submitted_by: Uuid,
+    user_id: Uuid,
+    role: Role,
+) -> Result<(), AppError> {
+    if may_change(submitted_by, user_id, role) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "Only the person who submitted a run, leads and admins may change it or run it again."
+                .into(),
+        ))
+    }
+}
+
+/// The run's state, once `by` may change it; the run's row stays locked until the
+/// transaction ends, so the state cannot change under the caller.
 async fn owner_check(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     run: Uuid,
     by: &Submitter<'_>,
-) -> Result<(String, Uuid), AppError> {
+) -> Result<String, AppError> {
     let row: Option<(String, Uuid)> =
-        sqlx::query_as("select state, submitted_by from runs where id = $1")
+        sqlx::query_as("select state, submitted_by from runs where id = $1 for update")
             .bind(run)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
     let Some((state, owner)) = row else {
         return Err(AppError::NotFound(format!("There is no run {run}.")));
     };
-    if owner != by.user_id && by.role < Role::Lead {
-        return Err(AppError::Forbidden(
-            "Only the person who submitted a run, leads and admins may change it.".into(),
-        ));
-    }
-    Ok((state, owner))
+    refuse_unless_may_change(owner, by.user_id, by.role)?;
+    Ok(state)
 }
 
 /// Cancels a run: waiting and queued stages are cancelled at once, running ones are
 /// asked to stop (their executor stops the work) and settle when they have.
 pub async fn cancel(pool: &PgPool, run: Uuid, by: &Submitter<'_>) -> Result<(), AppError> {
-    let (state, _) = owner_check(pool, run, by).await?;
+    let mut tx = pool.begin().await.map_err(db)?;
+    let state = owner_check(&mut tx, run, by).await?;
     if matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
         return Err(AppError::Conflict(format!(
             "This run has already finished ({state}); there is nothing to cancel."
         )));
     }
-    let mut tx = pool.begin().await.map_err(db)?;
     sqlx::query(
         "update run_stages set state = 'cancelled', finished_at = now(), status_message = 'Cancelled.'
          where run_id = $1 and state in ('waiting', 'queued')",
@@ -345,12 +364,13 @@ pub async fn retry_stage(
     stage: &str,
     by: &Submitter<'_>,
 ) -> Result<(), AppError> {
-    let (run_state, _) = owner_check(pool, run, by).await?;
+    let mut tx = pool.begin().await.map_err(db)?;
+    let run_state = owner_check(&mut tx, run, by).await?;
     let row: Option<(String,)> =
-        sqlx::query_as("select state from run_stages where run_id = $1 and name = $2")
+        sqlx::query_as("select state from run_stages where run_id = $1 and name = $2 for update")
             .bind(run)
             .bind(stage)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
     let Some((state,)) = row else {
@@ -365,10 +385,12 @@ pub async fn retry_stage(
             "Only a failed or cancelled stage of a finished run can be retried; \"{stage}\" is {state}."
         )));
     }
-    let mut tx = pool.begin().await.map_err(db)?;
+    // Its attempts are renewed (`attempt` counts them anew); the attempts it made stay,
+    // and the next one is numbered after them.
     sqlx::query(
         "update run_stages set state = 'queued', attempt = 0, queued_at = now(), ready_at = now(),
-             cancel_requested = false, finished_at = null, progress = null, status_message = 'Retried.'
+             cancel_requested = false, started_at = null, finished_at = null, progress = null,
+             status_message = 'Retried.'
          where run_id = $1 and name = $2",
     )
     .bind(run)
@@ -411,15 +433,17 @@ pub async fn resubmit(
     changes: &Map<String, Value>,
     by: &Submitter<'_>,
 ) -> Result<Uuid, AppError> {
-    let row: Option<(Uuid, Value, i32)> =
-        sqlx::query_as("select pipeline_id, params, priority from runs where id = $1")
-            .bind(run)
-            .fetch_optional(pool)
-            .await
-            .map_err(db)?;
-    let Some((pipeline, params, priority)) = row else {
+    let row: Option<(Uuid, Value, i32, Uuid)> = sqlx::query_as(
+        "select pipeline_id, params, priority, submitted_by from runs where id = $1",
+    )
+    .bind(run)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?;
+    let Some((pipeline, params, priority, owner)) = row else {
         return Err(AppError::NotFound(format!("There is no run {run}.")));
     };
+    refuse_unless_may_change(owner, by.user_id, by.role)?;
     let Some(stored) = store::by_id(pool, pipeline).await.map_err(db)? else {
         return Err(AppError::internal());
     };
