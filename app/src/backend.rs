@@ -59,7 +59,8 @@ pub trait AccountsBackend: Send + Sync + 'static {
 
 #[async_trait]
 pub trait AssetsBackend: Send + Sync + 'static {
-    async fn library(&self, query: LibraryQuery) -> Result<LibraryPage, AppError>;
+    /// The library as `who` sees it (others' uploads in progress are left out).
+    async fn library(&self, who: &Principal, query: LibraryQuery) -> Result<LibraryPage, AppError>;
     async fn asset(&self, who: &Principal, id: Uuid) -> Result<AssetDetail, AppError>;
     async fn set_tags(&self, actor: &Actor, id: Uuid, tags: Vec<String>) -> Result<(), AppError>;
     async fn delete(&self, actor: &Actor, id: Uuid) -> Result<(), AppError>;
@@ -213,9 +214,14 @@ pub fn request_auth() -> Result<RequestAuth, AppError> {
         .ok_or_else(AppError::internal)
 }
 
-/// The caller, who must be signed in (the middleware has already enforced the role).
-pub fn actor() -> Result<Actor, AppError> {
-    request_auth()?.actor()
+/// The caller of server function `F`, judged by the access policy on `F`'s own path: the
+/// same rule the middleware applies to requests, applied again here because a page that
+/// renders on the server calls its server functions in process, past the middleware.
+/// Every server function that is not public starts with this.
+pub fn caller<F: leptos::server_fn::ServerFn>() -> Result<Actor, AppError> {
+    let auth = request_auth()?;
+    crate::access::allowed(F::PATH, auth.principal.as_ref())?;
+    auth.actor()
 }
 
 /// Sets the response status to match the error so HTTP clients see 4xx/5xx.

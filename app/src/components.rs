@@ -28,7 +28,10 @@ pub fn ErrorNote(error: AppError) -> impl IntoView {
         AppError::Unauthenticated(_) => "You are signed out",
         AppError::Forbidden(_) => "Not allowed",
         AppError::NotFound(_) => "Not found",
-        AppError::Invalid(_) | AppError::Conflict(_) => "Please check the form",
+        AppError::Invalid(_)
+        | AppError::BadRequest(_)
+        | AppError::TooLarge(_)
+        | AppError::Conflict(_) => "Please check the form",
         AppError::TooManyRequests(_) => "Slow down",
         AppError::Unavailable(_) => "Temporarily unavailable",
         AppError::Internal(_) | AppError::Transport(_) => "Something went wrong",

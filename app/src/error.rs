@@ -16,8 +16,14 @@ pub enum AppError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// A request that could not be read at all (malformed address, undecodable
+    /// arguments, characters text cannot hold).
+    #[error("{0}")]
+    BadRequest(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -42,7 +48,9 @@ impl AppError {
             Self::Unauthenticated(_) => 401,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
+            Self::BadRequest(_) => 400,
             Self::Invalid(_) => 422,
+            Self::TooLarge(_) => 413,
             Self::Conflict(_) => 409,
             Self::TooManyRequests(_) => 429,
             Self::Unavailable(_) => 503,
@@ -69,7 +77,7 @@ impl FromServerFnError for AppError {
                 Self::Transport(format!("Could not reach the server: {msg}"))
             }
             ServerFnErrorErr::Args(msg) | ServerFnErrorErr::MissingArg(msg) => {
-                Self::Invalid(format!("Bad request: {msg}"))
+                Self::BadRequest(format!("The arguments could not be read: {msg}"))
             }
             ServerFnErrorErr::Deserialization(msg) | ServerFnErrorErr::Response(msg) => {
                 Self::Transport(format!("Unexpected reply from the server: {msg}"))

@@ -1,6 +1,7 @@
 //! Slate's Leptos application: the shell, the routes and the pages, shared by the server
 //! (rendering, `ssr`) and the browser (hydration, `hydrate`).
 
+pub mod access;
 pub mod accounts;
 pub mod architecture;
 pub mod assets;

@@ -236,12 +236,7 @@ impl Application {
             // End the event streams first, or graceful shutdown waits for them forever.
             let _ = stopping.send(true);
         };
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let served = crate::http::serve::serve(listener, router, shutdown).await;
         for worker in workers {
             worker.abort();
         }
@@ -256,6 +251,7 @@ fn open_assets(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<Assets> {
     let settings = AssetsConfig {
         max_upload_bytes: config.upload_max_bytes,
         quota_bytes: (config.upload_quota_bytes > 0).then_some(config.upload_quota_bytes),
+        max_pending: (config.upload_max_pending > 0).then_some(config.upload_max_pending),
         upload_expiry: Duration::from_secs(config.upload_expiry_hours.max(1) * 3600),
         allowed_kinds: config.allowed_kinds().map_err(anyhow::Error::msg)?,
         processing_workers: config.processing_workers,

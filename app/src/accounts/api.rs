@@ -1,6 +1,7 @@
 //! Server functions for accounts. Their URL prefix decides who may call them
 //! (`/api/public`, `/api` for anyone signed in, `/api/admin`): the server's
-//! authorization middleware enforces that before any of these bodies run.
+//! access policy judges every request to them, and each body judges its caller again
+//! (`caller`), as pages call them in process while rendering.
 
 use leptos::prelude::*;
 use uuid::Uuid;
@@ -9,7 +10,7 @@ use super::{AuditPage, CreatedToken, CreatedUser, Dashboard, Principal, TokenVie
 use crate::error::AppError;
 
 #[cfg(feature = "ssr")]
-use crate::backend::{actor, answer, request_auth, services};
+use crate::backend::{answer, caller, request_auth, services};
 
 /// Who is signed in, if anyone.
 #[server(prefix = "/api/public", endpoint = "current_user")]
@@ -52,12 +53,24 @@ pub async fn logout() -> Result<(), AppError> {
 
 #[server(prefix = "/api", endpoint = "dashboard")]
 pub async fn get_dashboard() -> Result<Dashboard, AppError> {
-    answer(async { services()?.accounts.dashboard(&actor()?.principal).await }.await)
+    answer(
+        async {
+            let actor = caller::<GetDashboard>()?;
+            services()?.accounts.dashboard(&actor.principal).await
+        }
+        .await,
+    )
 }
 
 #[server(prefix = "/api/admin", endpoint = "list_users")]
 pub async fn list_users() -> Result<Vec<UserView>, AppError> {
-    answer(async { services()?.accounts.list_users().await }.await)
+    answer(
+        async {
+            caller::<ListUsers>()?;
+            services()?.accounts.list_users().await
+        }
+        .await,
+    )
 }
 
 /// Creates a user; an empty password means "generate one and show it once".
@@ -69,11 +82,12 @@ pub async fn create_user(
 ) -> Result<CreatedUser, AppError> {
     answer(
         async {
+            let actor = caller::<CreateUser>()?;
             let role = role.parse()?;
             let password = password.filter(|p| !p.is_empty());
             services()?
                 .accounts
-                .create_user(&actor()?, &email, role, password)
+                .create_user(&actor, &email, role, password)
                 .await
         }
         .await,
@@ -84,8 +98,9 @@ pub async fn create_user(
 pub async fn set_user_role(id: Uuid, role: String) -> Result<(), AppError> {
     answer(
         async {
+            let actor = caller::<SetUserRole>()?;
             let role = role.parse()?;
-            services()?.accounts.set_role(&actor()?, id, role).await
+            services()?.accounts.set_role(&actor, id, role).await
         }
         .await,
     )
@@ -95,9 +110,10 @@ pub async fn set_user_role(id: Uuid, role: String) -> Result<(), AppError> {
 pub async fn set_user_disabled(id: Uuid, disabled: bool) -> Result<(), AppError> {
     answer(
         async {
+            let actor = caller::<SetUserDisabled>()?;
             services()?
                 .accounts
-                .set_disabled(&actor()?, id, disabled)
+                .set_disabled(&actor, id, disabled)
                 .await
         }
         .await,
@@ -106,7 +122,13 @@ pub async fn set_user_disabled(id: Uuid, disabled: bool) -> Result<(), AppError>
 
 #[server(prefix = "/api/admin", endpoint = "list_tokens")]
 pub async fn list_tokens() -> Result<Vec<TokenView>, AppError> {
-    answer(async { services()?.accounts.list_tokens().await }.await)
+    answer(
+        async {
+            caller::<ListTokens>()?;
+            services()?.accounts.list_tokens().await
+        }
+        .await,
+    )
 }
 
 /// Creates a token owned by `owner` (an email; the caller when empty).
@@ -118,11 +140,12 @@ pub async fn create_token(
 ) -> Result<CreatedToken, AppError> {
     answer(
         async {
+            let actor = caller::<CreateToken>()?;
             let scope = scope.parse()?;
             let owner = owner.as_deref().map(str::trim).filter(|o| !o.is_empty());
             services()?
                 .accounts
-                .create_token(&actor()?, &name, scope, owner)
+                .create_token(&actor, &name, scope, owner)
                 .await
         }
         .await,
@@ -131,7 +154,13 @@ pub async fn create_token(
 
 #[server(prefix = "/api/admin", endpoint = "revoke_token")]
 pub async fn revoke_token(id: Uuid) -> Result<(), AppError> {
-    answer(async { services()?.accounts.revoke_token(&actor()?, id).await }.await)
+    answer(
+        async {
+            let actor = caller::<RevokeToken>()?;
+            services()?.accounts.revoke_token(&actor, id).await
+        }
+        .await,
+    )
 }
 
 /// One page of the audit log, newest first; see `AuditQuery` for the filters.
@@ -143,6 +172,7 @@ pub async fn audit_log(
 ) -> Result<AuditPage, AppError> {
     answer(
         async {
+            caller::<AuditLog>()?;
             let query = super::AuditQuery {
                 actor,
                 action,

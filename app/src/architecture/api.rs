@@ -6,14 +6,14 @@ use super::{NodeDetail, Topology};
 use crate::error::AppError;
 
 #[cfg(feature = "ssr")]
-use crate::backend::{actor, answer, services};
+use crate::backend::{answer, caller, services};
 
 /// The current topology (live, last known, or desired from the manifests).
 #[server(prefix = "/api/lead", endpoint = "topology")]
 pub async fn get_topology() -> Result<Topology, AppError> {
     answer(
         async {
-            actor()?;
+            caller::<GetTopology>()?;
             Ok(services()?.cluster.topology())
         }
         .await,
@@ -25,7 +25,7 @@ pub async fn get_topology() -> Result<Topology, AppError> {
 pub async fn get_node_detail(id: String) -> Result<NodeDetail, AppError> {
     answer(
         async {
-            actor()?;
+            caller::<GetNodeDetail>()?;
             if id.len() > 400 || !id.contains('/') {
                 return Err(AppError::Invalid(
                     "A node id looks like Kind/name, e.g. Deployment/slate.".into(),

@@ -8,7 +8,7 @@ use super::{AssetDetail, LibraryPage};
 use crate::error::AppError;
 
 #[cfg(feature = "ssr")]
-use crate::backend::{actor, answer, services};
+use crate::backend::{answer, caller, services};
 
 #[server(prefix = "/api", endpoint = "list_assets")]
 pub async fn list_assets(
@@ -22,6 +22,7 @@ pub async fn list_assets(
 ) -> Result<LibraryPage, AppError> {
     answer(
         async {
+            let actor = caller::<ListAssets>()?;
             let nonempty =
                 |s: Option<String>| s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
             let query = super::LibraryQuery {
@@ -33,8 +34,7 @@ pub async fn list_assets(
                 sort: super::Sort::parse(sort.as_deref().unwrap_or_default()),
                 after: nonempty(after),
             };
-            actor()?;
-            services()?.assets.library(query).await
+            services()?.assets.library(&actor.principal, query).await
         }
         .await,
     )
@@ -42,15 +42,22 @@ pub async fn list_assets(
 
 #[server(prefix = "/api", endpoint = "get_asset")]
 pub async fn get_asset(id: Uuid) -> Result<AssetDetail, AppError> {
-    answer(async { services()?.assets.asset(&actor()?.principal, id).await }.await)
+    answer(
+        async {
+            let actor = caller::<GetAsset>()?;
+            services()?.assets.asset(&actor.principal, id).await
+        }
+        .await,
+    )
 }
 
 #[server(prefix = "/api", endpoint = "set_asset_tags")]
 pub async fn set_asset_tags(id: Uuid, tags: String) -> Result<(), AppError> {
     answer(
         async {
+            let actor = caller::<SetAssetTags>()?;
             let tags = super::parse_tags(&tags)?;
-            services()?.assets.set_tags(&actor()?, id, tags).await
+            services()?.assets.set_tags(&actor, id, tags).await
         }
         .await,
     )
@@ -58,5 +65,11 @@ pub async fn set_asset_tags(id: Uuid, tags: String) -> Result<(), AppError> {
 
 #[server(prefix = "/api", endpoint = "delete_asset")]
 pub async fn delete_asset(id: Uuid) -> Result<(), AppError> {
-    answer(async { services()?.assets.delete(&actor()?, id).await }.await)
+    answer(
+        async {
+            let actor = caller::<DeleteAsset>()?;
+            services()?.assets.delete(&actor, id).await
+        }
+        .await,
+    )
 }

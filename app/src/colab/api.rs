@@ -7,30 +7,49 @@ use super::{ColabOverview, RotatedSecret};
 use crate::error::AppError;
 
 #[cfg(feature = "ssr")]
-use crate::backend::{actor, answer, services};
+use crate::backend::{answer, caller, services};
 
 #[server(prefix = "/api/admin", endpoint = "colab_overview")]
 pub async fn get_colab_overview() -> Result<ColabOverview, AppError> {
-    answer(async { services()?.colab.overview(&actor()?).await }.await)
+    answer(
+        async {
+            let actor = caller::<GetColabOverview>()?;
+            services()?.colab.overview(&actor).await
+        }
+        .await,
+    )
 }
 
 /// The whole URL of one endpoint (audited: the URL is a credential).
 #[server(prefix = "/api/admin", endpoint = "colab_reveal")]
 pub async fn reveal_endpoint(id: Uuid) -> Result<String, AppError> {
-    answer(async { services()?.colab.reveal(&actor()?, id).await }.await)
+    answer(
+        async {
+            let actor = caller::<RevealEndpoint>()?;
+            services()?.colab.reveal(&actor, id).await
+        }
+        .await,
+    )
 }
 
 #[server(prefix = "/api/admin", endpoint = "colab_set_endpoint")]
 pub async fn set_endpoint(url: String) -> Result<(), AppError> {
-    answer(async { services()?.colab.set_endpoint(&actor()?, url.trim()).await }.await)
+    answer(
+        async {
+            let actor = caller::<SetEndpoint>()?;
+            services()?.colab.set_endpoint(&actor, url.trim()).await
+        }
+        .await,
+    )
 }
 
 #[server(prefix = "/api/admin", endpoint = "colab_set_fallback")]
 pub async fn set_fallback(url: String) -> Result<(), AppError> {
     answer(
         async {
+            let actor = caller::<SetFallback>()?;
             let url = Some(url.trim().to_owned()).filter(|u| !u.is_empty());
-            services()?.colab.set_fallback(&actor()?, url).await
+            services()?.colab.set_fallback(&actor, url).await
         }
         .await,
     )
@@ -38,10 +57,22 @@ pub async fn set_fallback(url: String) -> Result<(), AppError> {
 
 #[server(prefix = "/api/admin", endpoint = "colab_reverify")]
 pub async fn reverify() -> Result<(), AppError> {
-    answer(async { services()?.colab.reverify(&actor()?).await }.await)
+    answer(
+        async {
+            let actor = caller::<Reverify>()?;
+            services()?.colab.reverify(&actor).await
+        }
+        .await,
+    )
 }
 
 #[server(prefix = "/api/admin", endpoint = "colab_rotate_secret")]
 pub async fn rotate_secret() -> Result<RotatedSecret, AppError> {
-    answer(async { services()?.colab.rotate_secret(&actor()?).await }.await)
+    answer(
+        async {
+            let actor = caller::<RotateSecret>()?;
+            services()?.colab.rotate_secret(&actor).await
+        }
+        .await,
+    )
 }

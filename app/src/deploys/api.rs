@@ -7,11 +7,17 @@ use super::{DeployFilter, DeploysView, RollbackPreview, TemplateDiff};
 use crate::error::AppError;
 
 #[cfg(feature = "ssr")]
-use crate::backend::{actor, answer, services};
+use crate::backend::{answer, caller, services};
 
 #[server(prefix = "/api/lead", endpoint = "deploys_view")]
 pub async fn get_deploys(filter: DeployFilter) -> Result<DeploysView, AppError> {
-    answer(async { services()?.deploys.view(&actor()?, filter).await }.await)
+    answer(
+        async {
+            let actor = caller::<GetDeploys>()?;
+            services()?.deploys.view(&actor, filter).await
+        }
+        .await,
+    )
 }
 
 #[server(prefix = "/api/lead", endpoint = "deploy_diff")]
@@ -23,7 +29,7 @@ pub async fn get_diff(
 ) -> Result<TemplateDiff, AppError> {
     answer(
         async {
-            actor()?;
+            caller::<GetDiff>()?;
             services()?
                 .deploys
                 .diff(&kind, &name, revision, against)
@@ -37,9 +43,10 @@ pub async fn get_diff(
 pub async fn restart(kind: String, name: String, reason: String) -> Result<String, AppError> {
     answer(
         async {
+            let actor = caller::<Restart>()?;
             services()?
                 .deploys
-                .restart(&actor()?, &kind, &name, reason.trim())
+                .restart(&actor, &kind, &name, reason.trim())
                 .await
         }
         .await,
@@ -50,7 +57,7 @@ pub async fn restart(kind: String, name: String, reason: String) -> Result<Strin
 pub async fn preview_rollback(name: String, revision: i64) -> Result<RollbackPreview, AppError> {
     answer(
         async {
-            actor()?;
+            caller::<PreviewRollback>()?;
             services()?.deploys.rollback_preview(&name, revision).await
         }
         .await,
@@ -61,9 +68,10 @@ pub async fn preview_rollback(name: String, revision: i64) -> Result<RollbackPre
 pub async fn rollback(name: String, revision: i64, reason: String) -> Result<String, AppError> {
     answer(
         async {
+            let actor = caller::<Rollback>()?;
             services()?
                 .deploys
-                .rollback(&actor()?, &name, revision, reason.trim())
+                .rollback(&actor, &name, revision, reason.trim())
                 .await
         }
         .await,

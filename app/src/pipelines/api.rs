@@ -10,16 +10,28 @@ use super::{RunDetail, RunFilter, RunsView, TemplateForm, TemplateSource, Templa
 use crate::error::AppError;
 
 #[cfg(feature = "ssr")]
-use crate::backend::{actor, answer, services};
+use crate::backend::{answer, caller, services};
 
 #[server(prefix = "/api", endpoint = "runs_view")]
 pub async fn get_runs(filter: RunFilter) -> Result<RunsView, AppError> {
-    answer(async { services()?.pipelines.runs(&actor()?, filter).await }.await)
+    answer(
+        async {
+            let actor = caller::<GetRuns>()?;
+            services()?.pipelines.runs(&actor, filter).await
+        }
+        .await,
+    )
 }
 
 #[server(prefix = "/api", endpoint = "run_detail")]
 pub async fn get_run(id: Uuid) -> Result<RunDetail, AppError> {
-    answer(async { services()?.pipelines.run(&actor()?, id).await }.await)
+    answer(
+        async {
+            let actor = caller::<GetRun>()?;
+            services()?.pipelines.run(&actor, id).await
+        }
+        .await,
+    )
 }
 
 #[server(prefix = "/api", endpoint = "template_form")]
@@ -29,9 +41,10 @@ pub async fn get_template_form(
 ) -> Result<TemplateForm, AppError> {
     answer(
         async {
+            let actor = caller::<GetTemplateForm>()?;
             services()?
                 .pipelines
-                .template_form(&actor()?, &name, from)
+                .template_form(&actor, &name, from)
                 .await
         }
         .await,
@@ -48,9 +61,10 @@ pub async fn submit_run(
 ) -> Result<Uuid, AppError> {
     answer(
         async {
+            let actor = caller::<SubmitRun>()?;
             services()?
                 .pipelines
-                .submit_form(&actor()?, &template, params, lists, priority)
+                .submit_form(&actor, &template, params, lists, priority)
                 .await
         }
         .await,
@@ -59,24 +73,42 @@ pub async fn submit_run(
 
 #[server(prefix = "/api", endpoint = "cancel_run")]
 pub async fn cancel_run(id: Uuid) -> Result<(), AppError> {
-    answer(async { services()?.pipelines.cancel(&actor()?, id).await }.await)
+    answer(
+        async {
+            let actor = caller::<CancelRun>()?;
+            services()?.pipelines.cancel(&actor, id).await
+        }
+        .await,
+    )
 }
 
 #[server(prefix = "/api", endpoint = "retry_stage")]
 pub async fn retry_stage(id: Uuid, stage: String) -> Result<(), AppError> {
-    answer(async { services()?.pipelines.retry(&actor()?, id, &stage).await }.await)
+    answer(
+        async {
+            let actor = caller::<RetryStage>()?;
+            services()?.pipelines.retry(&actor, id, &stage).await
+        }
+        .await,
+    )
 }
 
 #[server(prefix = "/api", endpoint = "resubmit_run")]
 pub async fn resubmit_run(id: Uuid) -> Result<Uuid, AppError> {
-    answer(async { services()?.pipelines.resubmit(&actor()?, id).await }.await)
+    answer(
+        async {
+            let actor = caller::<ResubmitRun>()?;
+            services()?.pipelines.resubmit(&actor, id).await
+        }
+        .await,
+    )
 }
 
 #[server(prefix = "/api/admin", endpoint = "pipeline_templates")]
 pub async fn get_template_versions() -> Result<Vec<TemplateVersions>, AppError> {
     answer(
         async {
-            actor()?;
+            caller::<GetTemplateVersions>()?;
             services()?.pipelines.template_versions().await
         }
         .await,
@@ -91,7 +123,7 @@ pub async fn get_template_source(
 ) -> Result<TemplateSource, AppError> {
     answer(
         async {
-            actor()?;
+            caller::<GetTemplateSource>()?;
             services()?
                 .pipelines
                 .template_source(&name, version, against)
@@ -105,10 +137,8 @@ pub async fn get_template_source(
 pub async fn save_template(source: String) -> Result<(String, i32), AppError> {
     answer(
         async {
-            services()?
-                .pipelines
-                .save_template(&actor()?, &source)
-                .await
+            let actor = caller::<SaveTemplate>()?;
+            services()?.pipelines.save_template(&actor, &source).await
         }
         .await,
     )

@@ -2,11 +2,14 @@
 //! middleware every request passes through.
 
 mod auth;
+mod bodies;
 mod csrf;
 pub mod errors;
 mod headers;
 mod metrics;
 pub mod policy;
+pub mod serve;
+pub mod streams;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -146,7 +149,8 @@ pub fn router(state: AppState) -> Router {
         ));
 
     let request_id = HeaderName::from_static("x-request-id");
-    // Everything but uploads has a body limit; uploads stream without one.
+    // Everything but uploads has a body limit; uploads stream without one. (JSON and
+    // form bodies on every route, these included, also pass `bodies::guard`.)
     let limited = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -157,6 +161,7 @@ pub fn router(state: AppState) -> Router {
             AppState,
             _,
         >(context, app::shell))
+        .layer(axum::middleware::from_fn(with_error_status))
         .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes))
         // Pages, server functions and the wasm compress well; uploads and media do not
         // (and Range requests must see the stored bytes), so they stay outside.
@@ -171,6 +176,11 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::deploys::ci::router())
         .merge(crate::deploys::events::router())
         .merge(crate::pipelines::http::router())
+        .layer(from_fn_with_state(
+            streams::StreamLimits::default(),
+            streams::limit,
+        ))
+        .layer(from_fn_with_state(state.clone(), bodies::guard))
         .layer(from_fn_with_state(state.clone(), auth::authorize))
         .layer(from_fn_with_state(state.clone(), csrf::protect))
         .layer(sessions)
@@ -192,6 +202,27 @@ pub fn router(state: AppState) -> Router {
 async fn server_fn(State(state): State<AppState>, req: Request<Body>) -> impl IntoResponse {
     let services = state.services.clone();
     handle_server_fns_with_context(move || provide_context(services.clone()), req).await
+}
+
+/// Server functions that fail before their body runs (arguments that cannot be decoded)
+/// are answered 500 by the framework whatever the error says; the status should say what
+/// the error does.
+async fn with_error_status(req: Request, next: axum::middleware::Next) -> Response {
+    let is_call = req.uri().path().starts_with("/api/");
+    let response = next.run(req).await;
+    if !is_call || response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "").into_response();
+    };
+    if let Ok(err) = serde_json::from_slice::<app::error::AppError>(&bytes) {
+        if let Ok(status) = StatusCode::from_u16(err.status()) {
+            parts.status = status;
+        }
+    }
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 async fn healthz() -> &'static str {
