@@ -163,6 +163,16 @@ pub struct Config {
     )]
     pub upload_quota_bytes: u64,
 
+    /// Unfinished uploads each person may have at once (started and not complete, or
+    /// partials waiting to be joined); creating one more answers 429. 0 for no limit.
+    #[arg(
+        long,
+        env = "SLATE_UPLOAD_MAX_PENDING",
+        default_value_t = 20,
+        global = true
+    )]
+    pub upload_max_pending: u64,
+
     /// Unfinished uploads untouched for this many hours are removed.
     #[arg(
         long,

@@ -336,10 +336,7 @@ async fn termination_and_expiry_remove_the_data() {
     let tus = Tus::new(&app).await;
     let url = tus.create(100, "drop.bin").await;
     assert_eq!(tus.patch(&url, 0, vec![7u8; 40]).await.status(), 204);
-    assert_eq!(
-        tus.req(Method::DELETE, &url).send().await.unwrap().status(),
-        204
-    );
+    assert_eq!(tus.terminate(&url).await, 204);
     assert_eq!(
         tus.req(Method::HEAD, &url).send().await.unwrap().status(),
         404
@@ -411,13 +408,18 @@ async fn partial_uploads_concatenate_into_one_asset() {
     assert_eq!(sha, sha256_hex(b"first-second-third"));
 }
 
+/// Slate with this maximum upload size and per-person quota, in bytes.
+async fn spawn_limited(max: u64, quota: u64) -> slate_tests::TestApp {
+    spawn_app_with(|c| {
+        c.upload_max_bytes = max;
+        c.upload_quota_bytes = quota;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn limits_on_size_and_quota_are_413_with_a_message() {
-    let app = spawn_app_with(|c| {
-        c.upload_max_bytes = 1000;
-        c.upload_quota_bytes = 1500;
-    })
-    .await;
+    let app = spawn_limited(1000, 1500).await;
     let tus = Tus::new(&app).await;
     let res = tus
         .req(Method::POST, "/api/uploads")
@@ -991,4 +993,366 @@ async fn processing_left_undone_by_a_stopped_server_is_done_by_the_next() {
     config.processing_workers = 2;
     let app = slate_tests::start(config).await;
     assert_eq!(wait_processed(&app, &asset).await, "ready");
+}
+
+/// Sends a PATCH with an extra header (`Upload-Length`, or a method override).
+async fn patch_declaring(
+    tus: &Tus<'_>,
+    url: &str,
+    offset: u64,
+    length: u64,
+    body: &[u8],
+) -> reqwest::Response {
+    tus.req(Method::PATCH, url)
+        .header("upload-offset", offset.to_string())
+        .header("upload-length", length.to_string())
+        .header("content-type", OCTET)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn refusal(res: reqwest::Response) -> (StatusCode, String) {
+    (res.status(), res.text().await.unwrap())
+}
+
+async fn is_deferred(tus: &Tus<'_>, url: &str) -> bool {
+    let head = tus.req(Method::HEAD, url).send().await.unwrap();
+    head.headers().contains_key("upload-defer-length")
+        && !head.headers().contains_key("upload-length")
+}
+
+#[tokio::test]
+async fn deferred_length_uploads_stop_at_the_maximum_and_the_quota() {
+    let app = spawn_limited(1000, 2500).await;
+    let tus = Tus::new(&app).await;
+
+    // The maximum, whatever the request looks like; what was stored before stays.
+    let url = tus.create_deferred("growing.bin").await;
+    assert_eq!(tus.patch(&url, 0, vec![1u8; 600]).await.status(), 204);
+    let (status, text) = refusal(tus.patch(&url, 600, vec![2u8; 600]).await).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("maximum upload size"), "{text}");
+    assert!(text.contains("600 bytes stored before it are"), "{text}");
+    let streamed = tus.patch_streamed(&url, 600, vec![2u8; 600]).await;
+    assert_eq!(streamed.status(), 413, "a body of unknown size stops too");
+    let overridden = tus
+        .req(Method::POST, &url)
+        .header("x-http-method-override", "PATCH")
+        .header("upload-offset", "600")
+        .header("content-type", OCTET)
+        .body(vec![2u8; 600])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overridden.status(), 413, "X-HTTP-Method-Override: PATCH");
+    assert_eq!(tus.offset(&url).await, 600, "what was stored is kept");
+    let (status, text) = refusal(patch_declaring(&tus, &url, 600, 1001, b"").await).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("maximum upload size"), "{text}");
+    assert!(
+        is_deferred(&tus, &url).await,
+        "a refused length changes nothing"
+    );
+
+    // Creation with upload, a plain one and a partial one, over the maximum: refused,
+    // and nothing is left behind.
+    for concat in [None, Some("partial")] {
+        let mut req = tus
+            .req(Method::POST, "/api/uploads")
+            .header("upload-defer-length", "1")
+            .header("content-type", OCTET)
+            .body(vec![3u8; 1001]);
+        if let Some(concat) = concat {
+            req = req.header("upload-concat", concat);
+        }
+        let (status, text) = refusal(req.send().await.unwrap()).await;
+        assert_eq!(status, 413, "{concat:?}: {text}");
+    }
+    assert_eq!(
+        app.count("select count(*) from uploads where state = 'receiving'")
+            .await,
+        1
+    );
+
+    // The quota: 600 held by the first upload, 1000 declared by a second.
+    tus.create(1000, "declared.bin").await;
+    let partial = tus
+        .created(&[("upload-concat", "partial"), ("upload-defer-length", "1")])
+        .await;
+    let (status, text) = refusal(tus.patch(&partial, 0, vec![4u8; 901]).await).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("quota"), "{text}");
+    assert_eq!(
+        tus.patch_streamed(&partial, 0, vec![4u8; 901])
+            .await
+            .status(),
+        413
+    );
+    assert_eq!(tus.offset(&partial).await, 0);
+    assert_eq!(
+        tus.patch(&partial, 0, vec![4u8; 900]).await.status(),
+        204,
+        "up to the quota exactly"
+    );
+    // Declaring 1000 for the first would need 2900 in all.
+    let (status, text) = refusal(patch_declaring(&tus, &url, 600, 1000, b"").await).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("quota"), "{text}");
+    assert!(is_deferred(&tus, &url).await);
+    assert_eq!(tus.offset(&url).await, 600);
+    // What fits is still accepted: the first upload ends at its 600 bytes.
+    assert_eq!(
+        patch_declaring(&tus, &url, 600, 600, b"").await.status(),
+        204
+    );
+    let asset = asset_of(&app, &url).await;
+    assert_eq!(wait_processed(&app, &asset).await, "ready");
+}
+
+#[tokio::test]
+async fn deferred_length_patches_sent_at_once_stay_within_the_quota() {
+    let app = spawn_app_with(|c| {
+        c.upload_max_bytes = 2000;
+        c.upload_quota_bytes = 3000;
+        c.upload_max_pending = 0;
+    })
+    .await;
+    let tus = Tus::new(&app).await;
+    let mut urls = Vec::new();
+    for i in 0..20 {
+        urls.push(tus.create_deferred(&format!("at-once-{i}.bin")).await);
+    }
+    // Half with a Content-Length, half streamed: all at once.
+    let tus = &tus;
+    let sent = futures::future::join_all(urls.iter().enumerate().map(|(i, url)| async move {
+        if i % 2 == 0 {
+            tus.patch(url, 0, vec![5u8; 1000]).await.status()
+        } else {
+            tus.patch_streamed(url, 0, vec![5u8; 1000]).await.status()
+        }
+    }))
+    .await;
+    assert!(sent.iter().all(|s| *s == 204 || *s == 413), "{sent:?}");
+    assert!(sent.contains(&StatusCode::NO_CONTENT), "{sent:?}");
+    let mut stored = 0;
+    for url in &urls {
+        stored += tus.offset(url).await;
+    }
+    assert!(
+        stored <= 3000,
+        "{stored} bytes stored past a 3000-byte quota: {sent:?}"
+    );
+    let accepted = sent.iter().filter(|s| **s == 204).count() as u64;
+    assert_eq!(
+        stored,
+        accepted * 1000,
+        "a refused PATCH keeps none of its bytes"
+    );
+}
+
+#[tokio::test]
+async fn concatenation_refuses_repeated_parts_and_checks_the_final_size() {
+    let app = spawn_limited(1000, 2500).await;
+    let cara = Tus::as_new_user(&app, "cara@studio.test", "creator").await;
+    let final_of = |parts: &[&str]| {
+        let list: Vec<String> = parts.iter().map(|p| app.url(p)).collect();
+        cara.req(Method::POST, "/api/uploads")
+            .header("upload-concat", format!("final;{}", list.join(" ")))
+            .header("upload-metadata", format!("filename {}", b64("joined.bin")))
+    };
+
+    let one = cara.partial(&[6u8; 400]).await;
+    let (status, text) = refusal(final_of(&[one.as_str(); 10]).send().await.unwrap()).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("more than once"), "{text}");
+    let two = cara.partial(&[7u8; 400]).await;
+    let three = cara.partial(&[8u8; 400]).await;
+    let (status, text) = refusal(
+        final_of(&[one.as_str(), two.as_str(), three.as_str()])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("maximum upload size"), "{text}");
+    assert_eq!(
+        app.count("select count(*) from uploads where concat = 'final'")
+            .await,
+        0
+    );
+    assert_eq!(app.count("select count(*) from assets").await, 0);
+
+    // Finished partials hold their bytes until joined: 1200 held, and 1000 + 400 more
+    // would pass 2500.
+    cara.create(1000, "big.bin").await;
+    let res = cara
+        .post(&[("upload-concat", "partial"), ("upload-length", "400")])
+        .await;
+    assert_eq!(
+        res.status(),
+        413,
+        "finished partials count toward the quota"
+    );
+
+    // Two finals of the same parts at once: one joins them, the other is refused.
+    let pair = [one.as_str(), two.as_str()];
+    let (a, b) = tokio::join!(final_of(&pair).send(), final_of(&pair).send());
+    let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    statuses.sort();
+    // The loser is refused while the parts are being joined (409) or after (gone: 404).
+    assert!(matches!(statuses, [201, 404 | 409]), "{statuses:?}");
+    assert_eq!(
+        app.count("select count(*) from assets").await,
+        2,
+        "big.bin and one joined file"
+    );
+    let size: i64 = app
+        .count("select coalesce(sum(length), 0)::bigint from uploads where concat = 'final'")
+        .await;
+    assert_eq!(size, 800);
+
+    // An admin's new version of cara's asset counts as hers: she then holds 3200 (big.bin,
+    // the joined file, the new version, the last part), so joining that part is refused.
+    let (joined_asset, _) = {
+        let url: String =
+            sqlx::query_scalar("select '/api/uploads/' || id from uploads where concat = 'final'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        let asset = asset_of(&app, &url).await;
+        (asset.clone(), wait_processed(&app, &asset).await)
+    };
+    let admin = Tus::new(&app).await;
+    let metadata = format!("filename {},asset {}", b64("v2.bin"), b64(&joined_asset));
+    let v2 = admin
+        .created(&[("upload-length", "1000"), ("upload-metadata", &metadata)])
+        .await;
+    assert_eq!(admin.patch(&v2, 0, vec![9u8; 1000]).await.status(), 204);
+    let (status, text) = refusal(final_of(&[three.as_str()]).send().await.unwrap()).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("quota"), "{text}");
+    assert_eq!(cara.offset(&three).await, 400, "the refused part is kept");
+}
+
+#[tokio::test]
+async fn pending_uploads_count_toward_the_quota_and_are_capped() {
+    let app = spawn_app_with(|c| {
+        c.upload_max_pending = 5;
+        c.upload_quota_bytes = 2500;
+    })
+    .await;
+    let tus = Tus::new(&app).await;
+    // Thirty creations at once: five get through.
+    let created =
+        futures::future::join_all((0..30).map(|_| tus.post(&[("upload-defer-length", "1")]))).await;
+    let mut urls = Vec::new();
+    let mut refused = 0;
+    for res in created {
+        match res.status().as_u16() {
+            201 => urls.push(res.headers()["location"].to_str().unwrap().to_owned()),
+            429 => {
+                assert!(res.text().await.unwrap().contains("unfinished uploads"));
+                refused += 1;
+            }
+            other => panic!("creation answered {other}"),
+        }
+    }
+    assert_eq!((urls.len(), refused), (5, 25));
+    assert_eq!(app.count("select count(*) from uploads").await, 5);
+    assert_eq!(app.count("select count(*) from assets").await, 5);
+    // Cancelling one frees its place.
+    assert_eq!(tus.terminate(&urls[0]).await, 204);
+    tus.create(100, "next.bin").await;
+    assert_eq!(tus.post(&[("upload-length", "100")]).await.status(), 429);
+
+    // Bytes received by a deferred upload count, and so do lengths declared at once.
+    assert_eq!(tus.patch(&urls[1], 0, vec![1u8; 1000]).await.status(), 204);
+    assert_eq!(tus.terminate(&urls[2]).await, 204);
+    assert_eq!(
+        tus.post(&[("upload-length", "1401")]).await.status(),
+        413,
+        "1000 received + 100 declared + 1401 > 2500"
+    );
+    for url in &urls[3..] {
+        assert_eq!(tus.terminate(url).await, 204);
+    }
+    let at_once =
+        futures::future::join_all((0..10).map(|_| tus.post(&[("upload-length", "600")]))).await;
+    let accepted = at_once.iter().filter(|r| r.status() == 201).count();
+    assert_eq!(
+        accepted, 2,
+        "1100 held: room for two 600-byte uploads, sent at once"
+    );
+}
+
+#[tokio::test]
+async fn placeholders_stay_out_of_other_peoples_library() {
+    let app = spawn_app().await;
+    let cara = Tus::as_new_user(&app, "cara@studio.test", "creator").await;
+    let url = cara.create_deferred("in-progress.mov").await;
+    let asset = asset_of(&app, &url).await;
+    let owner = app.client();
+    let signed = app
+        .login(&owner, "cara@studio.test", slate_tests::PASSWORD)
+        .await;
+    assert_eq!(signed.status(), 200);
+    let other = app.signed_in("omar@studio.test", "creator").await;
+    let admin = app.signed_in(slate_tests::ADMIN_EMAIL, "admin").await;
+    let listed = |client: reqwest::Client| {
+        let app = &app;
+        async move {
+            let res = app.call(&client, "/api/list_assets", &[]).await;
+            assert_eq!(res.status(), 200);
+            let page: serde_json::Value = res.json().await.unwrap();
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let opened = |client: reqwest::Client| {
+        let (app, asset) = (&app, &asset);
+        async move {
+            app.call(&client, "/api/get_asset", &[("id", asset)])
+                .await
+                .status()
+        }
+    };
+
+    for step in ["no bytes yet", "some bytes"] {
+        assert_eq!(
+            listed(owner.clone()).await,
+            std::slice::from_ref(&asset),
+            "{step}: the owner sees it"
+        );
+        assert_eq!(opened(owner.clone()).await, 200);
+        for client in [&other, &admin] {
+            assert!(
+                listed(client.clone()).await.is_empty(),
+                "{step}: others do not"
+            );
+            assert_eq!(opened(client.clone()).await, 404, "{step}");
+            let tagged = app
+                .call(
+                    client,
+                    "/api/set_asset_tags",
+                    &[("id", &asset), ("tags", "x")],
+                )
+                .await;
+            assert_eq!(tagged.status(), 404, "{step}");
+        }
+        if step == "no bytes yet" {
+            assert_eq!(cara.patch(&url, 0, b"frames".to_vec()).await.status(), 204);
+        }
+    }
+    // Once the upload completes it is everyone's.
+    assert_eq!(patch_declaring(&cara, &url, 6, 6, b"").await.status(), 204);
+    wait_processed(&app, &asset).await;
+    assert_eq!(listed(other.clone()).await, std::slice::from_ref(&asset));
+    assert_eq!(opened(other).await, 200);
 }

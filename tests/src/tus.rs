@@ -30,6 +30,17 @@ impl<'a> Tus<'a> {
         }
     }
 
+    /// A client for a new user with this role, uploading with their own token.
+    pub async fn as_new_user(app: &'a TestApp, email: &str, role: &str) -> Tus<'a> {
+        app.create_user(email, role).await;
+        let name = email.split('@').next().unwrap_or(email);
+        Tus {
+            app,
+            token: app.create_token(name, "api", email).await,
+            client: app.bare_client(),
+        }
+    }
+
     pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.client
             .request(method, self.app.url(path))
@@ -55,6 +66,58 @@ impl<'a> Tus<'a> {
         assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
         assert!(res.headers().contains_key("upload-expires"));
         res.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    /// A creation (POST without a body) with these headers.
+    pub async fn post(&self, headers: &[(&str, &str)]) -> Response {
+        let mut req = self.req(Method::POST, "/api/uploads");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// The URL of the upload a creation made (which must have succeeded).
+    pub async fn created(&self, headers: &[(&str, &str)]) -> String {
+        let res = self.post(headers).await;
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+        res.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    /// Creates an upload whose length is not known yet (`Upload-Defer-Length: 1`).
+    pub async fn create_deferred(&self, name: &str) -> String {
+        let metadata = format!("filename {}", b64(name));
+        self.created(&[("upload-defer-length", "1"), ("upload-metadata", &metadata)])
+            .await
+    }
+
+    /// Creates a partial upload (for concatenation) and sends `data` to it.
+    pub async fn partial(&self, data: &[u8]) -> String {
+        let length = data.len().to_string();
+        let url = self
+            .created(&[("upload-concat", "partial"), ("upload-length", &length)])
+            .await;
+        assert_eq!(self.patch(&url, 0, data.to_vec()).await.status(), 204);
+        url
+    }
+
+    /// Ends an upload (DELETE) and returns the status.
+    pub async fn terminate(&self, url: &str) -> reqwest::StatusCode {
+        self.req(Method::DELETE, url).send().await.unwrap().status()
+    }
+
+    /// A PATCH whose body is streamed in small pieces with no Content-Length (chunked),
+    /// so the server learns its size only as it arrives.
+    pub async fn patch_streamed(&self, url: &str, offset: u64, body: Vec<u8>) -> Response {
+        let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+            body.chunks(100).map(|c| Ok(c.to_vec())).collect();
+        self.req(Method::PATCH, url)
+            .header("upload-offset", offset.to_string())
+            .header("content-type", OCTET)
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn patch(&self, url: &str, offset: u64, body: Vec<u8>) -> Response {

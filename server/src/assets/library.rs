@@ -21,6 +21,11 @@ use crate::audit::{self, Who};
 const CARD_COLUMNS: &str = "a.id, a.name, a.kind, a.state, a.failure, u.email, a.tags, v.size,
      (v.thumbnail_key is not null) as has_thumbnail, a.created_at, a.owner_id";
 
+/// An asset still uploading is its owner's alone until the upload completes (then it is
+/// processed, and everyone sees it): others never see placeholders of bytes not there.
+/// Followed by the viewer's id.
+const VISIBLE_TO: &str = "a.state <> 'uploading' or a.owner_id =";
+
 fn card(row: &sqlx::postgres::PgRow) -> AssetCard {
     AssetCard {
         id: row.get("id"),
@@ -56,11 +61,14 @@ fn can_edit(who: &Principal, owner: Uuid) -> bool {
 
 #[async_trait]
 impl AssetsBackend for Assets {
-    async fn library(&self, q: LibraryQuery) -> Result<LibraryPage, AppError> {
+    async fn library(&self, who: &Principal, q: LibraryQuery) -> Result<LibraryPage, AppError> {
         let mut sql = QueryBuilder::new(format!(
             "select {CARD_COLUMNS} from assets a join users u on u.id = a.owner_id
              left join asset_versions v on v.id = a.current_version_id where a.deleted_at is null"
         ));
+        sql.push(format!(" and ({VISIBLE_TO} "))
+            .push_bind(who.user_id)
+            .push(")");
         if let Some(kind) = &q.kind {
             sql.push(" and a.kind = ").push_bind(kind.clone());
         }
@@ -132,9 +140,11 @@ impl AssetsBackend for Assets {
     async fn asset(&self, who: &Principal, id: Uuid) -> Result<AssetDetail, AppError> {
         let row = sqlx::query(&format!(
             "select {CARD_COLUMNS}, a.current_version_id from assets a join users u on u.id = a.owner_id
-             left join asset_versions v on v.id = a.current_version_id where a.id = $1 and a.deleted_at is null"
+             left join asset_versions v on v.id = a.current_version_id
+             where a.id = $1 and a.deleted_at is null and ({VISIBLE_TO} $2)"
         ))
         .bind(id)
+        .bind(who.user_id)
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?
@@ -227,10 +237,12 @@ impl AssetsBackend for Assets {
 impl Assets {
     /// The owner of an asset the actor may edit; an error otherwise.
     async fn editable(&self, actor: &Actor, id: Uuid) -> Result<Uuid, AppError> {
-        let owner: Option<Uuid> =
-            sqlx::query_scalar("select owner_id from assets where id = $1 and deleted_at is null")
-                .bind(id)
-                .fetch_optional(&self.pool)
+        let owner: Option<Uuid> = sqlx::query_scalar(&format!(
+            "select owner_id from assets a where id = $1 and deleted_at is null and ({VISIBLE_TO} $2)"
+        ))
+        .bind(id)
+        .bind(actor.principal.user_id)
+        .fetch_optional(&self.pool)
                 .await
                 .map_err(db_error)?;
         let owner = owner.ok_or_else(|| {

@@ -26,11 +26,20 @@ pub struct AssetsConfig {
     pub max_upload_bytes: u64,
     /// Per-user limit on stored and in-flight bytes; `None` for no limit.
     pub quota_bytes: Option<u64>,
+    /// Per-user limit on unfinished uploads; `None` for no limit.
+    pub max_pending: Option<u64>,
     /// Unfinished uploads untouched this long are removed.
     pub upload_expiry: Duration,
     /// Kinds that may be uploaded; `None` allows all.
     pub allowed_kinds: Option<Vec<Kind>>,
     pub processing_workers: usize,
+}
+
+/// A person's share of storage, as [`Assets::holdings`] counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holdings {
+    pub bytes: u64,
+    pub pending: u64,
 }
 
 #[derive(Clone)]
@@ -71,26 +80,44 @@ impl Assets {
         self.partials.join(upload.to_string())
     }
 
-    /// Bytes a user holds: unfinished uploads (declared length) and stored versions.
-    pub async fn bytes_used(&self, owner: Uuid) -> Result<u64, sqlx::Error> {
-        let used: i64 = sqlx::query_scalar(
-            "select (coalesce((select sum(coalesce(length, received)) from uploads
-                                where owner_id = $1 and state = 'receiving' and concat <> 'final'), 0)
+    /// What a person holds, apart from the uploads in `except`: the bytes of unfinished
+    /// uploads (declared length; for a deferred length what arrived or was granted to a
+    /// PATCH in flight), of finished partials not yet joined, and of stored versions; and
+    /// how many uploads are unfinished. A final upload is not counted: its parts are.
+    pub async fn holdings(
+        conn: &mut sqlx::PgConnection,
+        owner: Uuid,
+        except: &[Uuid],
+    ) -> Result<Holdings, sqlx::Error> {
+        let (bytes, pending): (i64, i64) = sqlx::query_as(
+            "with held as (
+                 select case when state = 'receiving' then coalesce(length, greatest(received, reserved))
+                             else received end as bytes
+                 from uploads
+                 where owner_id = $1 and concat <> 'final' and id <> all($2)
+                   and (state = 'receiving' or (state = 'complete' and concat = 'partial'))
+             )
+             select (coalesce((select sum(bytes) from held), 0)
                    + coalesce((select sum(v.size) from asset_versions v join assets a on a.id = v.asset_id
-                                where a.owner_id = $1 and a.deleted_at is null and v.state <> 'uploading'), 0))::bigint",
+                                where a.owner_id = $1 and a.deleted_at is null and v.state <> 'uploading'), 0))::bigint,
+                    (select count(*) from held)",
         )
         .bind(owner)
-        .fetch_one(&self.pool)
+        .bind(except)
+        .fetch_one(conn)
         .await?;
-        Ok(used.max(0) as u64)
+        Ok(Holdings {
+            bytes: bytes.max(0) as u64,
+            pending: pending.max(0) as u64,
+        })
     }
 
     /// Removes the data of unfinished uploads past their expiry.
     pub async fn sweep_expired(&self) -> Result<usize, tus::TusError> {
         let expired: Vec<tus::UploadRow> = sqlx::query_as(
-            "select id, owner_id, length, received, metadata_raw, concat, state, version_id, expires_at
-             from uploads where state = 'receiving' and expires_at < now() and (lease_until is null or lease_until < now())
-             limit 100",
+            &format!("select {} from uploads
+                      where state = 'receiving' and expires_at < now() and (lease_until is null or lease_until < now())
+                      limit 100", tus::UPLOAD_COLUMNS),
         )
         .fetch_all(&self.pool)
         .await

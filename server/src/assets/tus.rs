@@ -21,7 +21,7 @@ use sha2::Digest as _;
 use tokio::io::AsyncWriteExt as _;
 use uuid::Uuid;
 
-use super::{clean_name, Assets};
+use super::{clean_name, Assets, Holdings};
 use crate::audit::{self, Who};
 use crate::http::AppState;
 
@@ -31,6 +31,9 @@ const OCTET_STREAM: &str = "application/offset+octet-stream";
 /// How long a PATCH holds an upload; refreshed while bytes flow, so a crashed holder
 /// blocks the upload for at most this long.
 const LEASE: Duration = Duration::from_secs(15);
+/// A deferred-length PATCH without Content-Length is granted quota in steps this large
+/// (a query per step), each granted before its bytes are written.
+const GRANT_STEP: u64 = 4 * 1024 * 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -60,6 +63,14 @@ pub struct TusError(StatusCode, String);
 impl TusError {
     pub(super) fn from_db() -> Self {
         Self::new(503, "The database is not answering; try again.")
+    }
+
+    /// A writer found its lease taken over (it stalled past the lease): it must stop.
+    fn lease_lost() -> Self {
+        Self::new(
+            409,
+            "This request stalled and another one took over the upload.",
+        )
     }
 
     fn new(status: u16, message: impl Into<String>) -> Self {
@@ -190,10 +201,31 @@ pub struct UploadRow {
     pub state: String,
     pub version_id: Option<Uuid>,
     pub expires_at: DateTime<Utc>,
+    /// The final upload this finished partial is being joined into.
+    pub final_id: Option<Uuid>,
 }
 
-const UPLOAD_COLUMNS: &str =
-    "id, owner_id, length, received, metadata_raw, concat, state, version_id, expires_at";
+pub(super) const UPLOAD_COLUMNS: &str =
+    "id, owner_id, length, received, metadata_raw, concat, state, version_id, expires_at, final_id";
+
+/// What kind of upload is being created.
+#[derive(Clone, Copy)]
+enum Concat<'a> {
+    None,
+    Partial,
+    /// Joins these finished partials, which the creation claims.
+    Final(&'a [Uuid]),
+}
+
+impl Concat<'_> {
+    fn column(self) -> &'static str {
+        match self {
+            Concat::None => "none",
+            Concat::Partial => "partial",
+            Concat::Final(_) => "final",
+        }
+    }
+}
 
 /// Finds an upload of this owner: someone else's is "not found", never "forbidden".
 async fn load(assets: &Assets, id: &str, owner: Uuid) -> TusResult<UploadRow> {
@@ -343,25 +375,32 @@ async fn create(
         }
         _ => {}
     }
-    if let Some(len) = length {
-        assets.check_size(who.user_id, len).await?;
-    }
-
-    let upload = assets
+    let mut row = assets
         .create_upload(
             &Who::principal(&who, auth.client_addr),
             &who,
             length,
             &metadata,
             metadata_raw.as_deref(),
-            partial,
+            if partial {
+                Concat::Partial
+            } else {
+                Concat::None
+            },
         )
         .await?;
-    let mut row = upload;
     let mut offset = 0;
     let has_body = text(&headers, header::CONTENT_TYPE.as_str()) == Some(OCTET_STREAM);
     if has_body {
-        offset = append(&state, &mut row, &headers, body).await?;
+        match append(&state, &mut row, &headers, body, 0).await {
+            Ok(reached) => offset = reached,
+            Err(err) => {
+                // The client never learned where this upload is: nothing to resume, so
+                // nothing is left behind (no placeholder, no pending slot).
+                assets.discard_upload(&row, "terminated").await?;
+                return Err(err);
+            }
+        }
     }
     let mut res = (
         StatusCode::CREATED,
@@ -381,7 +420,7 @@ async fn create_final(
     metadata_raw: Option<String>,
 ) -> TusResult<Response> {
     let assets = &state.assets;
-    let mut parts = Vec::new();
+    let mut parts: Vec<UploadRow> = Vec::new();
     for url in list.split_whitespace() {
         let id = url
             .trim_end_matches('/')
@@ -389,6 +428,14 @@ async fn create_final(
             .next()
             .unwrap_or_default();
         let row = load(assets, id, owner).await?;
+        if parts.iter().any(|p| p.id == row.id) {
+            return Err(TusError::new(
+                400,
+                format!(
+                    "Upload {id} is listed more than once; each partial upload is joined once."
+                ),
+            ));
+        }
         if row.concat != "partial" {
             return Err(TusError::new(
                 400,
@@ -409,42 +456,49 @@ async fn create_final(
             "Upload-Concat: final lists no partial uploads.",
         ));
     }
-    let total: i64 = parts.iter().map(|p| p.received).sum();
+    let total: u64 = parts.iter().map(|p| p.received.max(0) as u64).sum();
+    let ids: Vec<Uuid> = parts.iter().map(|p| p.id).collect();
     let who = principal(auth)?;
+    // Checks the joined size against the maximum and the quota, and claims the parts.
     let row = assets
         .create_upload(
             &Who::principal(&who, auth.client_addr),
             &who,
-            Some(total as u64),
+            Some(total),
             &metadata,
             metadata_raw.as_deref(),
-            false,
+            Concat::Final(&ids),
         )
         .await?;
-    sqlx::query("update uploads set concat = 'final' where id = $1")
-        .bind(row.id)
-        .execute(&assets.pool)
-        .await
-        .map_err(db)?;
-    let mut out = tokio::fs::File::create(assets.partial_path(row.id))
-        .await
-        .map_err(io)?;
-    for part in &parts {
-        let mut input = tokio::fs::File::open(assets.partial_path(part.id))
+    let joined = async {
+        let mut out = tokio::fs::File::create(assets.partial_path(row.id))
             .await
             .map_err(io)?;
-        tokio::io::copy(&mut input, &mut out).await.map_err(io)?;
+        for part in &parts {
+            let mut input = tokio::fs::File::open(assets.partial_path(part.id))
+                .await
+                .map_err(io)?;
+            tokio::io::copy(&mut input, &mut out).await.map_err(io)?;
+        }
+        out.sync_all().await.map_err(io)
     }
-    out.sync_all().await.map_err(io)?;
-    drop(out);
-    assets.complete(row.id, total).await?;
-    for part in &parts {
-        sqlx::query("update uploads set state = 'terminated', updated_at = now() where id = $1")
-            .bind(part.id)
-            .execute(&assets.pool)
-            .await
-            .map_err(db)?;
-        let _ = tokio::fs::remove_file(assets.partial_path(part.id)).await;
+    .await;
+    if let Err(err) = joined {
+        // The parts are released and stay as they were: the client may try again.
+        assets.discard_upload(&row, "terminated").await?;
+        return Err(err);
+    }
+    assets.complete(row.id, total as i64).await?;
+    let joined: Vec<Uuid> = sqlx::query_scalar(
+        "update uploads set state = 'terminated', updated_at = now()
+         where final_id = $1 and state = 'complete' returning id",
+    )
+    .bind(row.id)
+    .fetch_all(&assets.pool)
+    .await
+    .map_err(db)?;
+    for part in joined {
+        let _ = tokio::fs::remove_file(assets.partial_path(part)).await;
     }
     let mut res = (
         StatusCode::CREATED,
@@ -515,22 +569,7 @@ async fn patch(
                 return Err(TusError::new(400, "Upload-Length cannot change once set."))
             }
             Some(_) => {}
-            None => {
-                if len < current {
-                    return Err(TusError::new(
-                        400,
-                        "Upload-Length is smaller than what is already stored.",
-                    ));
-                }
-                state.assets.check_size(who.user_id, len).await?;
-                sqlx::query("update uploads set length = $2 where id = $1")
-                    .bind(row.id)
-                    .bind(len as i64)
-                    .execute(&state.assets.pool)
-                    .await
-                    .map_err(db)?;
-                row.length = Some(len as i64);
-            }
+            None => state.assets.declare_length(&mut row, len).await?,
         }
     }
     if row.state == "complete" {
@@ -539,7 +578,7 @@ async fn patch(
         upload_headers(&mut res, &row, current);
         return Ok(res);
     }
-    let new_offset = append(&state, &mut row, &headers, body).await?;
+    let new_offset = append(&state, &mut row, &headers, body, offset).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     upload_headers(&mut res, &row, new_offset);
     Ok(res)
@@ -573,27 +612,29 @@ fn parse_checksum(headers: &HeaderMap) -> TusResult<Option<Checksum>> {
     }
 }
 
-/// Appends the request body at the stored offset and returns the new offset. Holds the
-/// upload's lease meanwhile (a second PATCH gets 423).
+/// How far a PATCH may write.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// The upload's declared length.
+    Length(u64),
+    /// Deferred length: the end the owner's quota granted this PATCH so far; more is
+    /// asked for, before it is written, as the body goes past it.
+    Granted(u64),
+}
+
+/// Appends the request body at the stored offset, which must be `expected`, and returns
+/// the new offset. Holds the upload's lease meanwhile (a second PATCH gets 423).
 async fn append(
     state: &AppState,
     row: &mut UploadRow,
     headers: &HeaderMap,
     body: Body,
+    expected: u64,
 ) -> TusResult<u64> {
     let assets = &state.assets;
     let mut checksum = parse_checksum(headers)?;
-    let start = stored_offset(assets, row).await?;
     let declared = number(headers, header::CONTENT_LENGTH.as_str())?;
-    if let (Some(len), Some(body_len)) = (row.length, declared) {
-        if start + body_len > len as u64 {
-            return Err(TusError::new(
-                413,
-                format!("The body would go past the upload's length ({len} bytes)."),
-            ));
-        }
-    }
-    let Some(lease) = assets.take_lease(row.id).await? else {
+    let Some((lease, length)) = assets.take_lease(row.id).await? else {
         return Err(TusError::new(
             423,
             "Another request is writing to this upload; try again shortly.",
@@ -602,7 +643,35 @@ async fn append(
     // Everything that touches the file happens under the lease; the last step records
     // the new offset and lets go in one statement.
     let outcome = async {
-        let new_offset = write_body(assets, row, lease, start, body, checksum.as_mut()).await?;
+        // Read under the lease: no other request moves the offset or sets the length now.
+        row.length = length;
+        let start = stored_offset(assets, row).await?;
+        if start != expected {
+            return Err(TusError::new(
+                409,
+                format!("Upload-Offset {expected} does not match the stored offset {start}."),
+            ));
+        }
+        let limit = match row.length {
+            Some(len) => {
+                if let Some(body_len) = declared {
+                    if start + body_len > len as u64 {
+                        return Err(TusError::new(
+                            413,
+                            format!("The body would go past the upload's length ({len} bytes)."),
+                        ));
+                    }
+                }
+                Limit::Length(len as u64)
+            }
+            // A body of known size is granted whole before a byte is written.
+            None => Limit::Granted(match declared {
+                Some(body_len) => assets.grant(row, lease, start, start + body_len, 0).await?,
+                None => start,
+            }),
+        };
+        let new_offset =
+            write_body(assets, row, lease, start, limit, body, checksum.as_mut()).await?;
         if let Some(sum) = checksum {
             let ok = match sum {
                 Checksum::Sha1(h, want) => h.finalize().as_slice() == want.as_slice(),
@@ -658,6 +727,7 @@ async fn write_body(
     row: &UploadRow,
     lease: Uuid,
     start: u64,
+    mut limit: Limit,
     body: Body,
     mut checksum: Option<&mut Checksum>,
 ) -> TusResult<u64> {
@@ -673,7 +743,6 @@ async fn write_body(
     let mut stream = body.into_data_stream();
     let mut offset = start;
     let mut lease_renewed = Instant::now();
-    let limit = row.length.map(|l| l as u64);
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
@@ -690,13 +759,27 @@ async fn write_body(
                 return Ok(offset);
             }
         };
-        if limit.is_some_and(|l| offset + chunk.len() as u64 > l) {
-            drop(file);
-            truncate(assets, row.id, start).await?;
-            return Err(TusError::new(
-                413,
-                "The body goes past the upload's length; nothing was kept.",
-            ));
+        let end = offset + chunk.len() as u64;
+        match limit {
+            Limit::Length(len) if end > len => {
+                drop(file);
+                truncate(assets, row.id, start).await?;
+                return Err(TusError::new(
+                    413,
+                    "The body goes past the upload's length; nothing was kept.",
+                ));
+            }
+            Limit::Granted(granted) if end > granted => {
+                match assets.grant(row, lease, start, end, GRANT_STEP).await {
+                    Ok(more) => limit = Limit::Granted(more),
+                    Err(err) => {
+                        drop(file);
+                        truncate(assets, row.id, start).await?;
+                        return Err(err);
+                    }
+                }
+            }
+            _ => {}
         }
         // Never write without a live lease: renew well before it can lapse.
         if lease_renewed.elapsed() > LEASE / 3 {
@@ -743,20 +826,21 @@ async fn terminate(
 }
 
 impl Assets {
-    /// Takes the upload for one PATCH; `None` when another request holds it.
-    async fn take_lease(&self, id: Uuid) -> TusResult<Option<Uuid>> {
+    /// Takes the upload for one PATCH, with its length as it stands now; `None` when
+    /// another request holds it.
+    async fn take_lease(&self, id: Uuid) -> TusResult<Option<(Uuid, Option<i64>)>> {
         let token = Uuid::now_v7();
-        let taken = sqlx::query(
-            "update uploads set lease_token = $3, lease_until = now() + make_interval(secs => $2)
-             where id = $1 and (lease_until is null or lease_until < now())",
+        let taken: Option<Option<i64>> = sqlx::query_scalar(
+            "update uploads set lease_token = $3, lease_until = now() + make_interval(secs => $2), reserved = 0
+             where id = $1 and (lease_until is null or lease_until < now()) returning length",
         )
         .bind(id)
         .bind(LEASE.as_secs_f64())
         .bind(token)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        Ok((taken.rows_affected() == 1).then_some(token))
+        Ok(taken.map(|length| (token, length)))
     }
 
     /// Extends the lease; fails when it was lost (the writer must stop).
@@ -773,15 +857,12 @@ impl Assets {
         if renewed.rows_affected() == 1 {
             Ok(())
         } else {
-            Err(TusError::new(
-                409,
-                "This request stalled and another one took over the upload.",
-            ))
+            Err(TusError::lease_lost())
         }
     }
 
     async fn release_lease(&self, id: Uuid, token: Uuid) -> TusResult<()> {
-        sqlx::query("update uploads set lease_until = null, lease_token = null where id = $1 and lease_token = $2")
+        sqlx::query("update uploads set lease_until = null, lease_token = null, reserved = 0 where id = $1 and lease_token = $2")
             .bind(id)
             .bind(token)
             .execute(&self.pool)
@@ -796,7 +877,7 @@ impl Assets {
             + chrono::Duration::from_std(self.config.upload_expiry)
                 .unwrap_or(chrono::Duration::hours(24));
         sqlx::query(
-            "update uploads set received = $2, expires_at = $3, updated_at = now(), lease_until = null, lease_token = null
+            "update uploads set received = $2, expires_at = $3, updated_at = now(), lease_until = null, lease_token = null, reserved = 0
              where id = $1 and lease_token = $4",
         )
         .bind(row.id)
@@ -811,26 +892,141 @@ impl Assets {
         Ok(())
     }
 
-    /// Refuses a length over the maximum or one that would exceed the owner's quota.
-    async fn check_size(&self, owner: Uuid, length: u64) -> TusResult<()> {
-        if length > self.config.max_upload_bytes {
+    /// Refuses a total size over the maximum, or one that would take the owner past
+    /// their quota beside what they already hold.
+    fn check_total(&self, held: Holdings, size: u64) -> TusResult<()> {
+        let max = self.config.max_upload_bytes;
+        if size > max {
             return Err(TusError::new(
                 413,
                 format!(
-                    "The file ({length} bytes) is larger than the maximum upload size ({} bytes).",
-                    self.config.max_upload_bytes
+                    "The file ({size} bytes) is larger than the maximum upload size ({max} bytes)."
                 ),
             ));
         }
         if let Some(quota) = self.config.quota_bytes {
-            let used = self.bytes_used(owner).await.map_err(db)?;
-            if used + length > quota {
+            if held.bytes.saturating_add(size) > quota {
                 return Err(TusError::new(
                     413,
-                    format!("This upload would exceed your storage quota: {used} of {quota} bytes are in use."),
+                    format!(
+                        "This upload would exceed your storage quota: {} of {quota} bytes are in use.",
+                        held.bytes
+                    ),
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Starts a transaction that holds the owner's upload accounting: creations, declared
+    /// lengths, grants and joins of one person run one at a time, so requests sent at
+    /// once cannot together pass the quota or the cap. Returns what the owner holds
+    /// apart from `except`.
+    async fn lock_holdings(
+        &self,
+        owner: Uuid,
+        except: &[Uuid],
+    ) -> TusResult<(sqlx::Transaction<'static, sqlx::Postgres>, Holdings)> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // `no key update` leaves rows that reference the user (audit, uploads) insertable.
+        sqlx::query("select 1 from users where id = $1 for no key update")
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let held = Assets::holdings(&mut tx, owner, except).await.map_err(db)?;
+        Ok((tx, held))
+    }
+
+    /// Lets a PATCH of a deferred-length upload, which holds `lease`, write up to `need`
+    /// bytes in all, counted toward the quota before they are written; returns the end
+    /// it may write to (up to `step` beyond `need` when the quota allows, to save queries).
+    async fn grant(
+        &self,
+        row: &UploadRow,
+        lease: Uuid,
+        start: u64,
+        need: u64,
+        step: u64,
+    ) -> TusResult<u64> {
+        let kept = |err: TusError| {
+            TusError(
+                err.0,
+                format!(
+                    "{} This request's bytes were not kept; the {start} bytes stored before it are.",
+                    err.1
+                ),
+            )
+        };
+        let max = self.config.max_upload_bytes;
+        if need > max {
+            return Err(kept(TusError::new(
+                413,
+                format!("The upload would reach {need} bytes, more than the maximum upload size ({max} bytes)."),
+            )));
+        }
+        let Some(quota) = self.config.quota_bytes else {
+            return Ok(max);
+        };
+        let (mut tx, held) = self.lock_holdings(row.owner_id, &[row.id]).await?;
+        self.check_total(held, need).map_err(kept)?;
+        let granted = need.saturating_add(step).min(max).min(quota - held.bytes);
+        let updated =
+            sqlx::query("update uploads set reserved = $3 where id = $1 and lease_token = $2")
+                .bind(row.id)
+                .bind(lease)
+                .bind(granted as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        if updated.rows_affected() != 1 {
+            return Err(TusError::lease_lost());
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(granted)
+    }
+
+    /// Sets a deferred length (`Upload-Length` on a PATCH) once it fits the maximum and
+    /// the quota; anything refused changes nothing.
+    async fn declare_length(&self, row: &mut UploadRow, len: u64) -> TusResult<()> {
+        self.check_total(Holdings::default(), len)?;
+        let (mut tx, held) = self.lock_holdings(row.owner_id, &[row.id]).await?;
+        let (length, writing): (Option<i64>, bool) = sqlx::query_as(
+            "select length, coalesce(lease_until > now(), false) from uploads where id = $1 for update",
+        )
+        .bind(row.id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        match length {
+            Some(existing) if existing as u64 != len => {
+                return Err(TusError::new(400, "Upload-Length cannot change once set."))
+            }
+            Some(_) => {}
+            None => {
+                if writing {
+                    return Err(TusError::new(
+                        423,
+                        "Another request is writing to this upload; try again shortly.",
+                    ));
+                }
+                if len < stored_offset(self, row).await? {
+                    return Err(TusError::new(
+                        400,
+                        "Upload-Length is smaller than what is already stored.",
+                    ));
+                }
+                self.check_total(held, len)?;
+                sqlx::query("update uploads set length = $2, updated_at = now() where id = $1")
+                    .bind(row.id)
+                    .bind(len as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                tx.commit().await.map_err(db)?;
+            }
+        }
+        row.length = Some(len as i64);
         Ok(())
     }
 
@@ -841,7 +1037,7 @@ impl Assets {
         length: Option<u64>,
         metadata: &BTreeMap<String, String>,
         metadata_raw: Option<&str>,
-        partial: bool,
+        concat: Concat<'_>,
     ) -> TusResult<UploadRow> {
         let owner = uploader.user_id;
         let id = Uuid::now_v7();
@@ -855,7 +1051,31 @@ impl Assets {
                 .map(String::as_str)
                 .unwrap_or(""),
         );
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let parts = match concat {
+            Concat::Final(parts) => parts,
+            Concat::None | Concat::Partial => &[],
+        };
+        if let Some(len) = length {
+            self.check_total(Holdings::default(), len)?;
+        }
+        // The parts of a final are counted already; the joined file takes their place.
+        let (mut tx, held) = self.lock_holdings(owner, parts).await?;
+        if let (Some(cap), Concat::None | Concat::Partial) = (self.config.max_pending, concat) {
+            if held.pending >= cap {
+                return Err(TusError::new(
+                    429,
+                    format!(
+                        "You have {} unfinished uploads, the most one person may have at once; \
+                         finish or cancel one first.",
+                        held.pending
+                    ),
+                ));
+            }
+        }
+        if let Some(len) = length {
+            self.check_total(held, len)?;
+        }
+        let partial = matches!(concat, Concat::Partial);
         let version_id = if partial {
             None
         } else {
@@ -927,18 +1147,37 @@ impl Assets {
         .bind(length.map(|l| l as i64))
         .bind(metadata_json)
         .bind(metadata_raw)
-        .bind(if partial { "partial" } else { "none" })
+        .bind(concat.column())
         .bind(version_id)
         .bind(expires)
         .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
+        if !parts.is_empty() {
+            let claimed = sqlx::query(
+                "update uploads set final_id = $1, updated_at = now()
+                 where id = any($2) and owner_id = $3 and concat = 'partial' and state = 'complete'
+                   and final_id is null",
+            )
+            .bind(id)
+            .bind(parts)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            if claimed.rows_affected() != parts.len() as u64 {
+                return Err(TusError::new(
+                    409,
+                    "A partial upload listed is already being joined into another upload.",
+                ));
+            }
+        }
         audit::record(
             &mut *tx,
             who,
             "upload.create",
             Some(format!("upload:{id}")),
-            json!({ "name": name, "length": length, "partial": partial }),
+            json!({ "name": name, "length": length, "concat": concat.column(), "parts": parts }),
         )
         .await
         .map_err(db)?;
@@ -954,7 +1193,7 @@ impl Assets {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let version: Option<Option<Uuid>> = sqlx::query_scalar(
             "update uploads set state = 'complete', received = $2, completed_at = now(), updated_at = now()
-             where id = $1 returning version_id",
+             where id = $1 and state = 'receiving' returning version_id",
         )
         .bind(id)
         .bind(size)
@@ -995,11 +1234,27 @@ impl Assets {
     /// Removes an unfinished upload's data and the placeholder asset it created.
     pub(super) async fn discard_upload(&self, row: &UploadRow, new_state: &str) -> TusResult<()> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query(
-            "update uploads set state = $2, version_id = null, updated_at = now() where id = $1",
+        // A partial being joined keeps its data until the join ends.
+        let discarded = sqlx::query(
+            "update uploads set state = $2, version_id = null, updated_at = now()
+             where id = $1 and final_id is null",
         )
         .bind(row.id)
         .bind(new_state)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if discarded.rows_affected() != 1 {
+            return Err(TusError::new(
+                409,
+                "This partial upload is being joined into another upload.",
+            ));
+        }
+        // A final that ends unfinished gives its parts back.
+        sqlx::query(
+            "update uploads set final_id = null where final_id = $1 and state = 'complete'",
+        )
+        .bind(row.id)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
