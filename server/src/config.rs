@@ -212,6 +212,17 @@ pub struct Config {
     #[arg(long, env = "SLATE_LOCAL_STAGES", default_value_t = 2, global = true)]
     pub local_stages: i64,
 
+    /// When Slate runs as root, the unprivileged user local stages run as (the attempt's
+    /// directory is the only place of Slate's they can write); when not root they run as
+    /// Slate's own user and this is unused.
+    #[arg(
+        long,
+        env = "SLATE_STAGE_USER",
+        default_value = "nobody",
+        global = true
+    )]
+    pub stage_user: String,
+
     /// ComfyUI prompts in flight at once across every replica (the Colab GPU takes one at a
     /// time); 0 for a replica that submits none.
     #[arg(

@@ -132,14 +132,7 @@ async fn stages_reading_one_input_at_once_leave_the_stored_file_untouched() {
         ));
     }
     crate::save_template(&app, &source).await;
-    let key: String = sqlx::query_scalar(
-        "select v.blob_key from assets a join asset_versions v on v.id = a.current_version_id where a.id = $1::uuid",
-    )
-    .bind(&video)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    let stored = app.config.data_dir.join("storage").join(&key);
+    let stored = stored_file(&app, &video).await;
     // Several runs, so that the four stages race for the input more than once.
     for _ in 0..3 {
         let params = json!({ "source": video });
@@ -158,4 +151,246 @@ async fn stages_reading_one_input_at_once_leave_the_stored_file_untouched() {
         );
     }
     app.stop().await;
+}
+
+/// Where the local store keeps an asset's current file.
+async fn stored_file(app: &slate_tests::TestApp, asset: &str) -> std::path::PathBuf {
+    let key: String = sqlx::query_scalar(
+        "select v.blob_key from assets a join asset_versions v on v.id = a.current_version_id where a.id = $1::uuid",
+    )
+    .bind(asset)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    app.config.data_dir.join("storage").join(&key)
+}
+
+/// The states and messages of a run's stages, for a failing assertion to show.
+async fn stage_messages(
+    app: &slate_tests::TestApp,
+    run: uuid::Uuid,
+) -> Vec<(String, Option<String>)> {
+    sqlx::query_as("select name, status_message from run_stages where run_id = $1")
+        .bind(run)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// The duration ffprobe reads in every output of a run, by asset name.
+async fn output_durations(app: &slate_tests::TestApp, run: uuid::Uuid) -> Vec<(String, f64)> {
+    let outputs: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "select o.asset_id, a.name from run_outputs o join assets a on a.id = o.asset_id
+         where o.run_id = $1 order by a.name",
+    )
+    .bind(run)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let mut durations = Vec::new();
+    for (asset, name) in outputs {
+        assert_eq!(
+            slate_tests::tus::wait_processed(app, &asset.to_string()).await,
+            "ready",
+            "{name}"
+        );
+        let probe: serde_json::Value =
+            sqlx::query_scalar("select v.probe from asset_versions v where v.asset_id = $1")
+                .bind(asset)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        durations.push((name, probe["duration_seconds"].as_f64().unwrap_or(0.0)));
+    }
+    durations
+}
+
+/// An asset's name is never a path: an upload named to climb out of the work directory
+/// leaves nothing outside it, and one named after an existing file on the host is still
+/// read as the uploaded bytes (ffmpeg never opens the host's file).
+#[tokio::test]
+async fn an_asset_named_like_a_host_path_is_read_from_its_upload_and_writes_nothing_outside() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    // Three seconds uploaded; the host's file (named by the second upload) is one.
+    let uploaded = std::fs::read(slate_tests::test_clip(&app, "three.mov", 3)).unwrap();
+    let host_file = std::env::temp_dir().join(format!("slate-host-{}.mov", uuid::Uuid::now_v7()));
+    std::fs::copy(slate_tests::test_clip(&app, "one.mov", 1), &host_file).unwrap();
+    let escape = format!("slate-pwn-{}", uuid::Uuid::now_v7());
+    let climbing = format!("{}tmp/{escape}", "../".repeat(16));
+    let planted = std::path::Path::new("/tmp").join(&escape);
+
+    for name in [climbing.as_str(), host_file.to_str().unwrap()] {
+        let (video, state) = tus.upload(name, &uploaded).await;
+        assert_eq!(state, "ready", "{name}");
+        let params = json!({"source": video, "crf": 35, "preset": "veryfast"});
+        let run = crate::submit_as_admin(&app, &caps(), "transcode-and-proxies", params).await;
+        let state = crate::wait_run(&app, run).await;
+        assert_eq!(
+            state,
+            "succeeded",
+            "{name}: {:?}",
+            stage_messages(&app, run).await
+        );
+        assert!(
+            !planted.exists(),
+            "{name}: the upload was placed outside the work directory"
+        );
+        let durations = output_durations(&app, run).await;
+        assert_eq!(durations.len(), 2, "{durations:?}");
+        for (output, duration) in &durations {
+            assert!(
+                (2.5..3.5).contains(duration),
+                "{name}: {output} lasts {duration} s, so ffmpeg read something other than the upload"
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&planted);
+    let _ = std::fs::remove_file(&host_file);
+    app.stop().await;
+}
+
+/// A text value is someone's too: one that names a file on the host (or climbs with
+/// `..`) fails the stage with the reason, and the program never starts on it.
+#[tokio::test]
+async fn a_parameter_value_naming_a_host_file_fails_the_stage_with_the_reason() {
+    let app = spawn_app().await;
+    let host_file = std::env::temp_dir().join(format!("slate-host-{}.mov", uuid::Uuid::now_v7()));
+    std::fs::copy(slate_tests::test_clip(&app, "host.mov", 1), &host_file).unwrap();
+    crate::save_template(
+        &app,
+        "name: probe-named\ntitle: Probe named\nparameters:\n  - name: file\n    type: string\nstages:\n  - name: probe\n    executor: local\n    program: ffprobe\n    attempts: 1\n    args: [\"-v\", \"error\", \"-show_format\", \"${params.file}\"]\n",
+    )
+    .await;
+    let named = host_file.display().to_string();
+    for (value, why) in [
+        (named.as_str(), "names an absolute path on the host"),
+        (
+            "../../../../../../../../tmp/x.mov",
+            "climbs out of its directory",
+        ),
+    ] {
+        let run =
+            crate::submit_as_admin(&app, &caps(), "probe-named", json!({ "file": value })).await;
+        assert_eq!(crate::wait_run(&app, run).await, "failed", "{value}");
+        let messages = stage_messages(&app, run).await;
+        let message = messages[0].1.clone().unwrap_or_default();
+        assert!(
+            message.contains(&format!("the value of file, \"{value}\", {why}")),
+            "{value}: {messages:?}"
+        );
+        let started: i64 = sqlx::query_scalar(
+            "select count(*) from stage_logs l join stage_attempts a on a.id = l.attempt_id
+             join run_stages s on s.id = a.stage_id where s.run_id = $1",
+        )
+        .bind(run)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(started, 0, "{value}: ffprobe ran");
+    }
+    let _ = std::fs::remove_file(&host_file);
+    app.stop().await;
+}
+
+/// A local stage's program runs as the stage user when Slate is root (as itself
+/// otherwise), can write only in its attempt's directory (not beside it, not in the
+/// run's inputs, not the stored file an input links to), and what it leaves there is
+/// Slate's once it has ended.
+#[tokio::test]
+async fn a_local_stage_runs_unprivileged_and_writes_only_in_its_attempt_directory() {
+    use std::os::unix::fs::MetadataExt as _;
+
+    let app = slate_tests::spawn_app_with(|c| c.local_programs = "ffmpeg,ffprobe,sh".into()).await;
+    let tus = Tus::new(&app).await;
+    let original = std::fs::read(slate_tests::test_clip(&app, "clip.mov", 1)).unwrap();
+    let (video, state) = tus.upload("plate.mov", &original).await;
+    assert_eq!(state, "ready");
+    // Each write outside the attempt's directory is tried; `|| true` so that a refused
+    // write does not fail the stage.
+    let script = [
+        "id -u > ${output}/uid.txt",
+        "id -G > ${output}/groups.txt",
+        "touch \\\"$(dirname \\\"$PWD\\\")/escaped\\\" || true",
+        "touch \\\"$(dirname \\\"$(dirname \\\"$PWD\\\")\\\")/escaped\\\" || true",
+        "touch ${params.source}.escaped || true",
+        "echo tampered >> ${params.source} || true",
+        "echo written > ${output}/out.txt",
+    ]
+    .join("; ");
+    let source = format!(
+        "name: who-runs\ntitle: Who runs\nparameters:\n  - name: source\n    type: asset\n    kind: video\nstages:\n  - name: probe\n    executor: local\n    program: sh\n    attempts: 1\n    args: [\"-c\", \"{script}\"]\n"
+    );
+    crate::save_template(&app, &source).await;
+    let mut caps = caps();
+    caps.programs.push("sh".into());
+    let run = crate::submit_as_admin(&app, &caps, "who-runs", json!({ "source": video })).await;
+    let state = crate::wait_run(&app, run).await;
+    assert_eq!(state, "succeeded", "{:?}", stage_messages(&app, run).await);
+
+    let run_dir = app.config.work().join(run.to_string());
+    let out = run_dir.join("probe").join("out");
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+    let me = nix::unistd::geteuid();
+    let expected_uid = if me.is_root() {
+        nix::unistd::User::from_name("nobody")
+            .unwrap()
+            .expect("the default stage user exists")
+            .uid
+    } else {
+        me
+    };
+    assert_eq!(read("uid.txt").trim(), expected_uid.to_string());
+    if me.is_root() {
+        assert_ne!(read("uid.txt").trim(), "0");
+        let groups = read("groups.txt");
+        assert!(
+            !groups.split_whitespace().any(|g| g == "0"),
+            "the stage kept root's group: {groups}"
+        );
+    }
+    assert!(
+        !run_dir.join("probe").join("escaped").exists(),
+        "wrote beside its attempt"
+    );
+    assert!(
+        !run_dir.join("escaped").exists(),
+        "wrote in the run's directory"
+    );
+    let inputs = run_dir.join("inputs");
+    let written: Vec<String> = walk(&inputs)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".escaped"))
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(written.is_empty(), "wrote in the inputs: {written:?}");
+    let stored = stored_file(&app, &video).await;
+    assert!(
+        std::fs::read(&stored).unwrap() == original,
+        "the stage changed the stored file its input links to"
+    );
+    // What the stage left is Slate's now: a program still running as the stage user
+    // cannot change an output after Slate kept it.
+    for name in ["uid.txt", "out.txt"] {
+        let meta = std::fs::metadata(out.join(name)).unwrap();
+        assert_eq!(meta.uid(), me.as_raw(), "{name}");
+        assert_eq!(meta.mode() & 0o022, 0, "{name} is writable by others");
+    }
+    app.stop().await;
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut left = vec![dir.to_owned()];
+    while let Some(dir) = left.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                left.push(entry.path());
+            } else {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
 }

@@ -252,6 +252,62 @@ pub fn references(text: &str) -> Result<Vec<Reference>, String> {
     Ok(out)
 }
 
+/// What separates a path from what is around it inside one argument (`movie=/x`,
+/// `a.png,/x`, `file:/x`, `-c 'cat /x'`).
+fn is_path_boundary(c: char) -> bool {
+    matches!(
+        c,
+        '=' | ',' | ':' | ';' | '\'' | '"' | '(' | '<' | '>' | '|' | '&'
+    ) || c.is_whitespace()
+}
+
+/// Why a stage's argument would name a place of its own choosing rather than one Slate
+/// gave it, if it does: a `..` segment, a `file:` URL, or (when `absolute` is refused) an
+/// absolute path at the start of the argument or after a boundary. What references
+/// resolve to does not count: Slate chose those places. `https://…` is not a path.
+pub fn host_path(text: &str, refuse_absolute: bool) -> Option<&'static str> {
+    // The literal text, each reference standing as one placeholder character.
+    let mut literal = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        // An unclosed reference is malformed (check_text says so) and stays literal.
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
+        literal.push_str(&rest[..start]);
+        literal.push('\u{1}');
+        rest = &rest[start + end + 1..];
+    }
+    literal.push_str(rest);
+    let climbs = literal
+        .split(|c: char| c == '/' || c == '\\' || is_path_boundary(c))
+        .any(|segment| segment == "..");
+    if climbs {
+        return Some("climbs out of its directory with \"..\"");
+    }
+    let chars: Vec<char> = literal.chars().collect();
+    let starts_a_word = |i: usize| {
+        i.checked_sub(1)
+            .map(|b| chars[b])
+            .is_none_or(is_path_boundary)
+    };
+    let lower = literal.to_ascii_lowercase();
+    let file_url = lower
+        .match_indices("file:")
+        .any(|(at, _)| starts_a_word(lower[..at].chars().count()));
+    if file_url {
+        return Some("names a file by a file: URL");
+    }
+    if !refuse_absolute {
+        return None;
+    }
+    let absolute = chars.iter().enumerate().any(|(i, &c)| {
+        let url = i > 0 && chars[i - 1] == ':' && chars.get(i + 1) == Some(&'/');
+        (c == '/' || c == '~') && starts_a_word(i) && !url
+    });
+    absolute.then_some("names an absolute path on the host")
+}
+
 /// The line (1-based) of the first line of `source` containing `needle` at or after
 /// line `from`.
 fn line_of(source: &str, needle: &str, from: usize) -> Option<usize> {
@@ -560,6 +616,16 @@ impl Template {
             }
             for text in s.args.iter().chain(&s.command) {
                 self.check_text(source, at, s, None, text, &mut problem);
+                // A local stage runs on Slate's machine: an absolute path there is the
+                // host's. A Job's absolute paths are its container's (the image, the
+                // scripts at /opt/slate, the pipeline's volumes), but `..` would still
+                // climb out of its directory on the shared work volume.
+                if let Some(why) = host_path(text, s.executor == "local") {
+                    problem(
+                        at.and_then(|a| line_of(source, text, a)).or(at),
+                        format!("stage \"{}\": argument \"{text}\" {why}; a stage reaches files only through references (${{params.NAME}}, ${{stages.NAME.outputs}}, ${{output}})", s.name),
+                    );
+                }
             }
         }
         if let Err(cycle) = self.order() {
@@ -898,6 +964,56 @@ stages:
             problems(&path)[0].contains("must be a bare name"),
             "{:?}",
             problems(&path)
+        );
+    }
+
+    #[test]
+    fn arguments_naming_host_paths_are_refused_with_their_line() {
+        let refused = "; a stage reaches files only through references (${params.NAME}, ${stages.NAME.outputs}, ${output})";
+        for (argument, why) in [
+            ("/etc/passwd", "names an absolute path on the host"),
+            ("movie=/etc/passwd", "names an absolute path on the host"),
+            ("-c cat /etc/shadow", "names an absolute path on the host"),
+            ("~root/x", "names an absolute path on the host"),
+            (
+                "${output}/../../x.mp4",
+                "climbs out of its directory with \"..\"",
+            ),
+            ("../x.mp4", "climbs out of its directory with \"..\""),
+            ("concat:a|..", "climbs out of its directory with \"..\""),
+            ("file:x.mp4", "names a file by a file: URL"),
+        ] {
+            let source = BASE.replace("\"${stages.first.outputs}\"", &format!("'{argument}'"));
+            assert_eq!(
+                problems(&source),
+                [format!(
+                    "line 20: stage \"second\": argument \"{argument}\" {why}{refused}"
+                )],
+                "{argument}"
+            );
+        }
+        // References, text around them, relative names and URLs are fine.
+        for argument in [
+            "${stages.first.outputs}/*.png",
+            "scale=-2:540",
+            "frame_####.png",
+            "https://example.com/a.mp4",
+            "-profile:v",
+            "a..b",
+        ] {
+            let source = BASE.replace("\"${stages.first.outputs}\"", &format!("'{argument}'"));
+            assert!(
+                problems(&source).is_empty(),
+                "{argument}: {:?}",
+                problems(&source)
+            );
+        }
+        // A Job's absolute paths are its container's; `..` is refused there too.
+        let job = "name: j\ntitle: J\nstages:\n  - name: run\n    executor: kubernetes\n    image: img:1\n    command: [\"python3\", \"/opt/slate/x.py\", \"--out\", \"OUT\"]\n";
+        assert!(problems(&job.replace("OUT", "${output}/x")).is_empty());
+        assert_eq!(
+            problems(&job.replace("OUT", "${output}/../x")),
+            [format!("line 7: stage \"run\": argument \"${{output}}/../x\" climbs out of its directory with \"..\"{refused}")]
         );
     }
 

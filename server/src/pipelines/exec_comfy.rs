@@ -308,18 +308,13 @@ impl ComfyExecutor {
                 continue;
             };
             let fetched = files.input(claim.run_id, asset).await?;
-            let name = fetched
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "input.png".into());
             let bytes = tokio::fs::read(&fetched.path)
                 .await
-                .map_err(|e| format!("cannot read the input {name}: {e}"))?;
+                .map_err(|e| format!("cannot read the input {}: {e}", fetched.name))?;
             out.push((
                 input.clone(),
                 Image {
-                    name: format!("slate_{}_{name}", asset.simple()),
+                    name: upload_name(asset, &fetched.name),
                     bytes,
                 },
             ));
@@ -583,13 +578,8 @@ impl ComfyExecutor {
                 .download(file)
                 .await
                 .map_err(|e| format!("cannot download {}: {e}", file.filename))?;
-            let name = format!("{}_{:04}.png", claim.name, i + 1);
-            let name = if file.filename.to_ascii_lowercase().ends_with(".png") {
-                name
-            } else {
-                crate::assets::clean_name(&file.filename)
-            };
-            let path = out.join(&name);
+            let (on_disk, name) = output_names(&claim.name, i, &file.filename);
+            let path = out.join(on_disk);
             tokio::fs::write(&path, bytes)
                 .await
                 .map_err(|e| format!("cannot keep {name}: {e}"))?;
@@ -597,6 +587,39 @@ impl ComfyExecutor {
         }
         Ok(())
     }
+}
+
+/// The name an input image is uploaded to ComfyUI under (it becomes a file on the
+/// endpoint): the asset's id, then its name with anything but ASCII letters, digits,
+/// `.`, `_` and `-` replaced, never starting with a dot, at most 100 characters.
+fn upload_name(asset: Uuid, asset_name: &str) -> String {
+    let safe: String = asset_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    format!("slate_{}_{}", asset.simple(), safe.trim_start_matches('.'))
+}
+
+/// Where the `index`th image ComfyUI gave a stage is kept, and the asset's name: on disk
+/// always `<stage>_<n>.<ext>` (the endpoint's file name is its own, and never a path
+/// here), the extension kept when it is one to eight lower-case letters or digits; the
+/// asset is named that way for a PNG, after the endpoint's name otherwise.
+fn output_names(stage: &str, index: usize, filename: &str) -> (String, String) {
+    let extension = super::exec_local::safe_extension(filename).unwrap_or_else(|| "png".to_owned());
+    let on_disk = format!("{stage}_{:04}.{extension}", index + 1);
+    let name = if extension == "png" {
+        on_disk.clone()
+    } else {
+        crate::assets::clean_name(filename)
+    };
+    (on_disk, name)
 }
 
 /// An image a graph starts from: the name it is uploaded under, and its bytes (an image
@@ -658,5 +681,43 @@ async fn read_socket(socket: crate::colab::probe::Socket, tx: mpsc::Sender<Socke
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoints_file_names_never_become_paths_here() {
+        assert_eq!(
+            output_names("keyframes", 0, "slate_00001_.png"),
+            ("keyframes_0001.png".into(), "keyframes_0001.png".into())
+        );
+        let (on_disk, name) = output_names("keyframes", 1, "../../../../etc/cron.d/x.webp");
+        assert_eq!(on_disk, "keyframes_0002.webp");
+        assert_eq!(
+            name, "../../../../etc/cron.d/x.webp",
+            "a name, shown as such"
+        );
+        for hostile in ["/etc/passwd", "a/b.sh;rm", "x.PHP5/..", ".."] {
+            let (on_disk, _) = output_names("s", 2, hostile);
+            assert!(
+                on_disk.starts_with("s_0003.") && !on_disk[1..].contains(['/', '\\']),
+                "{hostile}: {on_disk}"
+            );
+        }
+    }
+
+    #[test]
+    fn upload_names_keep_only_safe_characters() {
+        let asset = Uuid::nil();
+        assert_eq!(
+            upload_name(asset, "board_012.png"),
+            format!("slate_{}_board_012.png", asset.simple())
+        );
+        let name = upload_name(asset, "../../x/é y.png");
+        assert!(!name.contains('/'), "{name}");
+        assert!(name.ends_with("_.._x___y.png"), "{name}");
     }
 }

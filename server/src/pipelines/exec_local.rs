@@ -5,11 +5,16 @@
 //! come and to storage in full at the end; progress to the stage; every file the stage
 //! leaves in its output directory becomes an asset with its provenance.
 //!
-//! Layout under the work directory: `<run>/inputs/<asset>/<name>` (inputs, fetched once
-//! per run), `<run>/<stage>/<attempt>/` (the attempt's working directory, with `out/`),
-//! and `<run>/<stage>/out` (the outputs of the attempt that succeeded, for the stages
-//! after it).
+//! Layout under the work directory: `<run>/inputs/<asset>/input.<ext>` (inputs, fetched
+//! once per run), `<run>/<stage>/<attempt>/` (the attempt's working directory, with
+//! `out/`), and `<run>/<stage>/out` (the outputs of the attempt that succeeded, for the
+//! stages after it). Every name in it is Slate's: ids, stage names (identifiers, checked
+//! when the template is saved) and `input` with an extension of at most eight lower-case
+//! letters or digits taken from the asset's name. A name a person gave (an asset's, an
+//! output's) never becomes a path, and every path handed to a stage is checked to be
+//! inside its run's directory, links resolved; anything else fails the stage.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,18 +22,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use super::local::{self, Allowed, Event, Expected, Spec, Stream};
+use super::local::{self, Allowed, Event, Expected, RunAs, Spec, Stream};
 use super::queue::{Claim, Outcome};
 use super::{store, Executor};
 use crate::assets::Assets;
-use app::pipelines::template::{ParamType, Reference, Template};
+use app::pipelines::template::{host_path, ParamType, Reference, Template};
 
 pub struct LocalExecutor {
     pub files: Workspace,
     pub allowed: Arc<Allowed>,
+    /// Whom the programs run as (the stage user when Slate is root).
+    pub run_as: RunAs,
 }
 
 /// The work directory the stages of runs share (see the module documentation): inputs
@@ -44,8 +52,62 @@ pub struct Workspace {
 /// An asset given to a run: its file on this machine, and what provenance records.
 pub struct Input {
     pub path: PathBuf,
+    /// The asset's name, as people see it (never a path).
+    pub name: String,
     pub version: Uuid,
     duration_us: Option<u64>,
+}
+
+/// The file name an input is placed under: `input`, with the extension of the asset's
+/// name when it is one to eight lower-case letters or digits (tools such as Blender look
+/// at it); nothing else of the name is used.
+pub fn input_file_name(asset_name: &str) -> String {
+    match safe_extension(asset_name) {
+        Some(e) => format!("input.{e}"),
+        None => "input".to_owned(),
+    }
+}
+
+/// The extension of `name` in lower case, when it is one to eight ASCII letters or
+/// digits (`mov`, `blend`, `png`); anything else is no extension.
+pub fn safe_extension(name: &str) -> Option<String> {
+    name.rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .filter(|e| {
+            (1..=8).contains(&e.len())
+                && e.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
+/// Whether `path` lies under `base` by its components alone: no `..`, no root, no
+/// prefix after `base`.
+fn lexically_inside(base: &Path, path: &Path) -> bool {
+    path.strip_prefix(base).is_ok_and(|rest| {
+        rest.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+    })
+}
+
+/// Refuses `path` unless it is inside `base` once both are resolved (links followed):
+/// whatever a name or a link says, a stage only gets places under its run's directory.
+/// The path itself is kept as it is (Jobs see the work directory at this same path).
+async fn resolved_inside(base: &Path, path: &Path) -> Result<(), String> {
+    let refused = || format!("{} is outside the run's directory; refused", path.display());
+    if !lexically_inside(base, path) {
+        return Err(refused());
+    }
+    let base = tokio::fs::canonicalize(base)
+        .await
+        .map_err(|e| format!("cannot resolve {}: {e}", base.display()))?;
+    let real = tokio::fs::canonicalize(path)
+        .await
+        .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+    if real.starts_with(&base) {
+        Ok(())
+    } else {
+        Err(refused())
+    }
 }
 
 impl Workspace {
@@ -62,16 +124,13 @@ impl Workspace {
         let Some((version, name, Some(key), probe)) = row else {
             return Err(format!("asset {asset} is gone or has no stored file"));
         };
-        let dir = self
-            .work
-            .join(run.to_string())
-            .join("inputs")
-            .join(asset.to_string());
+        let run_dir = self.work.join(run.to_string());
+        let dir = run_dir.join("inputs").join(asset.to_string());
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| format!("cannot prepare the inputs: {e}"))?;
-        let path = dir.join(crate::assets::clean_name(&name));
-        if !path.exists() {
+        let path = dir.join(input_file_name(&name));
+        if tokio::fs::symlink_metadata(&path).await.is_err() {
             // Stages of one run may fetch the same input at once, and the file may be a
             // hard link to the stored blob: each fetch is made under its own name and
             // renamed into place, so no writer ever opens a path another stage (or the
@@ -85,10 +144,16 @@ impl Workspace {
                 .local_copy(&key, &scratch)
                 .await
                 .map_err(|e| format!("cannot fetch asset {asset}: {e}"))?;
-            // Hard-link the stored blob when it is on this disk; else keep the download.
+            // Hard-link the stored blob when it is on this disk and readable by the stage
+            // user; else copy it (readable, as a download is).
             let placed = async {
-                if tokio::fs::hard_link(&local, &staged).await.is_err() {
+                let readable = tokio::fs::metadata(&local)
+                    .await
+                    .is_ok_and(|m| m.permissions().mode() & 0o004 != 0);
+                if !readable || tokio::fs::hard_link(&local, &staged).await.is_err() {
                     tokio::fs::copy(&local, &staged).await?;
+                    tokio::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o644))
+                        .await?;
                 }
                 tokio::fs::rename(&staged, &path).await
             }
@@ -97,6 +162,7 @@ impl Workspace {
             let _ = tokio::fs::remove_file(&staged).await;
             placed.map_err(|e| format!("cannot fetch asset {asset}: {e}"))?;
         }
+        resolved_inside(&run_dir, &path).await?;
         let duration_us = probe
             .as_ref()
             .and_then(|p| {
@@ -107,6 +173,7 @@ impl Workspace {
             .map(|s| (s * 1_000_000.0) as u64);
         Ok(Input {
             path,
+            name,
             version,
             duration_us,
         })
@@ -122,19 +189,37 @@ impl Workspace {
         out: &Path,
     ) -> Result<(Vec<String>, Vec<(Uuid, Input)>), String> {
         let run_dir = self.work.join(claim.run_id.to_string());
+        // Stage names are identifiers, so these stay in the run; checked all the same.
+        let inside = |path: PathBuf| {
+            if lexically_inside(&run_dir, &path) {
+                Ok(path.display().to_string())
+            } else {
+                Err(format!(
+                    "{} is outside the run's directory; refused",
+                    path.display()
+                ))
+            }
+        };
+        let refuse_absolute = template
+            .stage(&claim.name)
+            .is_some_and(|s| s.executor == "local");
         let mut inputs: Vec<(Uuid, Input)> = Vec::new();
         let mut args = Vec::new();
         for raw in raw {
+            // Checked when the template is saved; again here for versions saved before.
+            if let Some(why) = host_path(raw, refuse_absolute) {
+                return Err(format!("the argument \"{raw}\" {why}; refused"));
+            }
             let refs = app::pipelines::template::references(raw)?;
             // An argument that is exactly a list of assets becomes one argument each.
             let mut expanded: Option<Vec<String>> = None;
             let mut text = raw.clone();
             for r in refs {
                 let (pattern, value) = match &r {
-                    Reference::Output => ("${output}".to_owned(), out.display().to_string()),
+                    Reference::Output => ("${output}".to_owned(), inside(out.to_owned())?),
                     Reference::Outputs(s) => (
                         format!("${{stages.{s}.outputs}}"),
-                        run_dir.join(s).join("out").display().to_string(),
+                        inside(run_dir.join(s).join("out"))?,
                     ),
                     Reference::Param(p) => {
                         let param = template
@@ -155,7 +240,17 @@ impl Workspace {
                                 }
                                 (pattern, paths.join(" "))
                             }
-                            _ => (pattern, scalar_text(value)),
+                            _ => {
+                                // A value is someone's text: it may not name a place
+                                // either (as the template's own text may not).
+                                let text = scalar_text(value);
+                                if let Some(why) = host_path(&text, refuse_absolute) {
+                                    return Err(format!(
+                                        "the value of {p}, \"{text}\", {why}; refused"
+                                    ));
+                                }
+                                (pattern, text)
+                            }
                         }
                     }
                 };
@@ -225,6 +320,7 @@ impl LocalExecutor {
             workdir: workdir.clone(),
             timeout: Duration::from_secs(stage.timeout_seconds.max(1)),
             expected,
+            run_as: self.run_as.clone(),
         };
         let (tx, rx) = mpsc::channel(1024);
         let recorder = tokio::spawn(record(self.files.pool.clone(), claim.clone(), rx));
@@ -287,9 +383,20 @@ impl Workspace {
         let _ = tokio::fs::create_dir_all(workdir).await;
         let path = workdir.join("slate-attempt.log");
         let key = format!("logs/{}/{}.log", claim.run_id, claim.attempt_id);
-        if tokio::fs::write(&path, text).await.is_ok()
-            && self.assets.storage.put_file(&key, &path).await.is_ok()
-        {
+        // The stage may have left something under that name (a link to follow): the log
+        // is only ever written as a new file.
+        let _ = tokio::fs::remove_file(&path).await;
+        let written = async {
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .await?;
+            file.write_all(text.as_bytes()).await?;
+            file.flush().await
+        }
+        .await;
+        if written.is_ok() && self.assets.storage.put_file(&key, &path).await.is_ok() {
             let _ = sqlx::query(
                 "update stage_attempts set log_key = $2, executor_ref = coalesce(executor_ref, $3) where id = $1",
             )
@@ -312,6 +419,18 @@ impl Workspace {
         inputs: &[(Uuid, Input)],
         how: Value,
     ) -> Result<(), String> {
+        // What a stage left as its outputs must be a directory of its run, not a link
+        // to somewhere else; the files in it are taken as they are, links never followed.
+        let is_dir = tokio::fs::symlink_metadata(dir)
+            .await
+            .is_ok_and(|m| m.is_dir());
+        if !is_dir {
+            return Err(format!(
+                "the outputs {} are not a directory; refused",
+                dir.display()
+            ));
+        }
+        resolved_inside(&self.work.join(claim.run_id.to_string()), dir).await?;
         let mut entries = tokio::fs::read_dir(dir)
             .await
             .map_err(|e| format!("cannot list the outputs: {e}"))?;
@@ -404,5 +523,39 @@ pub async fn record(pool: PgPool, claim: Claim, mut rx: mpsc::Receiver<Event>) -
         if done {
             return log;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_input_is_placed_under_a_fixed_name_whatever_the_asset_is_called() {
+        assert_eq!(input_file_name("shot_020.MOV"), "input.mov");
+        assert_eq!(input_file_name("scene.blend"), "input.blend");
+        for hostile in [
+            "../../../../tmp/slate-pwn",
+            "/etc/passwd",
+            "x.mp4/../../a",
+            "a.sh;rm -rf",
+            "clip.thisistoolong",
+            "..",
+            "",
+        ] {
+            assert_eq!(input_file_name(hostile), "input", "{hostile}");
+        }
+    }
+
+    #[test]
+    fn paths_inside_the_run_are_checked_by_their_components() {
+        let run = Path::new("/work/run");
+        assert!(lexically_inside(
+            run,
+            Path::new("/work/run/inputs/a/input.mov")
+        ));
+        assert!(!lexically_inside(run, Path::new("/work/run/../other/out")));
+        assert!(!lexically_inside(run, Path::new("/work/other")));
+        assert!(!lexically_inside(run, Path::new("/work/runaway/x")));
     }
 }

@@ -20,6 +20,19 @@
 //! `HOME` (the working directory) and `LANG=C.UTF-8`, and in a process group of its own,
 //! so that stopping it stops everything it started.
 //!
+//! # As whom it runs
+//!
+//! When Slate runs as root, the program runs as an unprivileged user ([`RunAs`], the
+//! `SLATE_STAGE_USER` setting, `nobody` by default) with no supplementary groups. The
+//! attempt's working directory is given to that user for the run and is the only place
+//! in the work directory it can write (the run's inputs and the other stages' files stay
+//! Slate's, readable only); once the process has ended Slate takes the directory back
+//! ([`RunAs::reclaim`]): everything in it becomes Slate's and writable by nobody else,
+//! and anything the program could have planted for Slate to follow (a symbolic link,
+//! a hard link to a file it does not own, a pipe or a socket) is removed, so a
+//! leftover process can neither change an output after it is kept nor steer Slate to
+//! another file. When Slate is not root the program runs as Slate's own user.
+//!
 //! # What it reports
 //!
 //! [`run`] sends [`Event`]s while the process runs: [`Event::Started`] with the process
@@ -112,6 +125,154 @@ pub enum StartError {
     Workdir { path: PathBuf, source: io::Error },
     #[error("cannot start {}: {source}", program.display())]
     Spawn { program: PathBuf, source: io::Error },
+    #[error("{0}")]
+    StageUser(String),
+    #[error(
+        "the stage user {user:?} cannot reach the working directory {}: every directory \
+         above it must be searchable by that user (chmod o+x), or set SLATE_WORK_DIR to one \
+         that is",
+        dir.display()
+    )]
+    Unreachable { user: String, dir: PathBuf },
+    #[error("cannot give the working directory {} to the stage user: {source}", path.display())]
+    GiveWorkdir { path: PathBuf, source: io::Error },
+}
+
+/// Whom a stage's program runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunAs {
+    /// Slate's own user (Slate is not root).
+    Current,
+    /// An unprivileged user, given the attempt's directory for the run (Slate is root).
+    User { name: String, uid: u32, gid: u32 },
+    /// Slate is root and the configured user cannot be used: no program starts, and
+    /// every attempt fails with this reason.
+    Refused(String),
+}
+
+impl RunAs {
+    /// From the `SLATE_STAGE_USER` setting: that user when Slate runs as root (warning
+    /// once when it cannot be used), Slate's own user otherwise.
+    pub fn for_setting(name: &str) -> RunAs {
+        if !nix::unistd::geteuid().is_root() {
+            return RunAs::Current;
+        }
+        let run_as = RunAs::named(name);
+        if let RunAs::Refused(why) = &run_as {
+            tracing::warn!(user = name, "local stages cannot run: {why}");
+        }
+        run_as
+    }
+
+    /// The user called `name`, which must exist and be neither root nor in root's group.
+    pub fn named(name: &str) -> RunAs {
+        let refused = |problem: &str| {
+            RunAs::Refused(format!(
+                "Slate runs as root, and local stages run as the stage user {name:?} \
+                 (SLATE_STAGE_USER), but {problem}; set it to an unprivileged user"
+            ))
+        };
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(user)) if user.uid.is_root() || user.gid.as_raw() == 0 => {
+                refused("that user is root or in root's group")
+            }
+            Ok(Some(user)) => RunAs::User {
+                name: name.to_owned(),
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+            },
+            _ => refused("that user does not exist"),
+        }
+    }
+
+    /// Makes `workdir` and its `out/` the stage user's, after checking that the user can
+    /// reach them. Nothing to do for [`RunAs::Current`].
+    fn give(&self, workdir: &Path) -> Result<(), StartError> {
+        let RunAs::User { name, uid, gid } = self else {
+            return Ok(());
+        };
+        let above = workdir.parent().unwrap_or(workdir);
+        if !above.ancestors().all(|dir| searchable(dir, *uid, *gid)) {
+            return Err(StartError::Unreachable {
+                user: name.clone(),
+                dir: workdir.to_owned(),
+            });
+        }
+        for dir in [workdir.to_owned(), workdir.join("out")] {
+            let real = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+            let given = if real {
+                std::os::unix::fs::lchown(&dir, Some(*uid), Some(*gid))
+            } else {
+                Err(io::Error::other("it is not a directory"))
+            };
+            given.map_err(|source| StartError::GiveWorkdir { path: dir, source })?;
+        }
+        Ok(())
+    }
+
+    /// Takes `workdir` back from the stage user once its program has ended: top down, so
+    /// that each directory is Slate's (and writable only by Slate) before what is in it is
+    /// looked at, nothing can be swapped under the walk. Regular files and directories the
+    /// stage user owns become Slate's with group and other write removed; everything else
+    /// (symbolic links, hard links to files of other owners, pipes, sockets) is removed.
+    /// Never follows a link.
+    pub fn reclaim(&self, workdir: &Path) -> io::Result<()> {
+        let RunAs::User { uid, .. } = self else {
+            return Ok(());
+        };
+        use std::os::unix::fs::MetadataExt as _;
+        let (me, my_group) = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let take = |path: &Path, meta: &std::fs::Metadata| -> io::Result<()> {
+            std::os::unix::fs::lchown(path, Some(me), Some(my_group))?;
+            // Not a link (checked by the caller) in a directory only Slate can change.
+            let mode = meta.mode() & 0o7777 & !0o022 & !0o6000;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        };
+        let top = std::fs::symlink_metadata(workdir)?;
+        if !top.is_dir() {
+            return Err(io::Error::other("the working directory is not a directory"));
+        }
+        take(workdir, &top)?;
+        let mut left = vec![workdir.to_owned()];
+        while let Some(dir) = left.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                let meta = std::fs::symlink_metadata(&path)?;
+                let kind = meta.file_type();
+                let ours = meta.uid() == *uid || meta.uid() == me;
+                if kind.is_dir() && ours {
+                    take(&path, &meta)?;
+                    left.push(path);
+                } else if kind.is_file() && ours && (meta.nlink() == 1 || meta.uid() == *uid) {
+                    take(&path, &meta)?;
+                } else if kind.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `uid` (in group `gid`, with no other groups) may pass through `dir`.
+fn searchable(dir: &Path, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return false;
+    };
+    let mode = meta.mode();
+    if meta.uid() == uid {
+        mode & 0o100 != 0
+    } else if meta.gid() == gid {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
+    }
 }
 
 fn allowed_list(names: &[String]) -> String {
@@ -227,6 +388,8 @@ pub struct Spec {
     pub timeout: Duration,
     /// What ffmpeg's progress is measured against; ignored for other programs.
     pub expected: Option<Expected>,
+    /// Whom the program runs as.
+    pub run_as: RunAs,
 }
 
 /// How much work an ffmpeg run is expected to do.
@@ -286,10 +449,21 @@ pub async fn run(
 ) -> Result<Outcome, StartError> {
     let program = allowed.program_for(&spec.program)?;
     check_args(&spec.args)?;
+    if let RunAs::Refused(why) = &spec.run_as {
+        return Err(StartError::StageUser(why.clone()));
+    }
     if *cancel.borrow_and_update() {
         return Ok(Outcome::Cancelled);
     }
     let workdir = prepare_workdir(&spec.workdir).await?;
+    // Declared first, so dropped last: the directory is taken back after the process
+    // group is gone, even when this future is dropped or the start fails.
+    let reclaim = Reclaim {
+        run_as: &spec.run_as,
+        workdir: &workdir,
+        armed: true,
+    };
+    spec.run_as.give(&workdir)?;
     let is_ffmpeg = spec.program == FFMPEG;
     let mut child = command(program, spec, &workdir, is_ffmpeg)
         .spawn()
@@ -303,7 +477,38 @@ pub async fn run(
     if let Some(pid) = child.id() {
         let _ = events.try_send(Event::Started { pid });
     }
-    Ok(watch_process(&mut child, &group, spec, &events, &mut cancel, is_ffmpeg).await)
+    let outcome = watch_process(&mut child, &group, spec, &events, &mut cancel, is_ffmpeg).await;
+    match reclaim.finish() {
+        Ok(()) => Ok(outcome),
+        Err(e) => Ok(Outcome::Failed {
+            exit_code: None,
+            signal: None,
+            stderr_tail: format!("cannot take the working directory back from the stage user: {e}"),
+        }),
+    }
+}
+
+/// Takes the working directory back from the stage user (see [`RunAs::reclaim`]):
+/// with [`Reclaim::finish`], or when dropped.
+struct Reclaim<'a> {
+    run_as: &'a RunAs,
+    workdir: &'a Path,
+    armed: bool,
+}
+
+impl Reclaim<'_> {
+    fn finish(mut self) -> io::Result<()> {
+        self.armed = false;
+        self.run_as.reclaim(self.workdir)
+    }
+}
+
+impl Drop for Reclaim<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.run_as.reclaim(self.workdir);
+        }
+    }
 }
 
 fn check_args(args: &[String]) -> Result<(), StartError> {
@@ -331,6 +536,11 @@ fn command(program: &Path, spec: &Spec, workdir: &Path, is_ffmpeg: bool) -> Comm
     cmd.arg0(&spec.program);
     if is_ffmpeg {
         cmd.args(FFMPEG_PROGRESS_ARGS);
+    }
+    if let RunAs::User { uid, gid, .. } = &spec.run_as {
+        // With a uid set, the standard library also clears the supplementary groups
+        // (setgroups with none) before setuid when it may.
+        cmd.uid(*uid).gid(*gid);
     }
     cmd.args(&spec.args)
         .current_dir(workdir)
@@ -845,6 +1055,7 @@ mod tests {
             workdir: workdir.to_owned(),
             timeout: ENCODE_TIMEOUT,
             expected,
+            run_as: RunAs::Current,
         }
     }
 
@@ -1166,6 +1377,71 @@ mod tests {
         );
         assert!(dir.join("out").is_dir());
         cleanup(&dir);
+    }
+
+    #[tokio::test]
+    async fn as_root_the_program_runs_as_the_stage_user_who_writes_only_in_the_workdir() {
+        use std::os::unix::fs::MetadataExt as _;
+        if !nix::unistd::geteuid().is_root() {
+            assert_eq!(RunAs::for_setting("nobody"), RunAs::Current);
+            return;
+        }
+        let RunAs::User { uid, .. } = RunAs::for_setting("nobody") else {
+            panic!("nobody is an unprivileged user here");
+        };
+        assert!(matches!(RunAs::named("root"), RunAs::Refused(why) if why.contains("root")));
+        assert!(matches!(
+            RunAs::named("slate-no-such-user"),
+            RunAs::Refused(_)
+        ));
+        let parent = scratch("stage-user");
+        std::fs::create_dir_all(&parent).expect("parent");
+        let dir = parent.join("attempt");
+        let script = "id -u; id -G; touch ../escaped || true; echo kept > out/kept.txt; \
+                      ln -s /etc/passwd out/link.txt; mkfifo out/pipe; mkdir out/sub; \
+                      chmod 777 out out/sub";
+        let mut spec = spec("sh", &["-c", script], &dir, None);
+        spec.run_as = RunAs::named("nobody");
+        let allowed = Allowed::resolve(&names(&["sh"]));
+
+        let (result, events) = run_collecting(&allowed, &spec, never_cancelled()).await;
+
+        assert_eq!(result.expect("started"), Outcome::Succeeded);
+        let stdout = lines_of(&events, Stream::Stdout);
+        assert_eq!(stdout[0], uid.to_string());
+        assert!(!stdout[1].split(' ').any(|g| g == "0"), "{stdout:?}");
+        assert!(!parent.join("escaped").exists(), "wrote beside its workdir");
+        let out = dir.join("out");
+        assert_eq!(
+            std::fs::read_to_string(out.join("kept.txt")).unwrap(),
+            "kept\n"
+        );
+        for path in [&dir, &out, &out.join("kept.txt"), &out.join("sub")] {
+            let meta = std::fs::symlink_metadata(path).unwrap();
+            assert_eq!(meta.uid(), 0, "{path:?} was not taken back");
+            assert_eq!(meta.mode() & 0o022, 0, "{path:?} is writable by others");
+        }
+        for planted in ["link.txt", "pipe"] {
+            assert!(
+                std::fs::symlink_metadata(out.join(planted)).is_err(),
+                "{planted} was left for Slate to follow"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&parent);
+    }
+
+    #[tokio::test]
+    async fn a_stage_user_that_cannot_be_used_starts_nothing() {
+        let dir = scratch("refused-user");
+        let mut spec = spec("ffprobe", &["-version"], &dir, None);
+        spec.run_as = RunAs::Refused("no stage user".into());
+        let (result, events) = run_collecting(&ffmpeg_allowed(), &spec, never_cancelled()).await;
+        assert!(
+            matches!(&result, Err(StartError::StageUser(why)) if why == "no stage user"),
+            "{result:?}"
+        );
+        assert_eq!(events, Vec::new());
+        assert!(!dir.exists());
     }
 
     /// ffmpeg producing ten minutes of video in real time: runs until stopped.

@@ -21,10 +21,14 @@ pub async fn ingest(
     name: &str,
     provenance: &Value,
 ) -> Result<Uuid, String> {
-    let size = tokio::fs::metadata(file)
+    // A regular file, never a link: what is stored is what the stage wrote there.
+    let meta = tokio::fs::symlink_metadata(file)
         .await
-        .map_err(|e| e.to_string())?
-        .len();
+        .map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    let size = meta.len();
     let (asset, version, upload) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     // The bytes first, where processing looks for a finished upload's data.
     let partial = assets.partial_path(upload);
