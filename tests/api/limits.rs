@@ -43,6 +43,18 @@ async fn json_and_form_bodies_over_the_limit_are_refused_on_every_route() {
         .await
         .unwrap();
     assert_eq!(res.status(), 413);
+    // Labelled as something else, the same body is still held to the limit.
+    let res = script
+        .post(app.url("/api/runs"))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body(format!(
+            r#"{{"template":"transcode","params":{{"note":"{big}"}}}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
     assert_eq!(app.count("select count(*) from runs").await, before);
 
     // CI's deploy reports (JSON) and a server function (form) answer the same.
@@ -119,6 +131,21 @@ async fn nul_characters_and_undecodable_arguments_are_bad_requests() {
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
+    for (path, body) in [
+        ("/api/runs", r#"{"template":"trans\u0000code"}"#),
+        ("/api/list_assets", "search=%00"),
+    ] {
+        let res = app
+            .bare_client()
+            .post(app.url(path))
+            .bearer_auth(&token)
+            .header("content-type", "text/plain")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{path} labelled text/plain");
+    }
     assert_eq!(app.count("select count(*) from runs").await, 0);
     assert_eq!(
         app.count("select count(*) from audit_log").await,

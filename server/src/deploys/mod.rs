@@ -40,6 +40,24 @@ pub struct Workloads {
     pub namespace: String,
 }
 
+/// Refuses a workload name the API server could read as more than a name (a
+/// subresource, a query): only a DNS-1123 subdomain, as Kubernetes names objects.
+fn object_name(name: &str) -> Result<&str, AppError> {
+    let fits = (1..=253).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if fits {
+        Ok(name)
+    } else {
+        Err(AppError::invalid(
+            "A workload name is lower-case letters, digits, '-' and '.' (at most 253).",
+        ))
+    }
+}
+
 impl Workloads {
     fn not_found(&self, kind: &str, name: &str) -> impl Fn(kube::Error) -> AppError {
         let message = format!("There is no {kind} {name} in namespace {}.", self.namespace);
@@ -51,6 +69,7 @@ impl Workloads {
 
     /// The workload as the API server has it now (with every annotation).
     pub async fn get(&self, kind: &str, name: &str) -> Result<Value, AppError> {
+        let name = object_name(name)?;
         let value = match kind {
             "Deployment" => serde_json::to_value(
                 Api::<Deployment>::namespaced(self.client.clone(), &self.namespace)
@@ -75,6 +94,7 @@ impl Workloads {
 
     /// Sends `kubectl rollout restart`'s strategic-merge patch.
     pub async fn restart(&self, kind: &str, name: &str, patch: &Value) -> Result<(), AppError> {
+        let name = object_name(name)?;
         let params = PatchParams::default();
         let result = if kind == "Deployment" {
             Api::<Deployment>::namespaced(self.client.clone(), &self.namespace)
@@ -92,6 +112,7 @@ impl Workloads {
 
     /// Sends `kubectl rollout undo`'s JSON patch to a Deployment.
     pub async fn undo(&self, name: &str, patch: Value) -> Result<(), AppError> {
+        let name = object_name(name)?;
         let patch: json_patch::Patch =
             serde_json::from_value(patch).map_err(|_| AppError::internal())?;
         Api::<Deployment>::namespaced(self.client.clone(), &self.namespace)
@@ -616,5 +637,30 @@ impl DeploysBackend for Deploys {
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::object_name;
+
+    #[test]
+    fn only_plain_object_names_reach_the_api_server() {
+        for ok in ["slate", "comfy-ui", "a.b-c", "x1"] {
+            assert_eq!(object_name(ok), Ok(ok));
+        }
+        for bad in [
+            "",
+            "slate/status",
+            "x?dryRun=All",
+            "../secrets",
+            "Slate",
+            "-a",
+            "a-",
+            "a b",
+        ] {
+            assert!(object_name(bad).is_err(), "{bad}");
+        }
+        assert!(object_name(&"a".repeat(254)).is_err());
     }
 }

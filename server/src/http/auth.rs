@@ -47,7 +47,8 @@ pub fn client_addr(req: &Request, trust_proxy: bool) -> Option<IpAddr> {
             .headers()
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            // The entry our proxy appended; the ones before it are the client's own words.
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse().ok());
         if forwarded.is_some() {
             return forwarded;

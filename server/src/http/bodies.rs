@@ -1,7 +1,7 @@
 //! One rule for every JSON and form body, whichever route reads it: at most
 //! `max_body_bytes`, and no NUL character in any string (PostgreSQL's text cannot hold
 //! one, and a query that tried would fail as a server error instead of a refusal).
-//! Uploads and downloads carry other content types and pass untouched.
+//! Uploads (tus, with limits of its own) pass untouched.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,15 +18,33 @@ use super::{errors, AppState};
 enum Kind {
     Json,
     Form,
+    Unlabelled,
 }
 
+/// How to read the body of `req` for the checks, or `None` for bodies that are not
+/// held to the limit: uploads (tus streams its bytes with limits of its own). A body
+/// that says neither JSON nor form is still checked, as some handlers read JSON and
+/// server functions read forms whatever the label says.
 fn kind(req: &Request) -> Option<Kind> {
-    let value = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let essence = value.split(';').next()?.trim().to_ascii_lowercase();
-    if essence == "application/json" || essence.ends_with("+json") {
-        Some(Kind::Json)
-    } else if essence == "application/x-www-form-urlencoded" {
+    let path = req.uri().path();
+    if path == "/api/uploads" || path.starts_with("/api/uploads/") {
+        return None;
+    }
+    let essence = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if essence == "application/x-www-form-urlencoded" {
         Some(Kind::Form)
+    } else if essence == "application/json" || essence.ends_with("+json") {
+        Some(Kind::Json)
+    } else if req.headers().contains_key(header::CONTENT_LENGTH)
+        || req.headers().contains_key(header::TRANSFER_ENCODING)
+    {
+        Some(Kind::Unlabelled)
     } else {
         None
     }
@@ -77,6 +95,11 @@ fn has_nul(kind: Kind, bytes: &[u8]) -> bool {
         }
         // Unparseable JSON is the handler's to refuse, with its own words.
         Kind::Json => serde_json::from_slice::<Value>(bytes).is_ok_and(|v| value_has_nul(&v)),
+        Kind::Unlabelled => {
+            bytes.contains(&0)
+                || has_nul(Kind::Json, bytes)
+                || (serde_json::from_slice::<Value>(bytes).is_err() && has_nul(Kind::Form, bytes))
+        }
     }
 }
 
@@ -104,5 +127,9 @@ mod tests {
         assert!(has_nul(Kind::Json, br#"{"a":[{"b\u0000":1}]}"#));
         assert!(!has_nul(Kind::Json, br#"{"q":"a\\u0000b"}"#));
         assert!(!has_nul(Kind::Json, b"not json"));
+        assert!(has_nul(Kind::Unlabelled, br#"{"q":"\u0000"}"#));
+        assert!(has_nul(Kind::Unlabelled, b"search=%00"));
+        assert!(has_nul(Kind::Unlabelled, b"a\0b"));
+        assert!(!has_nul(Kind::Unlabelled, br#"{"q":"100%00"}"#));
     }
 }
