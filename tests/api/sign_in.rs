@@ -1,4 +1,4 @@
-use slate_tests::{spawn_app, ADMIN_EMAIL, PASSWORD};
+use slate_tests::{spawn_app, TestApp, ADMIN_EMAIL, PASSWORD};
 
 const GENERIC: &str = "Sign-in failed";
 
@@ -120,7 +120,7 @@ async fn repeated_failures_lock_the_account_for_a_while_with_the_same_message() 
     let res = app.login(&client, ADMIN_EMAIL, PASSWORD).await;
     assert_eq!(
         res.status(),
-        401,
+        429,
         "the right password is refused while throttled"
     );
     let body: serde_json::Value = res.json().await.unwrap();
@@ -135,6 +135,85 @@ async fn repeated_failures_lock_the_account_for_a_while_with_the_same_message() 
         app.login(&client, ADMIN_EMAIL, PASSWORD).await.status(),
         200
     );
+}
+
+/// One sign-in from a fresh client at address `from` (the app trusts X-Forwarded-For).
+async fn sign_in_from(app: &TestApp, email: &str, password: &str, from: &str) -> reqwest::Response {
+    app.client()
+        .post(app.url("/api/public/login"))
+        .header("x-forwarded-for", from)
+        .form(&[("email", email), ("password", password)])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Sends every `(email, password, from)` sign-in at once and returns the statuses,
+/// having checked that every refusal carries the one generic message.
+async fn sign_in_at_once(app: &TestApp, attempts: &[(&str, &str, &str)]) -> Vec<u16> {
+    let tries = attempts.iter().map(|(email, password, from)| async move {
+        let res = sign_in_from(app, email, password, from).await;
+        let status = res.status().as_u16();
+        if status != 200 {
+            let body: serde_json::Value = res.json().await.unwrap();
+            assert!(
+                body["message"].as_str().unwrap().starts_with(GENERIC),
+                "{status} {body}"
+            );
+        }
+        status
+    });
+    futures::future::join_all(tries).await
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[tokio::test]
+async fn concurrent_guesses_are_counted_before_any_password_is_checked() {
+    let app = slate_tests::spawn_app_with(|c| c.trust_proxy = true).await;
+    // One account, guessed at from thirty addresses at once.
+    let addresses: Vec<String> = (0..30).map(|i| format!("203.0.113.{i}")).collect();
+    let guesses: Vec<_> = addresses
+        .iter()
+        .map(|from| (ADMIN_EMAIL, "wrong password!", from.as_str()))
+        .collect();
+    let statuses = sign_in_at_once(&app, &guesses).await;
+    assert_eq!(count(&statuses, 401), 10, "ten checked: {statuses:?}");
+    assert_eq!(
+        count(&statuses, 429),
+        20,
+        "the rest refused unchecked: {statuses:?}"
+    );
+    let right = sign_in_at_once(&app, &[(ADMIN_EMAIL, PASSWORD, "198.51.100.1")]).await;
+    assert_eq!(
+        right,
+        [429],
+        "the right password is refused while throttled"
+    );
+    assert_eq!(
+        app.count("select count(*) from audit_log where action = 'session.sign_in'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn one_address_guessing_many_accounts_is_throttled_and_others_are_not() {
+    let app = slate_tests::spawn_app_with(|c| c.trust_proxy = true).await;
+    let emails: Vec<String> = (0..30).map(|i| format!("user{i}@studio.test")).collect();
+    let guesses: Vec<_> = emails
+        .iter()
+        .map(|email| (email.as_str(), PASSWORD, "203.0.113.7"))
+        .collect();
+    let statuses = sign_in_at_once(&app, &guesses).await;
+    assert_eq!(count(&statuses, 401), 10, "ten checked: {statuses:?}");
+    assert_eq!(count(&statuses, 429), 20, "{statuses:?}");
+    let from_there = sign_in_from(&app, ADMIN_EMAIL, PASSWORD, "203.0.113.7").await;
+    assert_eq!(from_there.status(), 429, "the address is throttled");
+    let elsewhere = sign_in_from(&app, ADMIN_EMAIL, PASSWORD, "198.51.100.1").await;
+    assert_eq!(elsewhere.status(), 200, "the account itself is not");
 }
 
 #[tokio::test]

@@ -171,6 +171,71 @@ async fn the_last_admin_cannot_be_removed() {
 }
 
 #[tokio::test]
+async fn two_admins_removing_each_other_at_once_leave_one_admin() {
+    let app = spawn_app().await;
+    app.create_user("second@studio.test", "admin").await;
+    let id = |email: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, uuid::Uuid>("select id from users where email = $1")
+                .bind(email)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .to_string()
+        }
+    };
+    let (first, second) = (id(ADMIN_EMAIL).await, id("second@studio.test").await);
+    let removals = [
+        ("/api/admin/set_user_role", ("role", "creator")),
+        ("/api/admin/set_user_disabled", ("disabled", "true")),
+    ];
+    for (endpoint, change) in removals.into_iter().cycle().take(8) {
+        sqlx::query("update users set role = 'admin', disabled_at = null")
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        let a = app.client();
+        let b = app.client();
+        assert_eq!(app.login(&a, ADMIN_EMAIL, PASSWORD).await.status(), 200);
+        assert_eq!(
+            app.login(&b, "second@studio.test", PASSWORD).await.status(),
+            200
+        );
+        let (on_second, on_first) = (
+            [("id", second.as_str()), change],
+            [("id", first.as_str()), change],
+        );
+        let (by_a, by_b) = tokio::join!(
+            app.call(&a, endpoint, &on_second),
+            app.call(&b, endpoint, &on_first),
+        );
+        let mut statuses = [by_a.status().as_u16(), by_b.status().as_u16()];
+        statuses.sort_unstable();
+        assert!(
+            // Refused as a conflict, or as no longer an admin (403) or signed out (401)
+            // when the other change landed first.
+            matches!(statuses, [200, 401 | 403 | 409]),
+            "{endpoint}: exactly one succeeds, the other is refused: {statuses:?}"
+        );
+        assert_eq!(
+            app.count("select count(*) from users where role = 'admin' and disabled_at is null")
+                .await,
+            1,
+            "{endpoint}: one admin remains"
+        );
+    }
+    assert_eq!(
+        app.count(
+            "select count(*) from audit_log where action in ('user.set_role', 'user.disable')"
+        )
+        .await,
+        8,
+        "one audited change per round"
+    );
+}
+
+#[tokio::test]
 async fn tokens_act_as_their_owner_within_their_scope_until_revoked() {
     let app = spawn_app().await;
     app.create_user("script@studio.test", "lead").await;

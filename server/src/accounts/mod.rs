@@ -332,50 +332,102 @@ impl Accounts {
         Ok(done.rows_affected())
     }
 
-    async fn too_many_failures(&self, keys: &[String]) -> Result<bool, AppError> {
-        let counts: Vec<i64> = sqlx::query_scalar(
-            "select count(*) from login_failures where key = any($1) and at > now() - make_interval(secs => $2)
-             group by key",
+    /// Reserves one sign-in attempt on every key (account, client address) unless one of
+    /// them already holds the maximum within the window, and returns the reserved rows.
+    /// Attempts on a key queue on a lock for the count and the insert, so a burst cannot
+    /// all be checked before any of them is counted. A reservation stays as the record of
+    /// a failure; a success takes its own back.
+    async fn reserve_attempt(&self, keys: &[String]) -> Result<Option<Vec<i64>>, AppError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // The same order for everybody, so that two attempts never wait on each other.
+        let mut ordered: Vec<&String> = keys.iter().collect();
+        ordered.sort();
+        for key in ordered {
+            sqlx::query("select pg_advisory_xact_lock(hashtextextended('login:' || $1, 0))")
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        let full: bool = sqlx::query_scalar(
+            "select exists(
+               select 1 from login_failures
+               where key = any($1) and at > now() - make_interval(secs => $2)
+               group by key having count(*) >= $3)",
         )
         .bind(keys)
         .bind(self.window.as_secs_f64())
-        .fetch_all(&self.pool)
+        .bind(self.max_failures)
+        .fetch_one(&mut *tx)
         .await
         .map_err(db_error)?;
-        Ok(counts.into_iter().any(|c| c >= self.max_failures))
-    }
-
-    async fn record_failure(&self, keys: &[String]) -> Result<(), AppError> {
-        sqlx::query("insert into login_failures (key) select unnest($1::text[])")
-            .bind(keys)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(())
-    }
-
-    /// The other active admins than `except`; used to keep at least one admin.
-    async fn other_active_admins(&self, except: Uuid) -> Result<i64, AppError> {
-        sqlx::query_scalar(
-            "select count(*) from users where role = 'admin' and disabled_at is null and id <> $1",
+        if full {
+            return Ok(None);
+        }
+        let reserved: Vec<i64> = sqlx::query_scalar(
+            "insert into login_failures (key) select unnest($1::text[]) returning id",
         )
-        .bind(except)
-        .fetch_one(&self.pool)
+        .bind(keys)
+        .fetch_all(&mut *tx)
         .await
-        .map_err(db_error)
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(reserved))
     }
 
-    async fn user_email(&self, id: Uuid) -> Result<(String, Role), AppError> {
-        let row: Option<(String, String)> =
-            sqlx::query_as("select email, role from users where id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_error)?;
-        let (email, role) =
-            row.ok_or_else(|| AppError::NotFound("That user does not exist.".into()))?;
-        Ok((email, role.parse()?))
+    /// Locks the users a change of `target` by `actor` depends on (every active admin,
+    /// the target and the actor, in id order so that concurrent changes queue rather than
+    /// deadlock) and checks that the actor is still an active admin. The rule about the
+    /// last admin is then judged on rows nobody else can change until the commit.
+    async fn lock_for_change(
+        tx: &mut sqlx::PgConnection,
+        actor: Uuid,
+        target: Uuid,
+    ) -> Result<LockedUsers, AppError> {
+        let rows: Vec<(Uuid, String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "select id, email, role, disabled_at from users
+             where (role = 'admin' and disabled_at is null) or id = any($1)
+             order by id for update",
+        )
+        .bind([actor, target])
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let active_admin = |(_, _, role, disabled_at): &&(_, _, String, Option<_>)| {
+            role == "admin" && disabled_at.is_none()
+        };
+        if !rows.iter().filter(active_admin).any(|r| r.0 == actor) {
+            return Err(AppError::Forbidden(
+                "Only an active admin can change users.".into(),
+            ));
+        }
+        let (_, email, role, disabled_at) = rows
+            .iter()
+            .find(|r| r.0 == target)
+            .ok_or_else(|| AppError::NotFound("That user does not exist.".into()))?;
+        Ok(LockedUsers {
+            email: email.clone(),
+            role: role.parse()?,
+            disabled: disabled_at.is_some(),
+            other_active_admins: rows
+                .iter()
+                .filter(active_admin)
+                .filter(|r| r.0 != target)
+                .count(),
+        })
     }
+}
+
+/// The target of a change to a user, read under [`Accounts::lock_for_change`].
+struct LockedUsers {
+    email: String,
+    role: Role,
+    disabled: bool,
+    other_active_admins: usize,
+}
+
+fn last_admin() -> AppError {
+    AppError::Conflict("Slate needs at least one active admin.".into())
 }
 
 fn who(actor: &Actor) -> Who {
@@ -403,35 +455,49 @@ impl AccountsBackend for Accounts {
         password: &str,
         client_addr: Option<IpAddr>,
     ) -> Result<Principal, AppError> {
-        let failed = || AppError::Unauthenticated(SIGN_IN_FAILED.into());
-        let normalized = email.trim().to_lowercase();
-        let mut keys = vec![format!("account:{normalized}")];
+        // Something that is not an email address has no account (and may be too long or
+        // hold bytes that cannot be stored): it is counted under its digest and looked up
+        // nowhere, but checked against the dummy hash all the same.
+        let parsed = Email::parse(email);
+        let account_key = match &parsed {
+            Ok(email) => format!("account:{}", email.as_str()),
+            Err(_) => format!(
+                "account:#{}",
+                hex::encode(tokens::digest(&email.trim().to_lowercase()))
+            ),
+        };
+        let mut keys = vec![account_key];
         if let Some(addr) = client_addr {
             keys.push(format!("client:{addr}"));
         }
-        if self.too_many_failures(&keys).await? {
+        let Some(reserved) = self.reserve_attempt(&keys).await? else {
             tracing::warn!("sign-in refused: too many recent failures");
-            return Err(failed());
-        }
-        let row: Option<(Uuid, String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "select id, role, password_hash, disabled_at from users where lower(email) = $1",
-        )
-        .bind(&normalized)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
+            return Err(AppError::TooManyRequests(SIGN_IN_FAILED.into()));
+        };
+        let row: Option<(Uuid, String, String, Option<DateTime<Utc>>)> = match &parsed {
+            Ok(email) => sqlx::query_as(
+                "select id, role, password_hash, disabled_at from users where lower(email) = $1",
+            )
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?,
+            Err(_) => None,
+        };
         let stored = row.as_ref().map(|(_, _, hash, _)| hash.clone());
         let password_ok = passwords::verify_async(password.to_owned(), stored).await;
         match row {
             Some((id, role, _, None)) if password_ok => {
                 let principal = Principal {
                     user_id: id,
-                    email: normalized.clone(),
+                    email: email.trim().to_lowercase(),
                     role: role.parse()?,
                     token: None,
                 };
-                sqlx::query("delete from login_failures where key = $1")
+                // The account's failures are forgiven; the address keeps its others.
+                sqlx::query("delete from login_failures where key = $1 or id = any($2)")
                     .bind(&keys[0])
+                    .bind(&reserved)
                     .execute(&self.pool)
                     .await
                     .map_err(db_error)?;
@@ -447,9 +513,9 @@ impl AccountsBackend for Accounts {
                 Ok(principal)
             }
             _ => {
+                // The reservation stays: it is the record of this failure.
                 tracing::info!(known_account = row.is_some(), "sign-in failed");
-                self.record_failure(&keys).await?;
-                Err(failed())
+                Err(AppError::Unauthenticated(SIGN_IN_FAILED.into()))
             }
         }
     }
@@ -538,16 +604,14 @@ impl AccountsBackend for Accounts {
                 "You cannot change your own role.".into(),
             ));
         }
-        let (email, old) = self.user_email(user).await?;
-        if old == role {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let target = Self::lock_for_change(&mut tx, actor.principal.user_id, user).await?;
+        if target.role == role {
             return Ok(());
         }
-        if old == Role::Admin && self.other_active_admins(user).await? == 0 {
-            return Err(AppError::Conflict(
-                "Slate needs at least one active admin.".into(),
-            ));
+        if target.role == Role::Admin && !target.disabled && target.other_active_admins == 0 {
+            return Err(last_admin());
         }
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
         sqlx::query("update users set role = $2, updated_at = now() where id = $1")
             .bind(user)
             .bind(role.as_str())
@@ -558,8 +622,8 @@ impl AccountsBackend for Accounts {
             &mut *tx,
             &who(actor),
             "user.set_role",
-            Some(format!("user:{email}")),
-            json!({ "id": user, "from": old.as_str(), "to": role.as_str() }),
+            Some(format!("user:{}", target.email)),
+            json!({ "id": user, "from": target.role.as_str(), "to": role.as_str() }),
         )
         .await
         .map_err(db_error)?;
@@ -577,26 +641,23 @@ impl AccountsBackend for Accounts {
                 "You cannot disable your own account.".into(),
             ));
         }
-        let (email, role) = self.user_email(user).await?;
-        if disabled && role == Role::Admin && self.other_active_admins(user).await? == 0 {
-            return Err(AppError::Conflict(
-                "Slate needs at least one active admin.".into(),
-            ));
-        }
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let changed = sqlx::query(
+        let target = Self::lock_for_change(&mut tx, actor.principal.user_id, user).await?;
+        if target.disabled == disabled {
+            return Ok(());
+        }
+        if disabled && target.role == Role::Admin && target.other_active_admins == 0 {
+            return Err(last_admin());
+        }
+        sqlx::query(
             "update users set disabled_at = case when $2 then now() else null end, updated_at = now()
-             where id = $1 and (disabled_at is not null) <> $2",
+             where id = $1",
         )
         .bind(user)
         .bind(disabled)
         .execute(&mut *tx)
         .await
-        .map_err(db_error)?
-        .rows_affected();
-        if changed == 0 {
-            return Ok(());
-        }
+        .map_err(db_error)?;
         let action = if disabled {
             "user.disable"
         } else {
@@ -606,7 +667,7 @@ impl AccountsBackend for Accounts {
             &mut *tx,
             &who(actor),
             action,
-            Some(format!("user:{email}")),
+            Some(format!("user:{}", target.email)),
             json!({ "id": user }),
         )
         .await
