@@ -375,6 +375,33 @@ async fn the_webhook_is_rate_limited() {
 }
 
 #[tokio::test]
+async fn a_flood_of_unsigned_posts_does_not_hold_up_the_notebook() {
+    let app = app().await;
+    let secret = new_secret(&app).await;
+    let t = Utc::now().timestamp();
+    // From the notebook's own address: no signature, and signatures by a wrong secret.
+    let flood = (0..60).map(|i| {
+        let body = report("heartbeat", &format!("f-{i}"), None);
+        let signature = (i % 2 == 0).then(|| sign(b"not the secret", t, body.as_bytes()));
+        let app = &app;
+        async move { post(app, signature, &body).await.status().as_u16() }
+    });
+    let answers = futures::future::join_all(flood).await;
+    assert!(
+        answers.iter().all(|s| *s == 401 || *s == 429),
+        "{answers:?}"
+    );
+    assert!(
+        answers.contains(&429),
+        "the flood is limited in its own bucket: {answers:?}"
+    );
+
+    let res = send(&app, &secret, t, &report("heartbeat", "h-1", None)).await;
+    assert!(res.status().is_success(), "{}", res.status());
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_accepted_endpoint_is_published_to_the_cluster_and_audited() {
     use slate_tests::fake_kube::FakeKube;
     let fake = FakeKube::start().await;

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,17 +33,49 @@ pub fn router() -> Router<AppState> {
     Router::new().route(PATH, post(receive))
 }
 
-/// A fixed window per client address and one for everybody.
+/// The webhook's limits: reports with a good signature and requests without one count
+/// in separate buckets, so a flood of forgeries can never make the notebook's own
+/// reports wait.
 pub struct RateLimit {
+    signed: Window,
+    unsigned: Window,
+}
+
+impl RateLimit {
+    /// `per_client` and `overall` requests per `window` for signed reports, and as many
+    /// per client for the rest.
+    pub fn new(per_client: u32, overall: u32, window: Duration) -> RateLimit {
+        RateLimit {
+            signed: Window::new(per_client, overall, window),
+            // Refusing a forgery is cheap, and one address must not shut out others:
+            // no overall cap for them.
+            unsigned: Window::new(per_client, u32::MAX, window),
+        }
+    }
+
+    /// Whether one more signed report from `client` fits; if not, seconds to wait.
+    pub fn check_signed(&self, client: Option<IpAddr>) -> Result<(), u64> {
+        self.signed.check(client)
+    }
+
+    /// Whether one more badly signed request from `client` gets an answer with a
+    /// reason (and a line in the log) rather than a plain 429.
+    pub fn check_unsigned(&self, client: Option<IpAddr>) -> Result<(), u64> {
+        self.unsigned.check(client)
+    }
+}
+
+/// A fixed window per client address and one for everybody.
+struct Window {
     per_client: u32,
     overall: u32,
     window: Duration,
     state: Mutex<(Instant, HashMap<IpAddr, u32>, u32)>,
 }
 
-impl RateLimit {
-    pub fn new(per_client: u32, overall: u32, window: Duration) -> RateLimit {
-        RateLimit {
+impl Window {
+    fn new(per_client: u32, overall: u32, window: Duration) -> Window {
+        Window {
             per_client,
             overall,
             window,
@@ -51,8 +83,7 @@ impl RateLimit {
         }
     }
 
-    /// Whether one more request from `client` fits; if not, seconds to wait.
-    pub fn check(&self, client: Option<IpAddr>) -> Result<(), u64> {
+    fn check(&self, client: Option<IpAddr>) -> Result<(), u64> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if now.duration_since(s.0) >= self.window {
@@ -95,52 +126,76 @@ fn unauthorized() -> Response {
     )
 }
 
+fn rate_limited(wait: u64) -> Response {
+    let mut res = refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many reports; wait a little.",
+    );
+    if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+        res.headers_mut().insert("retry-after", v);
+    }
+    res
+}
+
+/// Longest signature header accepted: a time and a few `v1=` values (one per active
+/// secret), so that checking it costs a few HMACs at most.
+const MAX_SIGNATURE_HEADER: usize = 1024;
+
 async fn receive(
     State(state): State<AppState>,
     auth: Option<axum::Extension<app::backend::RequestAuth>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let colab = &state.colab;
     // The address the authentication middleware found (X-Forwarded-For only when trusted).
     let client = auth.and_then(|a| a.0.client_addr);
-    if let Err(wait) = colab.rate_limit.check(client) {
-        tracing::warn!(client = ?client, "colab webhook rate-limited");
-        let mut res = refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many reports; wait a little.",
-        );
-        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-            res.headers_mut().insert("retry-after", v);
-        }
-        return res;
-    }
-    if body.len() > MAX_BODY {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "The report is too large.");
-    }
-    let secrets = match colab.active_secrets().await {
-        Ok(s) if !s.is_empty() => s,
-        Ok(_) => {
-            tracing::warn!("colab webhook called but no webhook secret exists (create one with `slate colab rotate-secret`)");
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The webhook is not set up in Slate yet.",
-            );
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the webhook secrets");
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Slate cannot check the report right now.",
-            );
-        }
+    // The signature comes first: it is cheap to check on a bounded body, and only a
+    // report that passes it may count against the notebook's limit.
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "The report is too large."),
     };
     let header = headers
         .get("x-slate-signature")
-        .and_then(|v| v.to_str().ok());
-    let signed_at = match signature::verify(header, &body, &secrets, Utc::now().timestamp()) {
+        .map(|v| v.to_str().ok().filter(|h| h.len() <= MAX_SIGNATURE_HEADER));
+    let now = Utc::now().timestamp();
+    // Missing, malformed and stale signatures are refused without reading any secret.
+    let checked = match header {
+        Some(None) => Err(SignatureError::Malformed),
+        // With no secret to match, `verify` says only whether the header is usable.
+        Some(Some(h)) => match signature::verify(Some(h), &body, &[], now) {
+            Ok(_) | Err(SignatureError::NoMatch) => Ok(h),
+            Err(err) => Err(err),
+        },
+        None => Err(SignatureError::Missing),
+    };
+    let checked = match checked {
+        Ok(h) => match colab.active_secrets().await {
+            Ok(secrets) if secrets.is_empty() => {
+                tracing::warn!("colab webhook called but no webhook secret exists (create one with `slate colab rotate-secret`)");
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The webhook is not set up in Slate yet.",
+                );
+            }
+            Ok(secrets) => signature::verify(Some(h), &body, &secrets, now),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the webhook secrets");
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Slate cannot check the report right now.",
+                );
+            }
+        },
+        Err(err) => Err(err),
+    };
+    let signed_at = match checked {
         Ok(t) => t,
         Err(err) => {
+            if let Err(wait) = colab.rate_limit.check_unsigned(client) {
+                return rate_limited(wait);
+            }
             let reason = match &err {
                 SignatureError::Missing => "missing signature",
                 SignatureError::Malformed => "malformed signature",
@@ -151,6 +206,10 @@ async fn receive(
             return unauthorized();
         }
     };
+    if let Err(wait) = colab.rate_limit.check_signed(client) {
+        tracing::warn!(client = ?client, "colab webhook rate-limited");
+        return rate_limited(wait);
+    }
     let report: Report = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
