@@ -3,7 +3,7 @@
 //! default), no userinfo, port, path beyond `/`, query or fragment. Addresses are
 //! checked again after Slate resolves the name itself (see `probe`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use url::Url;
 
@@ -122,44 +122,81 @@ pub fn normalise(raw: &str, rules: &HostRules) -> Result<Url, AddressError> {
     Ok(url)
 }
 
-/// Why Slate must not connect to `ip`, if it must not.
+/// Why Slate must not connect to `ip`, if it must not. An IPv6 address that carries an
+/// IPv4 address (mapped, compatible, NAT64, 6to4) is judged by the IPv4 address it
+/// reaches; forms whose IPv4 part cannot be read reliably (local-use NAT64, Teredo)
+/// are refused outright.
 pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
     match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            if v4.is_loopback() {
-                Some("loopback")
-            } else if v4.is_private() {
-                Some("private")
-            } else if v4.is_link_local() {
-                Some("link-local")
-            } else if a == 0 {
-                Some("this network")
-            } else if a == 100 && (64..128).contains(&b) {
-                Some("carrier-grade NAT")
-            } else if v4.is_broadcast() || v4.is_multicast() || v4.is_documentation() || a >= 240 {
-                Some("reserved")
-            } else {
-                None
-            }
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            if v6.is_loopback() || v6.is_unspecified() {
-                Some("loopback")
-            } else if first & 0xfe00 == 0xfc00 {
-                Some("unique-local")
-            } else if first & 0xffc0 == 0xfe80 {
-                Some("link-local")
-            } else if v6.is_multicast() {
-                Some("reserved")
-            } else {
-                None
-            }
-        }
+        IpAddr::V4(v4) => forbidden_v4(v4),
+        IpAddr::V6(v6) => forbidden_v6(v6),
+    }
+}
+
+fn forbidden_v4(v4: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = v4.octets();
+    if v4.is_loopback() {
+        Some("loopback")
+    } else if v4.is_private() {
+        Some("private")
+    } else if v4.is_link_local() {
+        Some("link-local")
+    } else if a == 0 {
+        Some("this network")
+    } else if a == 100 && (64..128).contains(&b) {
+        Some("carrier-grade NAT")
+    } else if v4.is_broadcast()
+        || v4.is_multicast()
+        || v4.is_documentation()
+        || a >= 240
+        // IETF protocol assignments (192.0.0.0/24), benchmarking (198.18.0.0/15).
+        || (a, b, c) == (192, 0, 0)
+        || (a == 198 && (b & 0xfe) == 18)
+    {
+        Some("reserved")
+    } else {
+        None
+    }
+}
+
+fn forbidden_v6(v6: Ipv6Addr) -> Option<&'static str> {
+    let s = v6.segments();
+    let o = v6.octets();
+    let low_v4 = || Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if v6.is_loopback() || v6.is_unspecified() {
+        Some("loopback")
+    } else if let Some(v4) = v6.to_ipv4_mapped() {
+        forbidden_v4(v4)
+    } else if s[..6] == [0; 6] {
+        // IPv4-compatible `::a.b.c.d` (deprecated; nothing public is reached this way).
+        Some(forbidden_v4(low_v4()).unwrap_or("IPv4-compatible"))
+    } else if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        // IPv4-translated (SIIT) `::ffff:0:a.b.c.d`.
+        forbidden_v4(low_v4())
+    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        // NAT64 with the well-known prefix reaches the IPv4 address in its last 32 bits.
+        forbidden_v4(low_v4())
+    } else if s[..3] == [0x64, 0xff9b, 1] {
+        Some("local-use NAT64")
+    } else if s[0] == 0x2002 {
+        // 6to4 carries the IPv4 address of its relay in bits 16 to 48.
+        forbidden_v4(Ipv4Addr::new(o[2], o[3], o[4], o[5]))
+    } else if s[..2] == [0x2001, 0] {
+        Some("Teredo")
+    } else if s[0] & 0xfe00 == 0xfc00 {
+        Some("unique-local")
+    } else if s[0] & 0xffc0 == 0xfe80 {
+        Some("link-local")
+    } else if s[0] & 0xffc0 == 0xfec0 {
+        Some("site-local")
+    } else if v6.is_multicast()
+        // Documentation (2001:db8::/32), discard-only (100::/64).
+        || s[..2] == [0x2001, 0xdb8]
+        || s[..4] == [0x100, 0, 0, 0]
+    {
+        Some("reserved")
+    } else {
+        None
     }
 }
 
@@ -302,6 +339,64 @@ mod tests {
             assert_eq!(no(ip), Some(why), "{ip}");
         }
         for ip in ["104.16.0.1", "100.128.0.1", "2606:4700::1", "8.8.8.8"] {
+            assert_eq!(no(ip), None, "{ip}");
+        }
+    }
+
+    #[test]
+    fn ipv6_forms_that_carry_an_ipv4_address_are_judged_by_it() {
+        let no = |s: &str| forbidden(s.parse().unwrap());
+        for (ip, why) in [
+            // IPv4-mapped.
+            ("::ffff:127.0.0.1", "loopback"),
+            ("::ffff:169.254.169.254", "link-local"),
+            // IPv4-compatible: refused even when the IPv4 address is public.
+            ("::127.0.0.1", "loopback"),
+            ("::10.0.0.1", "private"),
+            ("::169.254.169.254", "link-local"),
+            ("::8.8.8.8", "IPv4-compatible"),
+            // IPv4-translated.
+            ("::ffff:0:10.0.0.1", "private"),
+            ("::ffff:0:127.0.0.1", "loopback"),
+            // NAT64, well-known prefix.
+            ("64:ff9b::127.0.0.1", "loopback"),
+            ("64:ff9b::10.1.2.3", "private"),
+            ("64:ff9b::a9fe:a9fe", "link-local"),
+            ("64:ff9b::100.64.0.1", "carrier-grade NAT"),
+            // NAT64, local-use prefix: where the IPv4 address sits is the operator's choice.
+            ("64:ff9b:1::8.8.8.8", "local-use NAT64"),
+            ("64:ff9b:1:a00:1::", "local-use NAT64"),
+            // 6to4 around a private or loopback address.
+            ("2002:7f00:1::", "loopback"),
+            ("2002:a00:1::1", "private"),
+            ("2002:c0a8:101::1", "private"),
+            ("2002:a9fe:a9fe::", "link-local"),
+            // Teredo hides its client address; refused whatever it holds.
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
+            ("2001::", "Teredo"),
+            // Other special ranges.
+            ("fec0::1", "site-local"),
+            ("2001:db8::1", "reserved"),
+            ("100::1", "reserved"),
+            ("ff02::1", "reserved"),
+            ("192.0.0.8", "reserved"),
+            ("198.18.0.1", "reserved"),
+            ("198.19.255.255", "reserved"),
+        ] {
+            assert_eq!(no(ip), Some(why), "{ip}");
+        }
+        // The same forms around public addresses reach the internet and are fine.
+        for ip in [
+            "::ffff:8.8.8.8",
+            "::ffff:0:8.8.8.8",
+            "64:ff9b::8.8.8.8",
+            "64:ff9b::6810:1",
+            "2002:808:808::1",
+            "2001:4860:4860::8888",
+            "2001:db9::1",
+            "198.20.0.1",
+            "192.0.1.1",
+        ] {
             assert_eq!(no(ip), None, "{ip}");
         }
     }
