@@ -394,3 +394,46 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// A stage's outputs are held to the submitter's quota like an upload: a transcode whose
+/// output would take them past it fails with the reason and stores nothing.
+#[tokio::test]
+async fn an_output_past_the_submitters_quota_fails_the_stage_and_stores_nothing() {
+    // The clip is made first so that the quota can leave room for it and no more.
+    let clip = std::env::temp_dir().join(format!("slate-quota-{}.mov", uuid::Uuid::now_v7()));
+    slate_tests::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=duration=2:size=320x180:rate=25",
+        "-c:v",
+        "mpeg4",
+        clip.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&clip).unwrap();
+    let _ = std::fs::remove_file(&clip);
+    let quota = bytes.len() as u64 + 1;
+    let app = slate_tests::spawn_app_with(|c| c.upload_quota_bytes = quota).await;
+    let tus = Tus::new(&app).await;
+    let (video, state) = tus.upload("shot_030.mov", &bytes).await;
+    assert_eq!(state, "ready");
+
+    let params = json!({"source": video, "crf": 35, "preset": "veryfast"});
+    let run = crate::submit_as_admin(&app, &caps(), "transcode-and-proxies", params).await;
+    assert_eq!(crate::wait_run(&app, run).await, "failed");
+    let messages = stage_messages(&app, run).await;
+    let reason = format!(
+        "the outputs would take {} past their quota of {quota} bytes",
+        slate_tests::ADMIN_EMAIL
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|(_, m)| m.as_deref().is_some_and(|m| m.contains(&reason))),
+        "{messages:?}"
+    );
+    let outputs = format!("select count(*) from run_outputs where run_id = '{run}'");
+    assert_eq!(app.count(&outputs).await, 0);
+    assert_eq!(app.count("select count(*) from assets").await, 1);
+    app.stop().await;
+}

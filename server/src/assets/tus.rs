@@ -894,7 +894,7 @@ impl Assets {
 
     /// Refuses a total size over the maximum, or one that would take the owner past
     /// their quota beside what they already hold.
-    fn check_total(&self, held: Holdings, size: u64) -> TusResult<()> {
+    pub(crate) fn check_total(&self, held: Holdings, size: u64) -> TusResult<()> {
         let max = self.config.max_upload_bytes;
         if size > max {
             return Err(TusError::new(
@@ -922,7 +922,7 @@ impl Assets {
     /// lengths, grants and joins of one person run one at a time, so requests sent at
     /// once cannot together pass the quota or the cap. Returns what the owner holds
     /// apart from `except`.
-    async fn lock_holdings(
+    pub(crate) async fn lock_holdings(
         &self,
         owner: Uuid,
         except: &[Uuid],

@@ -583,7 +583,7 @@ impl ComfyExecutor {
             tokio::fs::write(&path, bytes)
                 .await
                 .map_err(|e| format!("cannot keep {name}: {e}"))?;
-            outputs::ingest(&self.pool, &self.assets, claim, &path, &name, &provenance).await?;
+            outputs::ingest(&self.assets, claim, &path, &name, &provenance).await?;
         }
         Ok(())
     }

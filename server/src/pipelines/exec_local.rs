@@ -457,7 +457,7 @@ impl Workspace {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            super::outputs::ingest(&self.pool, &self.assets, claim, &file, &name, &provenance)
+            super::outputs::ingest(&self.assets, claim, &file, &name, &provenance)
                 .await
                 .map_err(|e| format!("cannot store output {name}: {e}"))?;
         }
