@@ -1356,3 +1356,111 @@ async fn placeholders_stay_out_of_other_peoples_library() {
     assert_eq!(listed(other.clone()).await, std::slice::from_ref(&asset));
     assert_eq!(opened(other).await, 200);
 }
+
+/// Starts a new version of `asset` (deferred length) and returns the creation's answer.
+async fn new_version(tus: &Tus<'_>, asset: &str, name: &str) -> reqwest::Response {
+    let metadata = format!("filename {},asset {}", b64(name), b64(asset));
+    tus.post(&[("upload-defer-length", "1"), ("upload-metadata", &metadata)])
+        .await
+}
+
+#[tokio::test]
+async fn new_versions_by_the_owner_and_a_lead_at_once_get_distinct_numbers() {
+    let app = spawn_app().await;
+    let cara = Tus::as_new_user(&app, "cara@studio.test", "creator").await;
+    let lead = Tus::as_new_user(&app, "lena@studio.test", "lead").await;
+    let (asset, _) = cara.upload("shot.bin", b"first").await;
+    let created = futures::future::join_all((0..16).map(|i| {
+        let who = if i % 2 == 0 { &cara } else { &lead };
+        new_version(who, &asset, "next.bin")
+    }))
+    .await;
+    let statuses: Vec<u16> = created.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    let numbers: Vec<i32> = sqlx::query_scalar(
+        "select number from asset_versions where asset_id = $1::uuid order by number",
+    )
+    .bind(&asset)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(numbers, (1..=17).collect::<Vec<i32>>());
+}
+
+#[tokio::test]
+async fn unfinished_new_versions_are_shown_to_their_uploader_only() {
+    let app = spawn_app().await;
+    let cara = Tus::as_new_user(&app, "cara@studio.test", "creator").await;
+    let (asset, _) = cara.upload("shot.bin", b"first").await;
+    wait_processed(&app, &asset).await;
+    assert_eq!(
+        new_version(&cara, &asset, "secret_v2.bin").await.status(),
+        201
+    );
+    let owner = app.client();
+    let signed = app
+        .login(&owner, "cara@studio.test", slate_tests::PASSWORD)
+        .await;
+    assert_eq!(signed.status(), 200);
+    let other = app.signed_in("omar@studio.test", "creator").await;
+    let lead = app.signed_in("lee@studio.test", "lead").await;
+    let detail = |client: reqwest::Client| {
+        let (app, asset) = (&app, &asset);
+        async move {
+            let res = app.call(&client, "/api/get_asset", &[("id", asset)]).await;
+            assert_eq!(res.status(), 200);
+            res.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let listed = |client: reqwest::Client| {
+        let app = &app;
+        async move {
+            let res = app.call(&client, "/api/list_assets", &[]).await;
+            assert_eq!(res.status(), 200);
+            let page: serde_json::Value = res.json().await.unwrap();
+            page["items"][0]["pending_upload"].clone()
+        }
+    };
+    let mine = detail(owner.clone()).await;
+    assert_eq!(mine["versions"].as_array().unwrap().len(), 2);
+    for client in [other, lead] {
+        let seen = detail(client.clone()).await;
+        assert!(seen["card"]["pending_upload"].is_null(), "{seen}");
+        let versions = seen["versions"].as_array().unwrap();
+        assert_eq!(versions.len(), 1, "{seen}");
+        assert!(!seen.to_string().contains("secret_v2"), "{seen}");
+        assert!(listed(client).await.is_null());
+    }
+}
+
+#[tokio::test]
+async fn termination_refuses_a_finished_upload_and_one_being_written() {
+    let app = spawn_app().await;
+    let tus = Tus::new(&app).await;
+    let url = tus.create(9, "kept.bin").await;
+    assert_eq!(
+        tus.patch(&url, 0, b"all of it".to_vec()).await.status(),
+        204
+    );
+    wait_processed(&app, &asset_of(&app, &url).await).await;
+    assert_eq!(tus.terminate(&url).await, 409);
+    assert_eq!(tus.offset(&url).await, 9);
+    assert_eq!(
+        app.count("select count(*) from asset_versions where state = 'ready'")
+            .await,
+        1,
+        "the asset stays"
+    );
+
+    // A PATCH holds the lease: the upload is not removed under it.
+    let url = tus.create(100, "busy.bin").await;
+    assert_eq!(tus.patch(&url, 0, vec![1u8; 40]).await.status(), 204);
+    sqlx::query("update uploads set lease_until = now() + interval '1 hour', lease_token = gen_random_uuid() where id = $1::uuid")
+        .bind(url.rsplit('/').next().unwrap())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(tus.terminate(&url).await, 423);
+    assert_eq!(tus.offset(&url).await, 40);
+    assert_eq!(app.count("select count(*) from assets").await, 2);
+}

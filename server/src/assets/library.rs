@@ -154,9 +154,11 @@ impl AssetsBackend for Assets {
         let versions: Vec<VersionView> = sqlx::query(
             "select id, number, state, failure, original_name, size, mime, kind, sha256, probe,
                     (thumbnail_key is not null) as has_thumbnail, (proxy_key is not null) as has_proxy, created_at
-             from asset_versions where asset_id = $1 order by number desc",
+             from asset_versions where asset_id = $1 and (state <> 'uploading' or created_by = $2)
+             order by number desc",
         )
         .bind(id)
+        .bind(who.user_id)
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?

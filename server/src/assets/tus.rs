@@ -812,6 +812,28 @@ async fn terminate(
     check_version(&headers)?;
     let who = principal(&auth)?;
     let row = load(&state.assets, &id, who.user_id).await?;
+    let done = || {
+        TusError::new(
+            409,
+            "This upload is complete; it can no longer be cancelled.",
+        )
+    };
+    if row.state != "receiving" {
+        return Err(done());
+    }
+    // Taken and kept: no PATCH starts on what is being removed.
+    let Some((lease, _)) = state.assets.take_lease(row.id).await? else {
+        return Err(TusError::new(
+            423,
+            "A request is writing to this upload; try again shortly.",
+        ));
+    };
+    // Read again under the lease: a PATCH may have finished it meanwhile.
+    let row = load(&state.assets, &id, who.user_id).await?;
+    if row.state != "receiving" || row.length == Some(row.received) {
+        state.assets.release_lease(row.id, lease).await?;
+        return Err(done());
+    }
     state.assets.discard_upload(&row, "terminated").await?;
     audit::record(
         &state.assets.pool,
@@ -1084,8 +1106,10 @@ impl Assets {
                     let asset = Uuid::parse_str(asset.trim()).map_err(|_| {
                         TusError::new(400, "The \"asset\" metadata is not an asset id.")
                     })?;
+                    // Locked until commit: versions of one asset are numbered one at a
+                    // time, whoever adds them.
                     let found: Option<(Uuid,)> = sqlx::query_as(
-                        "select owner_id from assets where id = $1 and deleted_at is null",
+                        "select owner_id from assets where id = $1 and deleted_at is null for update",
                     )
                     .bind(asset)
                     .fetch_optional(&mut *tx)
