@@ -1,5 +1,5 @@
-//! The document shell, the router, the signed-in layout with its navigation, the
-//! dashboard and the not-found page.
+//! The document shell, the router, the signed-in layout with its navigation and the
+//! upload tray, the dashboard and the not-found page.
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -12,7 +12,7 @@ use crate::accounts::{
     UsersPage,
 };
 use crate::architecture::ArchitecturePage;
-use crate::assets::{AssetPage, AssetsPage};
+use crate::assets::{provide_uploads, AssetPage, AssetsPage, UploadTray};
 use crate::colab::ColabPage;
 use crate::components::{EmptyState, ErrorNote, PageHeader, RoleBadge, Time};
 use crate::deploys::pages::DeploysPage;
@@ -91,6 +91,9 @@ pub fn App() -> impl IntoView {
         logout,
         user,
     });
+    // Uploads belong to the app, not to the page they started on: navigating disposes
+    // a page's signals, and an upload must go on (the tray shows it everywhere).
+    provide_uploads();
     // Effects run only in the browser, after hydration: mark the page so tests (and
     // curious people) can tell a live page from a dead one.
     #[cfg(feature = "hydrate")]
@@ -187,6 +190,7 @@ fn Layout() -> impl IntoView {
             <main class="content">
                 <Outlet/>
             </main>
+            <UploadTray/>
         </div>
     }
 }

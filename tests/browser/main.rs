@@ -125,6 +125,22 @@ async fn wait_hydrated(c: &Client) {
     wait_for(c, "body[data-hydrated=true]").await;
 }
 
+async fn click(c: &Client, css: &str) {
+    wait_for(c, css).await.click().await.unwrap();
+}
+
+/// Waits until nothing matches `css` any more.
+async fn wait_gone(c: &Client, css: &str) {
+    for _ in 0..100 {
+        if c.find(Locator::Css(css)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    screenshot(c, "failure").await;
+    panic!("{css} is still there (see target/screenshots/failure.png)");
+}
+
 async fn text_of(c: &Client, css: &str) -> String {
     wait_for(c, css).await.text().await.unwrap()
 }
@@ -164,11 +180,7 @@ async fn submit_login(c: &Client, email: &str) {
         .send_keys(PASSWORD)
         .await
         .unwrap();
-    wait_for(c, "#login-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#login-form button[type=submit]").await;
 }
 
 /// Screenshots land in target/screenshots for people to look at.
@@ -229,11 +241,7 @@ async fn an_admin_signs_in_sees_the_dashboard_and_signs_out() {
     wait_for(c, ".stat-card").await;
     screenshot(c, "dashboard").await;
 
-    wait_for(c, "form.signout button")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "form.signout button").await;
     wait_path(c, "/login").await;
     c.goto(&app.url("/")).await.unwrap();
     wait_path(c, "/login").await;
@@ -260,11 +268,7 @@ async fn a_deep_link_comes_back_after_sign_in_and_a_wrong_password_is_explained(
         .send_keys("not the password")
         .await
         .unwrap();
-    wait_for(c, "#login-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#login-form button[type=submit]").await;
     let error = text_of(c, "#login-form .notice.error").await;
     assert!(error.contains("Sign-in failed"), "{error}");
 
@@ -274,11 +278,7 @@ async fn a_deep_link_comes_back_after_sign_in_and_a_wrong_password_is_explained(
         .send_keys(PASSWORD)
         .await
         .unwrap();
-    wait_for(c, "#login-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#login-form button[type=submit]").await;
     wait_path(c, "/admin/tokens").await;
     assert_eq!(text_of(c, ".page-header h1").await, "API tokens");
     let _ = b.client.clone().close().await;
@@ -316,11 +316,7 @@ async fn an_admin_creates_a_user_and_a_token_without_a_page_reload() {
 
     sign_in(c, &app, ADMIN_EMAIL).await;
     wait_path(c, "/").await;
-    wait_for(c, "a.nav-link[href='/admin/users']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "a.nav-link[href='/admin/users']").await;
     wait_path(c, "/admin/users").await;
     wait_for(c, "#users-table").await;
     set_marker(c).await;
@@ -335,11 +331,7 @@ async fn an_admin_creates_a_user_and_a_token_without_a_page_reload() {
         .select_by_value("lead")
         .await
         .unwrap();
-    wait_for(c, "#create-user-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#create-user-form button[type=submit]").await;
     let created = text_of(c, "#user-created").await;
     assert!(created.contains("Added lee@studio.test"), "{created}");
     assert!(
@@ -353,11 +345,7 @@ async fn an_admin_creates_a_user_and_a_token_without_a_page_reload() {
     );
     screenshot(c, "users").await;
 
-    wait_for(c, "a.nav-link[href='/admin/tokens']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "a.nav-link[href='/admin/tokens']").await;
     wait_path(c, "/admin/tokens").await;
     wait_for(c, "#token-name")
         .await
@@ -374,11 +362,7 @@ async fn an_admin_creates_a_user_and_a_token_without_a_page_reload() {
         .send_keys("lee@studio.test")
         .await
         .unwrap();
-    wait_for(c, "#create-token-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#create-token-form button[type=submit]").await;
     let secret = text_of(c, "#token-secret").await;
     wait_for(c, "#tokens-table tr[data-token='nightly renders']").await;
     assert!(marker_survived(c).await, "still no reload");
@@ -394,11 +378,7 @@ async fn an_admin_creates_a_user_and_a_token_without_a_page_reload() {
         .unwrap();
     assert_eq!(res.status(), 200);
 
-    wait_for(c, "a.nav-link[href='/admin/audit']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "a.nav-link[href='/admin/audit']").await;
     wait_path(c, "/admin/audit").await;
     let log = text_of(c, "#audit-table").await;
     assert!(
@@ -449,11 +429,7 @@ async fn a_creator_drops_two_files_watches_them_upload_and_plays_the_proxy() {
     let b = browser().await;
     let c = &b.client;
     sign_in(c, &app, "cara@studio.test").await;
-    wait_for(c, "a.nav-link[href='/assets']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "a.nav-link[href='/assets']").await;
     wait_path(c, "/assets").await;
     assert!(
         text_of(c, ".empty-state").await.contains("Drop files"),
@@ -516,11 +492,7 @@ async fn a_creator_drops_two_files_watches_them_upload_and_plays_the_proxy() {
     );
     screenshot(c, "assets").await;
 
-    wait_for(c, ".asset-tile[data-name='shot_020.mp4']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, ".asset-tile[data-name='shot_020.mp4']").await;
     let facts = text_of(c, "#asset-facts").await;
     assert!(
         facts.contains("640 × 360") && facts.contains("0:03"),
@@ -550,15 +522,12 @@ async fn a_creator_drops_two_files_watches_them_upload_and_plays_the_proxy() {
 }
 
 #[tokio::test]
-async fn an_upload_cut_off_by_a_reload_continues_when_the_file_is_chosen_again() {
+async fn an_upload_cut_off_by_a_reload_says_so_and_continues_when_the_file_is_chosen_again() {
     let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
     let dir = std::env::temp_dir().join(format!("slate-reload-{}", uuid::Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let big = dir.join("plate_4k.exr");
-    let data: Vec<u8> = (0..96u32 * 1024 * 1024 / 4)
-        .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
-        .collect();
-    std::fs::write(&big, &data).unwrap();
+    let (big, want) = big_file(&dir, "plate_4k.exr", 96);
+    let other = dir.join("plate_4k_other.exr");
+    std::fs::write(&other, b"not the same file").unwrap();
     let app = spawn_app().await;
 
     let b = browser().await;
@@ -573,18 +542,7 @@ async fn an_upload_cut_off_by_a_reload_continues_when_the_file_is_chosen_again()
         .await
         .unwrap();
     // Reload as soon as part of the file is on the server.
-    let mut stored = 0i64;
-    for _ in 0..400 {
-        stored = sqlx::query_scalar("select coalesce(max(received), 0) from uploads")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if stored > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(stored > 0, "part of the file arrived before the reload");
+    wait_part_received(&app).await;
     c.refresh().await.unwrap();
     wait_hydrated(c).await;
     assert_eq!(
@@ -594,12 +552,78 @@ async fn an_upload_cut_off_by_a_reload_continues_when_the_file_is_chosen_again()
         "cut off before the end"
     );
 
-    wait_for(c, "#dropzone input[type=file]")
+    // The library says what happened and how to go on.
+    let tile = ".asset-tile[data-name='plate_4k.exr']";
+    wait_text(
+        c,
+        &format!("{tile} .interrupted"),
+        "choose the same file again to resume",
+    )
+    .await;
+    assert!(text_of(c, &format!("{tile} .interrupted"))
+        .await
+        .starts_with("Upload interrupted at "));
+    c.execute(
+        "document.querySelector(arguments[0]).scrollIntoView({ block: 'center' }); return true;",
+        vec![json!(tile)],
+    )
+    .await
+    .unwrap();
+    screenshot(c, "upload-interrupted-library").await;
+    // So does the asset's page, with how far it got once the cut-off request has ended.
+    for _ in 0..100 {
+        if app
+            .count("select count(*) from uploads where lease_until is not null")
+            .await
+            == 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (received, length): (i64, i64) =
+        sqlx::query_as("select received, length from uploads where state = 'receiving'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let percent = received * 100 / length;
+    assert!((1..100).contains(&percent), "{received} of {length}");
+    click(c, &format!("{tile} a.tile-link")).await;
+    wait_text(
+        c,
+        ".interrupted",
+        &format!("Upload interrupted at {percent} % — choose the same file again to resume"),
+    )
+    .await;
+    set_marker(c).await;
+    screenshot(c, "upload-interrupted-asset").await;
+
+    // Another file is refused, with the reason.
+    wait_for(c, ".interrupted input[type=file]")
+        .await
+        .send_keys(&other.display().to_string())
+        .await
+        .unwrap();
+    wait_text(
+        c,
+        ".interrupted .interrupted-error",
+        "choose plate_4k.exr (96.0 MiB)",
+    )
+    .await;
+    assert_eq!(
+        app.count("select count(*) from uploads").await,
+        1,
+        "nothing started"
+    );
+
+    // The same file continues the same upload, from where the server stopped.
+    wait_for(c, ".interrupted input[type=file]")
         .await
         .send_keys(&big.display().to_string())
         .await
         .unwrap();
     let row = "#upload-queue li[data-name='plate_4k.exr']";
+    wait_text(c, &format!("{row} .upload-detail"), "resumed at").await;
     c.wait()
         .at_most(Duration::from_secs(120))
         .for_element(Locator::Css(&format!("{row}[data-status=done]")))
@@ -622,16 +646,14 @@ async fn an_upload_cut_off_by_a_reload_continues_when_the_file_is_chosen_again()
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    use sha2::Digest as _;
-    let want: String = sha2::Sha256::digest(&data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
     assert_eq!(
         stored_sha.as_deref(),
         Some(want.as_str()),
         "the stored file is intact"
     );
+    // The page follows: no more note.
+    wait_gone(c, ".interrupted").await;
+    assert!(marker_survived(c).await, "continued without a reload");
     let _ = b.client.clone().close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -682,11 +704,7 @@ async fn a_lead_watches_a_deployment_degrade_and_recover_without_a_reload() {
     let b = browser().await;
     let c = &b.client;
     sign_in(c, &app, "lead@studio.test").await;
-    wait_for(c, "a.nav-link[href='/architecture']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "a.nav-link[href='/architecture']").await;
     wait_for(c, "#diagram svg").await;
     wait_hydrated(c).await;
     wait_box_health(c, "Deployment/slate", "healthy").await;
@@ -805,11 +823,7 @@ async fn an_admin_sees_the_colab_endpoint_go_down_and_come_back_without_a_reload
     let b = browser().await;
     let c = &b.client;
     sign_in(c, &app, ADMIN_EMAIL).await;
-    wait_for(c, "a.nav-link[href='/admin/colab']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "a.nav-link[href='/admin/colab']").await;
     wait_for(c, "#colab-current").await;
     wait_hydrated(c).await;
     assert!(text_of(c, "#colab-current").await.contains("No endpoint"));
@@ -821,11 +835,7 @@ async fn an_admin_sees_the_colab_endpoint_go_down_and_come_back_without_a_reload
         .send_keys(&comfy.url())
         .await
         .unwrap();
-    wait_for(c, "#set-endpoint-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#set-endpoint-form button[type=submit]").await;
     wait_text(c, "#colab-current", "Healthy").await;
     wait_text(c, "#endpoint-gpu", "Tesla T4").await;
     screenshot(c, "colab-healthy").await;
@@ -888,11 +898,7 @@ async fn an_admin_sees_a_new_revision_live_opens_its_diff_and_rolls_back() {
     let b = browser().await;
     let c = &b.client;
     sign_in(c, &app, ADMIN_EMAIL).await;
-    wait_for(c, "a.nav-link[href='/deploys']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "a.nav-link[href='/deploys']").await;
     wait_for(c, "#rollout-deployment-blender").await;
     wait_hydrated(c).await;
     wait_text(c, "#timeline", "Deployment/blender · Revision 1").await;
@@ -935,7 +941,7 @@ async fn an_admin_sees_a_new_revision_live_opens_its_diff_and_rolls_back() {
         .unwrap();
     first.click().await.unwrap();
     wait_text(c, "#diff-title", "revision 1").await;
-    wait_for(c, "#rollback-open").await.click().await.unwrap();
+    click(c, "#rollback-open").await;
     wait_text(c, "#rollback-confirm", "running now").await;
     wait_for(c, "#rollback-confirm #template-diff tr.changed").await;
     wait_for(c, "#rollback-reason")
@@ -944,11 +950,7 @@ async fn an_admin_sees_a_new_revision_live_opens_its_diff_and_rolls_back() {
         .await
         .unwrap();
     screenshot(c, "deploys-rollback-confirm").await;
-    wait_for(c, "#rollback-confirm-button")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#rollback-confirm-button").await;
     wait_text(
         c,
         "#deploy-message",
@@ -991,19 +993,11 @@ async fn a_creator_submits_a_transcode_from_the_form_watches_it_and_opens_the_ou
     let b = browser().await;
     let c = &b.client;
     sign_in(c, &app, "cleo@studio.test").await;
-    wait_for(c, "a.nav-link[href='/runs']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "a.nav-link[href='/runs']").await;
     wait_for(c, "#new-run").await;
     wait_hydrated(c).await;
-    wait_for(c, "#new-run").await.click().await.unwrap();
-    wait_for(c, "a.template-card[href*='transcode-and-proxies']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#new-run").await;
+    click(c, "a.template-card[href*='transcode-and-proxies']").await;
     wait_for(c, "#run-form").await;
     screenshot(c, "run-form").await;
     // The browser checks the form first: out of range is stopped before any request.
@@ -1030,7 +1024,7 @@ async fn a_creator_submits_a_transcode_from_the_form_watches_it_and_opens_the_ou
     )
     .await
     .unwrap();
-    wait_for(c, "#run-submit").await.click().await.unwrap();
+    click(c, "#run-submit").await;
     // The run's page, followed live to the end.
     wait_for(c, "#run-stages").await;
     assert!(path(c).await.starts_with("/runs/"));
@@ -1048,18 +1042,14 @@ async fn a_creator_submits_a_transcode_from_the_form_watches_it_and_opens_the_ou
         .unwrap()
         .unwrap();
     screenshot_page(c, "run").await;
-    wait_for(c, "#run-outputs a.asset-tile[data-name='mezzanine.mp4']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#run-outputs a.asset-tile[data-name='mezzanine.mp4']").await;
     wait_for(c, "video").await;
     c.goto(&app.url(&whole)).await.unwrap();
     wait_text(c, "pre, body", "$ ffmpeg").await;
     // Edit and run again: the form comes filled with this run's values.
     c.goto(&app.url(&run_path)).await.unwrap();
     wait_hydrated(c).await;
-    wait_for(c, "#run-edit").await.click().await.unwrap();
+    click(c, "#run-edit").await;
     wait_for(c, "#run-form").await;
     let filled = c
         .execute(
@@ -1078,6 +1068,380 @@ async fn a_creator_submits_a_transcode_from_the_form_watches_it_and_opens_the_ou
     wait_text(c, "#runs", "Transcode and proxies").await;
     wait_for(c, "#r-from").await;
     screenshot_page(c, "runs").await;
+    drop(b);
+    app.stop().await;
+}
+
+/// How much of a bar is drawn, 0–1: in a screenshot of the bar, the share of its middle
+/// row that is not the bar's own background (the track). This is what a person sees,
+/// whatever draws the fill (a style refused by the CSP draws it full).
+async fn drawn_fraction(c: &Client, css: &str) -> f64 {
+    use base64::Engine as _;
+    let png = wait_for(c, css).await.screenshot().await.unwrap();
+    let data = base64::engine::general_purpose::STANDARD.encode(png);
+    let measured = c
+        .execute_async(
+            "const [css, data, done] = arguments;
+             const track = getComputedStyle(document.querySelector(css)).backgroundColor.match(/[\\d.]+/g).map(Number);
+             const img = new Image();
+             img.onerror = () => done({ error: 'the screenshot is unreadable' });
+             img.onload = () => {
+                 const canvas = document.createElement('canvas');
+                 canvas.width = img.width; canvas.height = img.height;
+                 const g = canvas.getContext('2d');
+                 g.drawImage(img, 0, 0);
+                 const row = g.getImageData(0, Math.floor(img.height / 2), img.width, 1).data;
+                 let filled = 0;
+                 for (let x = 0; x < img.width; x++) {
+                     const d = Math.abs(row[4 * x] - track[0]) + Math.abs(row[4 * x + 1] - track[1]) + Math.abs(row[4 * x + 2] - track[2]);
+                     if (d > 100) filled++;
+                 }
+                 done({ filled, width: img.width });
+             };
+             img.src = 'data:image/png;base64,' + data;",
+            vec![json!(css), json!(data)],
+        )
+        .await
+        .unwrap();
+    assert!(measured["error"].is_null(), "{css}: {measured}");
+    let width = measured["width"].as_f64().unwrap();
+    assert!(width > 20.0, "{css} is drawn {width} px wide");
+    measured["filled"].as_f64().unwrap() / width
+}
+
+/// Waits until the bar at `css` is drawn at `want` (within two hundredths and a pixel or
+/// two), as the page follows the server.
+async fn wait_drawn(c: &Client, css: &str, want: f64) {
+    let mut drawn = f64::NAN;
+    for _ in 0..100 {
+        drawn = drawn_fraction(c, css).await;
+        if (drawn - want).abs() <= 0.025 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    screenshot(c, "failure").await;
+    panic!(
+        "{css} is drawn at {:.1} %, not {:.1} % (see target/screenshots/failure.png)",
+        drawn * 100.0,
+        want * 100.0
+    );
+}
+
+/// Keeps what the page's code reports as going wrong (panics reach console.error through
+/// the panic hook; a trapped wasm raises an error event) for [`page_errors`].
+async fn collect_page_errors(c: &Client) {
+    c.execute(
+        "window.__slateErrors = [];
+         const keep = console.error;
+         console.error = (...a) => { window.__slateErrors.push(a.map(String).join(' ')); keep.apply(console, a); };
+         window.addEventListener('error', e => window.__slateErrors.push('uncaught: ' + e.message));
+         window.addEventListener('unhandledrejection', e => window.__slateErrors.push('unhandled: ' + String(e.reason)));
+         return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+}
+
+async fn page_errors(c: &Client) -> Vec<String> {
+    let errors = c
+        .execute("return window.__slateErrors || ['the error collector is gone (the page was reloaded)'];", vec![])
+        .await
+        .unwrap();
+    serde_json::from_value(errors).unwrap()
+}
+
+/// Whether leaving the page now would be stopped to ask first (a beforeunload listener
+/// cancels the event).
+async fn leaving_asks(c: &Client) -> bool {
+    c.execute(
+        "const e = new Event('beforeunload', { cancelable: true }); window.dispatchEvent(e); return e.defaultPrevented;",
+        vec![],
+    )
+    .await
+    .unwrap()
+        == json!(true)
+}
+
+/// A file of `mib` MiB that compresses badly, and its SHA-256.
+fn big_file(dir: &std::path::Path, name: &str, mib: u32) -> (PathBuf, String) {
+    use sha2::Digest as _;
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(name);
+    let data: Vec<u8> = (0..mib * 1024 * 1024 / 4)
+        .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+        .collect();
+    std::fs::write(&path, &data).unwrap();
+    let sha = sha2::Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (path, sha)
+}
+
+/// Waits until part of an upload is on the server, and returns how much.
+async fn wait_part_received(app: &TestApp) -> i64 {
+    for _ in 0..400 {
+        let stored: i64 = sqlx::query_scalar("select coalesce(max(received), 0) from uploads")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if stored > 0 {
+            return stored;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no part of the file arrived");
+}
+
+async fn wait_asset_state(app: &TestApp, name: &str, want: &str) {
+    let mut state = None;
+    for _ in 0..600 {
+        state = sqlx::query_scalar::<_, String>(
+            "select state from assets where name = $1 and deleted_at is null",
+        )
+        .bind(name)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+        if state.as_deref() == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} is {state:?}, never {want}");
+}
+
+#[tokio::test]
+async fn an_upload_goes_on_in_the_tray_while_its_uploader_moves_around_the_app() {
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("slate-tray-{}", uuid::Uuid::now_v7().simple()));
+    let (big, sha) = big_file(&dir, "take_07.bin", 64);
+    let app = spawn_app().await;
+    app.create_user("cara@studio.test", "creator").await;
+    let b = browser().await;
+    let c = &b.client;
+    sign_in(c, &app, "cara@studio.test").await;
+    click(c, "a.nav-link[href='/assets']").await;
+    wait_path(c, "/assets").await;
+    wait_hydrated(c).await;
+    set_marker(c).await;
+    collect_page_errors(c).await;
+    assert!(!leaving_asks(c).await, "nothing to lose yet");
+
+    wait_for(c, "#dropzone input[type=file]")
+        .await
+        .send_keys(&big.display().to_string())
+        .await
+        .unwrap();
+    let row = "#upload-tray li[data-name='take_07.bin']";
+    wait_part_received(&app).await;
+    // Paused, so that it is still unfinished whatever the machine's speed.
+    c.find(Locator::XPath(
+        "//ul[@id='upload-queue']/li[@data-name='take_07.bin']//button[normalize-space()='Pause']",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    wait_for(
+        c,
+        "#upload-queue li[data-name='take_07.bin'][data-status=paused]",
+    )
+    .await;
+
+    // Away from the Assets page, in the app: the tray is still there with the upload.
+    click(c, "a.nav-link[href='/runs']").await;
+    wait_path(c, "/runs").await;
+    wait_for(c, "#new-run").await;
+    wait_for(c, &format!("{row}[data-status=paused]")).await;
+    let detail = text_of(c, &format!("{row} .upload-detail")).await;
+    assert!(detail.starts_with("Paused at "), "{detail}");
+    assert!(
+        text_of(c, "#upload-tray .tray-toggle")
+            .await
+            .contains("1 file paused"),
+        "the tray says what goes on"
+    );
+    assert!(
+        leaving_asks(c).await,
+        "a paused upload would be dropped by a reload: the page asks"
+    );
+    // The tray's bar is drawn at the fraction it states.
+    let value: f64 = wait_for(c, &format!("{row} progress"))
+        .await
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(value > 0.0 && value < 100.0, "{value}");
+    wait_drawn(c, &format!("{row} progress"), value / 100.0).await;
+    screenshot(c, "upload-tray").await;
+
+    // Collapsed from the keyboard and opened again.
+    wait_for(c, "#upload-tray-toggle")
+        .await
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    wait_for(c, "#upload-tray.collapsed").await;
+    assert_eq!(
+        wait_for(c, "#upload-tray-toggle")
+            .await
+            .attr("aria-expanded")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("false")
+    );
+    screenshot(c, "upload-tray-collapsed").await;
+    wait_for(c, "#upload-tray-toggle")
+        .await
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    wait_for(c, "#upload-tray:not(.collapsed)").await;
+
+    // On a small screen the tray takes the width at the bottom.
+    c.set_window_size(390, 800).await.unwrap();
+    screenshot(c, "upload-tray-narrow").await;
+    c.set_window_size(1280, 860).await.unwrap();
+
+    // Resumed, and the uploader moves on again while it runs.
+    click(c, &format!("{row} button[aria-label='Resume take_07.bin']")).await;
+    click(c, "a.nav-link[href='/']").await;
+    wait_path(c, "/").await;
+    c.wait()
+        .at_most(Duration::from_secs(120))
+        .for_element(Locator::Css(&format!("{row}[data-status=done]")))
+        .await
+        .expect("the upload finishes on another page");
+    assert!(!leaving_asks(c).await, "nothing left to lose");
+    wait_asset_state(&app, "take_07.bin", "ready").await;
+    let stored: Option<String> = sqlx::query_scalar(
+        "select v.sha256 from asset_versions v join assets a on a.id = v.asset_id where a.name = 'take_07.bin'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        stored.as_deref(),
+        Some(sha.as_str()),
+        "the file arrived whole"
+    );
+
+    // Back in the library (in the app) the asset is ready, and the tray clears.
+    click(c, "a.nav-link[href='/assets']").await;
+    wait_for(c, ".asset-tile[data-name='take_07.bin']").await;
+    wait_text(
+        c,
+        ".asset-tile[data-name='take_07.bin'] .tile-meta",
+        "64.0 MiB",
+    )
+    .await;
+    assert!(
+        c.find(Locator::Css(
+            ".asset-tile[data-name='take_07.bin'] .state-badge"
+        ))
+        .await
+        .is_err(),
+        "ready: no state badge"
+    );
+    click(c, "#upload-clear").await;
+    // An empty tray goes away.
+    wait_gone(c, "#upload-tray").await;
+    assert!(marker_survived(c).await, "all of it without a reload");
+    assert_eq!(
+        page_errors(c).await,
+        Vec::<String>::new(),
+        "no errors in the page"
+    );
+    let _ = b.client.clone().close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn progress_bars_are_drawn_at_their_fraction_after_in_app_navigation_and_live_updates() {
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let app = spawn_app().await;
+    // A run held at a known point: its transcode a quarter done, the proxy waiting for it.
+    let run = uuid::Uuid::now_v7();
+    sqlx::query(
+        "insert into runs (id, pipeline_id, params, state, submitted_by, started_at)
+         select $1, p.id, '{}'::jsonb, 'running', u.id, now() from pipelines p, users u
+         where p.name = 'transcode-and-proxies' and u.email = $2 order by p.version desc limit 1",
+    )
+    .bind(run)
+    .bind(ADMIN_EMAIL)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    for (name, state, needs, progress) in [
+        ("mezzanine", "running", vec![], Some(0.25f32)),
+        ("proxy", "waiting", vec!["mezzanine".to_owned()], None),
+    ] {
+        sqlx::query(
+            "insert into run_stages (id, run_id, name, executor, needs, state, priority, attempts_max,
+                                     attempt, progress, lease_owner, lease_until, queued_at, started_at)
+             values ($1, $2, $3, 'local', $4, $5, 0, 1, 1, $6, $7, now() + interval '1 hour', now(), now())",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(run)
+        .bind(name)
+        .bind(needs)
+        .bind(state)
+        .bind(progress)
+        .bind(uuid::Uuid::now_v7())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let b = browser().await;
+    let c = &b.client;
+    sign_in(c, &app, ADMIN_EMAIL).await;
+    wait_path(c, "/").await;
+    wait_hydrated(c).await;
+    set_marker(c).await;
+    collect_page_errors(c).await;
+
+    // The runs list, reached in the app: the run is an eighth done (a quarter of one of two).
+    click(c, "a.nav-link[href='/runs']").await;
+    // `.progress` is whatever draws a bar.
+    let listed = format!("#runs tr[data-run='{run}'] .progress");
+    wait_drawn(c, &listed, 0.125).await;
+
+    // Its page: each stage's bar at its own fraction, the run's at the average.
+    click(c, &format!("#runs tr[data-run='{run}'] a")).await;
+    let encode = "li.stage[data-stage='mezzanine'] .progress";
+    let proxy = "li.stage[data-stage='proxy'] .progress";
+    wait_drawn(c, encode, 0.25).await;
+    wait_drawn(c, proxy, 0.0).await;
+    wait_drawn(c, "#run-head .progress", 0.125).await;
+
+    // The stage moves on: the page follows by server push and redraws the bars.
+    sqlx::query("update run_stages set progress = 0.6 where run_id = $1 and name = 'mezzanine'")
+        .bind(run)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    wait_drawn(c, encode, 0.6).await;
+    wait_drawn(c, "#run-head .progress", 0.3).await;
+    wait_drawn(c, proxy, 0.0).await;
+    screenshot(c, "run-progress").await;
+
+    // And back in the list, in the app.
+    click(c, "a.nav-link[href='/runs']").await;
+    wait_drawn(c, &listed, 0.3).await;
+    assert!(marker_survived(c).await, "all of it without a reload");
+    assert_eq!(
+        page_errors(c).await,
+        Vec::<String>::new(),
+        "no errors in the page"
+    );
     drop(b);
     app.stop().await;
 }

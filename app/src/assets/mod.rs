@@ -7,6 +7,7 @@ mod upload;
 
 pub use api::*;
 pub use pages::*;
+pub use upload::{provide_uploads, use_uploads, Uploads};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -64,6 +65,41 @@ pub struct AssetCard {
     pub size: Option<i64>,
     pub has_thumbnail: bool,
     pub created_at: DateTime<Utc>,
+    /// The newest version's upload while it is unfinished on the server.
+    #[serde(default)]
+    pub pending_upload: Option<PendingUpload>,
+}
+
+/// An upload the server is still receiving: how far it got, and what it needs to go on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingUpload {
+    pub upload_id: Uuid,
+    /// Who is uploading (only they can continue it).
+    pub uploader: Uuid,
+    /// The name the file had when the upload started.
+    pub file_name: String,
+    pub received: i64,
+    /// Absent while the client defers the length.
+    pub length: Option<i64>,
+    /// The version it makes (1: the asset's first upload).
+    pub version: i32,
+}
+
+impl PendingUpload {
+    /// Where the tus server keeps it.
+    pub fn url(&self) -> String {
+        format!("/api/uploads/{}", self.upload_id)
+    }
+
+    /// How much arrived, as a whole percent (rounded down: 100 only when complete).
+    pub fn percent(&self) -> Option<u32> {
+        let length = self.length.filter(|l| *l > 0)?;
+        Some(
+            ((self.received.max(0) as f64 / length as f64) * 100.0)
+                .floor()
+                .min(100.0) as u32,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -77,6 +113,25 @@ mod tests {
         assert_eq!(format_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
         assert_eq!(format_duration(125.4), "2:05");
         assert_eq!(format_duration(3723.0), "1:02:03");
+    }
+
+    #[test]
+    fn an_interrupted_upload_says_how_far_it_got() {
+        let pending = |received, length| PendingUpload {
+            upload_id: Uuid::nil(),
+            uploader: Uuid::nil(),
+            file_name: "plate.exr".into(),
+            received,
+            length,
+            version: 1,
+        };
+        assert_eq!(pending(8 << 20, Some(20 << 20)).percent(), Some(40));
+        assert_eq!(pending(999, Some(1000)).percent(), Some(99));
+        assert_eq!(pending(5, None).percent(), None);
+        assert_eq!(
+            pending(0, Some(1)).url(),
+            "/api/uploads/00000000-0000-0000-0000-000000000000"
+        );
     }
 }
 

@@ -1,16 +1,18 @@
 //! The asset library (upload, filter, browse) and the page of one asset (preview,
-//! facts, tags, versions, download, delete).
+//! facts, tags, versions, download, delete), the upload tray every page shows, and the
+//! note on an asset whose upload was cut off, with the control that continues it.
 
 use leptos::prelude::*;
 use leptos_router::components::{Form, A};
 use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 use uuid::Uuid;
 
-use super::upload::{format_eta, format_speed, UploadItem, UploadStatus, Uploads};
+use super::upload::{format_eta, format_speed, use_uploads, UploadItem, UploadStatus, Uploads};
 use super::*;
 use crate::components::{
-    encode_query_value, follow_events, EmptyState, ErrorNote, PageHeader, Time,
+    encode_query_value, follow_events, EmptyState, ErrorNote, PageHeader, ProgressBar, Time,
 };
+use crate::shell::Auth;
 
 const KINDS: [(&str, &str); 6] = [
     ("image", "Images"),
@@ -137,6 +139,8 @@ pub fn AssetsPage() -> impl IntoView {
 fn AssetTile(card: AssetCard) -> impl IntoView {
     let href = format!("/assets/{}", card.id);
     let data_name = card.name.clone();
+    let id = card.id;
+    let pending = card.pending_upload.clone();
     let title = card.name.clone();
     let thumb = card
         .has_thumbnail
@@ -150,8 +154,7 @@ fn AssetTile(card: AssetCard) -> impl IntoView {
     .flatten()
     .collect::<Vec<_>>()
     .join(" · ");
-    view! {
-        <A href=href attr:class="asset-tile" attr:data-name=data_name>
+    let body = view! {
             <div class="thumb">
                 {match thumb {
                     Some(src) => view! { <img src=src alt="" loading="lazy"/> }.into_any(),
@@ -167,7 +170,18 @@ fn AssetTile(card: AssetCard) -> impl IntoView {
                     <div class="tags">{card.tags.into_iter().map(|t| view! { <span class="tag">{t}</span> }).collect_view()}</div>
                 })}
             </div>
-        </A>
+    };
+    match pending {
+        None => view! { <A href=href attr:class="asset-tile" attr:data-name=data_name>{body}</A> }
+            .into_any(),
+        // A file picker cannot sit inside a link: the tile holds the link and the control.
+        Some(pending) => view! {
+            <div class="asset-tile has-resume" data-name=data_name>
+                <A href=href attr:class="tile-link">{body}</A>
+                <InterruptedUpload asset=id pending/>
+            </div>
+        }
+        .into_any(),
     }
 }
 
@@ -191,10 +205,12 @@ fn state_label(state: &str) -> &'static str {
     }
 }
 
-/// Drag-and-drop and file-picker uploads, with the queue of this page.
+/// Drag-and-drop and file-picker uploads; they join the app's queue, which the tray
+/// shows on every page.
 #[component]
 pub fn UploadPanel(asset: Option<Uuid>) -> impl IntoView {
-    let uploads = Uploads::new();
+    #[cfg(feature = "hydrate")]
+    let uploads = use_uploads();
     let hovering = RwSignal::new(false);
     let input_id = format!(
         "upload-input-{}",
@@ -222,9 +238,8 @@ pub fn UploadPanel(asset: Option<Uuid>) -> impl IntoView {
             <div class="dropzone-prompt">
                 <strong>{if asset.is_some() { "Drop a file here to add a new version" } else { "Drop files here to upload" }}</strong>
                 <span class="muted">" or "</span>
-                <label for=input_id.clone() class="btn">"Choose files…"</label>
                 <input
-                    id=input_id
+                    id=input_id.clone()
                     class="visually-hidden"
                     type="file"
                     multiple=asset.is_none()
@@ -241,23 +256,106 @@ pub fn UploadPanel(asset: Option<Uuid>) -> impl IntoView {
                         let _ = ev;
                     }
                 />
-                <p class="hint">"Large files upload in pieces and survive dropped connections. After a reload, choose the same file again to continue where it stopped."</p>
+                <label for=input_id class="btn">"Choose files…"</label>
+                <p class="hint">"Large files upload in pieces and survive dropped connections. They go on while you use the rest of Slate: the uploads tray follows them on every page. After a reload, choose the same file again to continue where it stopped."</p>
             </div>
-            <UploadQueue uploads/>
         </section>
     }
 }
 
+/// The tray's heading: what is going on, in a few words (tracked).
+fn tray_summary(uploads: Uploads) -> String {
+    let (fraction, unfinished) = uploads.overall();
+    let count = |wanted: fn(&UploadStatus) -> bool| {
+        uploads
+            .items
+            .with(|items| items.iter().filter(|i| i.status.with(wanted)).count())
+    };
+    let moving = count(|s| matches!(s, UploadStatus::Uploading | UploadStatus::Retrying { .. }));
+    let failed = count(|s| matches!(s, UploadStatus::Failed(_)));
+    let total = uploads.items.with(Vec::len);
+    let files = |n: usize| {
+        if n == 1 {
+            "1 file".to_owned()
+        } else {
+            format!("{n} files")
+        }
+    };
+    let percent = crate::components::progress_percent(fraction).floor();
+    if moving > 0 {
+        format!("Uploading {} · {percent:.0} %", files(unfinished))
+    } else if unfinished > 0 {
+        format!("{} paused · {percent:.0} %", files(unfinished))
+    } else if failed > 0 {
+        format!("{} not uploaded", files(failed))
+    } else {
+        format!("{} uploaded", files(total))
+    }
+}
+
+/// This tab's uploads, drawn by the shell on every page so that they stay in sight
+/// (and go on) while people move around: each file's progress, speed and controls.
+/// Collapsible (Escape closes it too); absent while there is nothing to show.
 #[component]
-fn UploadQueue(uploads: Uploads) -> impl IntoView {
+pub fn UploadTray() -> impl IntoView {
+    let uploads = use_uploads();
+    let open = RwSignal::new(true);
+    let toggle = NodeRef::<leptos::html::Button>::new();
+    let summary = move || tray_summary(uploads);
+    let overall = Signal::derive(move || uploads.overall().0);
+    let unfinished = move || uploads.overall().1 > 0;
+    // For screen readers: said when the counts change, not at every percent.
+    let announced = Memo::new(move |_| {
+        let (_, unfinished) = uploads.overall();
+        if unfinished > 0 {
+            format!("{unfinished} uploads in progress")
+        } else {
+            "Uploads finished".to_owned()
+        }
+    });
+    let any_done = move || {
+        uploads
+            .items
+            .with(|items| items.iter().any(|i| i.status.get() == UploadStatus::Done))
+    };
     view! {
         <Show when=move || !uploads.items.read().is_empty()>
-            <ul class="upload-queue" id="upload-queue">
-                <For each=move || uploads.items.get() key=|item| item.key let:item>
-                    <UploadRow item uploads/>
-                </For>
-            </ul>
-            <button type="button" class="btn small" on:click=move |_| uploads.clear_finished()>"Clear finished"</button>
+            <aside class="upload-tray" id="upload-tray" aria-label="Uploads"
+                class:collapsed=move || !open.get()
+                on:keydown=move |ev| {
+                    if ev.key() == "Escape" && open.get_untracked() {
+                        open.set(false);
+                        #[cfg(feature = "hydrate")]
+                        if let Some(button) = toggle.get_untracked() {
+                            let _ = button.focus();
+                        }
+                    }
+                }>
+                <div class="tray-head">
+                    <button type="button" class="tray-toggle" id="upload-tray-toggle" node_ref=toggle
+                        aria-expanded=move || open.get().to_string() aria-controls="upload-tray-body"
+                        on:click=move |_| open.update(|o| *o = !*o)>
+                        <span class="tray-title">{summary}</span>
+                        <span class="tray-chevron" aria-hidden="true">{move || if open.get() { "▾" } else { "▴" }}</span>
+                        <span class="visually-hidden">{move || if open.get() { " (hide the list)" } else { " (show the list)" }}</span>
+                    </button>
+                </div>
+                // The sum of all, when the rows do not show it already.
+                <Show when=move || unfinished() && (!open.get() || uploads.items.with(Vec::len) > 1)>
+                    <ProgressBar fraction=overall label="All uploads" class="tray-overall"/>
+                </Show>
+                <div class="tray-body" id="upload-tray-body" hidden=move || !open.get()>
+                    <ul class="upload-queue" id="upload-queue">
+                        <For each=move || uploads.items.get() key=|item| item.key let:item>
+                            <UploadRow item uploads/>
+                        </For>
+                    </ul>
+                    <Show when=any_done>
+                        <button type="button" class="btn small" id="upload-clear" on:click=move |_| uploads.clear_finished()>"Clear finished"</button>
+                    </Show>
+                </div>
+                <p class="visually-hidden" role="status">{announced}</p>
+            </aside>
         </Show>
     }
 }
@@ -286,44 +384,101 @@ fn UploadRow(item: UploadItem, uploads: Uploads) -> impl IntoView {
                 }
                 parts.join(" · ")
             }
-            UploadStatus::Paused => format!("Paused at {}", format_bytes(item.sent.get() as u64)),
-            UploadStatus::Retrying { attempt } => {
-                format!("Connection lost; retrying (attempt {attempt})…")
+            UploadStatus::Paused => format!(
+                "Paused at {} of {}",
+                format_bytes(item.sent.get() as u64),
+                format_bytes(item.size as u64)
+            ),
+            UploadStatus::Retrying { attempt, why } => {
+                format!("{why}; trying again (attempt {attempt})…")
             }
             UploadStatus::Done => "Uploaded; processing follows in the library.".to_owned(),
             UploadStatus::Failed(message) => message,
         }
     };
-    let percent = {
+    let fraction = {
         let item = item.clone();
-        move || item.percent()
+        Signal::derive(move || item.fraction())
     };
+    let name = item.name.clone();
     view! {
-        <li class="upload-row" data-name=item.name.clone() data-status=move || match status.get() {
-            UploadStatus::Uploading => "uploading",
-            UploadStatus::Paused => "paused",
-            UploadStatus::Retrying { .. } => "retrying",
-            UploadStatus::Done => "done",
-            UploadStatus::Failed(_) => "failed",
-        }>
+        <li class="upload-row" data-name=item.name.clone() data-status=move || status.get().as_str()>
             <div class="upload-name" title=item.name.clone()>{item.name.clone()}</div>
-            <progress max="100" value=move || format!("{:.1}", percent()) aria-label=format!("Upload of {}", item.name)></progress>
+            <ProgressBar fraction label=format!("Upload of {}", item.name)/>
             <div class="upload-detail" class:error=move || matches!(status.get(), UploadStatus::Failed(_))>{detail}</div>
             <div class="upload-actions">
-                {move || match status.get() {
-                    UploadStatus::Uploading | UploadStatus::Retrying { .. } => view! {
-                        <button type="button" class="btn small" on:click=move |_| uploads.pause(key)>"Pause"</button>
-                    }.into_any(),
-                    UploadStatus::Paused | UploadStatus::Failed(_) => view! {
-                        <button type="button" class="btn small" on:click=move |_| uploads.resume(key)>"Resume"</button>
-                    }.into_any(),
-                    UploadStatus::Done => ().into_any(),
+                {move || {
+                    let name = name.clone();
+                    match status.get() {
+                        UploadStatus::Uploading | UploadStatus::Retrying { .. } => view! {
+                            <button type="button" class="btn small" aria-label=format!("Pause {name}") on:click=move |_| uploads.pause(key)>"Pause"</button>
+                        }.into_any(),
+                        UploadStatus::Paused | UploadStatus::Failed(_) => view! {
+                            <button type="button" class="btn small" aria-label=format!("Resume {name}") on:click=move |_| uploads.resume(key)>"Resume"</button>
+                        }.into_any(),
+                        UploadStatus::Done => ().into_any(),
+                    }
                 }}
-                {move || (status.get() != UploadStatus::Done).then(|| view! {
-                    <button type="button" class="btn small danger" on:click=move |_| uploads.cancel(key)>"Cancel"</button>
-                })}
+                {
+                    let name = item.name.clone();
+                    move || (status.get() != UploadStatus::Done).then(|| view! {
+                        <button type="button" class="btn small danger" aria-label=format!("Cancel {name}") on:click=move |_| uploads.cancel(key)>"Cancel"</button>
+                    })
+                }
             </div>
         </li>
+    }
+}
+
+/// On an asset whose upload was cut off (a reload, a crash, a closed tab), for the
+/// person uploading it when this tab is not: how far it got, and a control to choose the
+/// file again, which continues the same upload where the server stopped.
+#[component]
+fn InterruptedUpload(asset: Uuid, pending: PendingUpload) -> impl IntoView {
+    let auth = expect_context::<Auth>();
+    let uploads = use_uploads();
+    let url = pending.url();
+    let uploader = pending.uploader;
+    // Even while the server may still be writing a request to it: right after a reload
+    // the cut-off request often still is, and that is when the note is needed.
+    let shown =
+        move || auth.me().get().is_some_and(|me| me.user_id == uploader) && !uploads.holds(&url);
+    let error = RwSignal::new(None::<String>);
+    let input_id = format!("resume-{}", pending.upload_id);
+    let text = match pending.percent() {
+        Some(p) => format!("Upload interrupted at {p} % — choose the same file again to resume"),
+        None => format!(
+            "Upload interrupted after {} — choose the same file again to resume",
+            format_bytes(pending.received.max(0) as u64)
+        ),
+    };
+    let choose = format!("Choose {}…", pending.file_name);
+    #[cfg(not(feature = "hydrate"))]
+    let _ = asset;
+    view! {
+        <Show when=shown>
+            <div class="interrupted" data-upload=pending.upload_id.to_string()>
+                <p class="interrupted-text">{text.clone()}</p>
+                <input id=input_id.clone() class="visually-hidden" type="file"
+                    on:change={
+                        let pending = pending.clone();
+                        move |ev| {
+                            #[cfg(feature = "hydrate")]
+                            {
+                                let input: web_sys::HtmlInputElement = event_target(&ev);
+                                if let Some(file) = input.files().and_then(|f| f.get(0)) {
+                                    error.set(uploads.continue_interrupted(file, &pending, asset).err());
+                                }
+                                input.set_value("");
+                            }
+                            #[cfg(not(feature = "hydrate"))]
+                            let _ = (ev, &pending, error);
+                        }
+                    }/>
+                <label for=input_id.clone() class="btn small">{choose.clone()}</label>
+                {move || error.get().map(|e| view! { <p class="interrupted-error" role="alert">{e}</p> })}
+            </div>
+        </Show>
     }
 }
 
@@ -400,6 +555,7 @@ fn asset_view(
                 {card.failure.clone().map(|f| view! { <span>{f}</span> })}
             </div>
         })}
+        {card.pending_upload.clone().map(|pending| view! { <InterruptedUpload asset=id pending/> })}
         <div class="asset-layout">
             <section class="card preview-card">{preview}</section>
             <section class="card facts-card">

@@ -3,23 +3,52 @@
 //! with backoff after network errors, and resume after a reload (the upload URL is kept
 //! in localStorage under the file's fingerprint; re-selecting the file continues it).
 //!
-//! The state is plain signals so the queue renders the same on the server (empty) and
-//! in the browser; only the driver touches browser APIs.
+//! The queue belongs to the app, not to a page: [`Uploads`] is made once by the root
+//! component and every item's signals are created under the root's owner, so leaving the
+//! page an upload started on disposes nothing and the upload goes on (the shell's tray
+//! shows it). The state is plain signals so the tray renders the same on the server
+//! (empty) and in the browser; only the driver touches browser APIs.
 
 use leptos::prelude::*;
 #[cfg(feature = "hydrate")]
 use uuid::Uuid;
 
+#[cfg(feature = "hydrate")]
+use super::PendingUpload;
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum UploadStatus {
     Uploading,
     Paused,
-    /// Waiting before the next attempt after a network error.
+    /// Waiting before the next attempt after a network error or a busy server.
     Retrying {
         attempt: usize,
+        /// Why, for people: "Connection lost", "The server is busy".
+        why: &'static str,
     },
     Done,
     Failed(String),
+}
+
+impl UploadStatus {
+    /// Still on its way: a reload or a closed tab would drop it.
+    pub fn unfinished(&self) -> bool {
+        matches!(
+            self,
+            UploadStatus::Uploading | UploadStatus::Paused | UploadStatus::Retrying { .. }
+        )
+    }
+
+    /// The state as a word, for `data-status` (styles and tests).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UploadStatus::Uploading => "uploading",
+            UploadStatus::Paused => "paused",
+            UploadStatus::Retrying { .. } => "retrying",
+            UploadStatus::Done => "done",
+            UploadStatus::Failed(_) => "failed",
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -33,16 +62,19 @@ pub struct UploadItem {
     pub speed: RwSignal<f64>,
     /// Where the upload resumed from after a reload, when it did.
     pub resumed_from: RwSignal<Option<f64>>,
+    /// Where the server keeps it (`/api/uploads/{id}`), once known.
+    pub url: RwSignal<Option<String>>,
     #[cfg(feature = "hydrate")]
     handle: StoredValue<browser::Handle, LocalStorage>,
 }
 
 impl UploadItem {
-    pub fn percent(&self) -> f64 {
+    /// 0–1.
+    pub fn fraction(&self) -> f64 {
         if self.size <= 0.0 {
-            100.0
+            1.0
         } else {
-            (self.sent.get() / self.size * 100.0).clamp(0.0, 100.0)
+            (self.sent.get() / self.size).clamp(0.0, 1.0)
         }
     }
 
@@ -53,7 +85,7 @@ impl UploadItem {
     }
 }
 
-/// The upload queue of this page.
+/// The upload queue of the app, shared through the context (see [`provide_uploads`]).
 #[derive(Clone, Copy)]
 pub struct Uploads {
     pub items: RwSignal<Vec<UploadItem>>,
@@ -62,25 +94,71 @@ pub struct Uploads {
         expect(dead_code, reason = "files are added only in the browser")
     )]
     next_key: StoredValue<u64>,
+    /// The root's owner, under which items are created (whatever page adds them). Kept
+    /// only in the browser: on the server it would keep each request's owner alive.
+    #[cfg(feature = "hydrate")]
+    owner: StoredValue<Option<Owner>>,
 }
 
-impl Default for Uploads {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Makes the app's upload queue (call once, in the root component) and, in the browser,
+/// has the page ask before a reload or a closed tab drops an unfinished upload.
+pub fn provide_uploads() -> Uploads {
+    let uploads = Uploads {
+        items: RwSignal::new(Vec::new()),
+        next_key: StoredValue::new(0),
+        #[cfg(feature = "hydrate")]
+        owner: StoredValue::new(Owner::current()),
+    };
+    provide_context(uploads);
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| browser::guard_unload(uploads));
+    uploads
+}
+
+/// The app's upload queue.
+pub fn use_uploads() -> Uploads {
+    expect_context::<Uploads>()
 }
 
 impl Uploads {
-    pub fn new() -> Self {
-        Self {
-            items: RwSignal::new(Vec::new()),
-            next_key: StoredValue::new(0),
-        }
-    }
-
     fn find(&self, key: u64) -> Option<UploadItem> {
         self.items
             .with_untracked(|items| items.iter().find(|i| i.key == key).cloned())
+    }
+
+    /// Whether any upload is still on its way (read when the page is about to go).
+    pub fn unfinished_now(&self) -> bool {
+        self.items
+            .try_with_untracked(|items| {
+                items.iter().any(|i| {
+                    i.status
+                        .try_with_untracked(UploadStatus::unfinished)
+                        .unwrap_or(false)
+                })
+            })
+            .unwrap_or(false)
+    }
+
+    /// Whether the upload the server keeps at `url` is in this tab's queue (tracked).
+    pub fn holds(&self, url: &str) -> bool {
+        self.items
+            .with(|items| items.iter().any(|i| i.url.get().as_deref() == Some(url)))
+    }
+
+    /// Bytes sent of all unfinished uploads, 0–1, and how many there are (tracked).
+    pub fn overall(&self) -> (f64, usize) {
+        self.items.with(|items| {
+            let (mut sent, mut size, mut count) = (0.0, 0.0, 0);
+            for item in items
+                .iter()
+                .filter(|i| i.status.with(UploadStatus::unfinished))
+            {
+                sent += item.sent.get().min(item.size);
+                size += item.size;
+                count += 1;
+            }
+            (if size > 0.0 { sent / size } else { 0.0 }, count)
+        })
     }
 
     pub fn pause(&self, key: u64) {
@@ -118,24 +196,61 @@ impl Uploads {
     #[cfg(feature = "hydrate")]
     pub fn add(&self, files: web_sys::FileList, asset: Option<Uuid>) {
         for index in 0..files.length() {
-            let Some(file) = files.get(index) else {
-                continue;
-            };
-            let key = self.next_key.get_value();
-            self.next_key.set_value(key + 1);
-            let item = UploadItem {
-                key,
-                name: file.name(),
-                size: file.size(),
-                status: RwSignal::new(UploadStatus::Uploading),
-                sent: RwSignal::new(0.0),
-                speed: RwSignal::new(0.0),
-                resumed_from: RwSignal::new(None),
-                handle: StoredValue::new_local(browser::Handle::new(file, asset)),
-            };
-            self.items.update(|items| items.push(item.clone()));
-            browser::start(item);
+            if let Some(file) = files.get(index) {
+                self.push(file, asset, None);
+            }
         }
+    }
+
+    /// Continues an upload the server still has (cut off by a reload or a crash) with
+    /// the file chosen again. The upload's address is remembered under the file's
+    /// fingerprint, as a reload in this browser would have left it, so the usual resume
+    /// finds it; a file of another name or size is refused.
+    #[cfg(feature = "hydrate")]
+    pub fn continue_interrupted(
+        &self,
+        file: web_sys::File,
+        pending: &PendingUpload,
+        asset: Uuid,
+    ) -> Result<(), String> {
+        if !could_be_the_file(&file.name(), file.size(), pending) {
+            return Err(format!(
+                "That is not the file this upload was made from: choose {} ({}).",
+                pending.file_name,
+                pending
+                    .length
+                    .map(|l| super::format_bytes(l as u64))
+                    .unwrap_or_else(|| "the same size".into())
+            ));
+        }
+        let asset = (pending.version > 1).then_some(asset);
+        let url = pending.url();
+        browser::remember(&file, asset, &url);
+        self.push(file, asset, Some(url));
+        Ok(())
+    }
+
+    #[cfg(feature = "hydrate")]
+    fn push(&self, file: web_sys::File, asset: Option<Uuid>, url: Option<String>) {
+        let key = self.next_key.get_value();
+        self.next_key.set_value(key + 1);
+        let make = move || UploadItem {
+            key,
+            name: file.name(),
+            size: file.size(),
+            status: RwSignal::new(UploadStatus::Uploading),
+            sent: RwSignal::new(0.0),
+            speed: RwSignal::new(0.0),
+            resumed_from: RwSignal::new(None),
+            url: RwSignal::new(url),
+            handle: StoredValue::new_local(browser::Handle::new(file, asset)),
+        };
+        let item = match self.owner.get_value() {
+            Some(owner) => owner.with(make),
+            None => make(),
+        };
+        self.items.update(|items| items.push(item.clone()));
+        browser::start(item);
     }
 }
 
@@ -162,7 +277,6 @@ mod browser {
         xhr: Option<XmlHttpRequest>,
         /// Bumped by pause and cancel: a driver that sees another generation stops.
         generation: u32,
-        url: Option<String>,
     }
 
     impl Handle {
@@ -172,7 +286,6 @@ mod browser {
                 asset,
                 xhr: None,
                 generation: 0,
-                url: None,
             }
         }
     }
@@ -204,13 +317,47 @@ mod browser {
     }
 
     fn fingerprint(h: &Handle) -> String {
+        fingerprint_of(&h.file, h.asset)
+    }
+
+    fn fingerprint_of(file: &File, asset: Option<Uuid>) -> String {
         format!(
             "slate-upload:{}:{}:{}:{}",
-            h.file.name(),
-            h.file.size(),
-            h.file.last_modified(),
-            h.asset.map(|a| a.to_string()).unwrap_or_default()
+            file.name(),
+            file.size(),
+            file.last_modified(),
+            asset.map(|a| a.to_string()).unwrap_or_default()
         )
+    }
+
+    /// Remembers where the upload of `file` is kept, as starting it would have.
+    pub fn remember(file: &File, asset: Option<Uuid>, url: &str) {
+        if let Some(s) = storage() {
+            let _ = s.set_item(&fingerprint_of(file, asset), url);
+        }
+    }
+
+    /// Has the browser ask before the page goes (reload, closed tab, a link out of the
+    /// app) while an upload is unfinished: the queue lives in this page only.
+    pub fn guard_unload(uploads: super::Uploads) {
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        let listener = Closure::<dyn Fn(web_sys::Event)>::new(move |event: web_sys::Event| {
+            if uploads.unfinished_now() {
+                event.prevent_default();
+                // Browsers before the standard ask only when returnValue is set.
+                let _ = js_sys::Reflect::set(
+                    &event,
+                    &"returnValue".into(),
+                    &"An upload is still running.".into(),
+                );
+            }
+        });
+        let _ = window
+            .add_event_listener_with_callback("beforeunload", listener.as_ref().unchecked_ref());
+        // Kept for the page's life, as the app is.
+        listener.forget();
     }
 
     fn storage() -> Option<web_sys::Storage> {
@@ -246,7 +393,8 @@ mod browser {
 
     pub fn cancel(item: &UploadItem) {
         pause(item);
-        let (url, key) = item.handle.with_value(|h| (h.url.clone(), fingerprint(h)));
+        let url = item.url.get_untracked();
+        let key = item.handle.with_value(fingerprint);
         if let Some(s) = storage() {
             let _ = s.remove_item(&key);
         }
@@ -431,6 +579,7 @@ mod browser {
                 {
                     item.status.set(UploadStatus::Retrying {
                         attempt: attempt + 1,
+                        why: "Connection lost",
                     });
                     sleep(BACKOFF_MS[attempt]).await;
                     attempt += 1;
@@ -441,7 +590,7 @@ mod browser {
                 Err(Some(message)) => return Err(message),
             }
         };
-        item.handle.update_value(|h| h.url = Some(url.clone()));
+        item.url.set(Some(url.clone()));
         item.sent.set(offset);
         let size = item.size;
         let file = item.handle.with_value(|h| h.file.clone());
@@ -506,6 +655,11 @@ mod browser {
                     }
                     item.status.set(UploadStatus::Retrying {
                         attempt: attempt + 1,
+                        why: match reply.status {
+                            423 => "The server is still storing the last piece",
+                            409 => "Out of step with the server",
+                            _ => "The server is having trouble",
+                        },
                     });
                     sleep(BACKOFF_MS[attempt]).await;
                     attempt += 1;
@@ -528,6 +682,7 @@ mod browser {
                     }
                     item.status.set(UploadStatus::Retrying {
                         attempt: attempt + 1,
+                        why: "Connection lost",
                     });
                     item.speed.set(0.0);
                     sleep(BACKOFF_MS[attempt]).await;
@@ -560,6 +715,25 @@ mod browser {
     }
 }
 
+/// Whether a file chosen again could be the one an unfinished upload was made from: the
+/// same size to the byte and the same name (as the server keeps it: trimmed, and cut
+/// with an ellipsis when very long).
+#[cfg_attr(
+    all(not(feature = "hydrate"), not(test)),
+    expect(dead_code, reason = "files are chosen only in the browser")
+)]
+pub fn could_be_the_file(name: &str, size: f64, pending: &super::PendingUpload) -> bool {
+    let same_size = pending.length.is_none_or(|length| size == length as f64)
+        && size >= pending.received as f64;
+    let kept = pending.file_name.trim();
+    let name = name.trim();
+    let same_name = match kept.strip_suffix('…') {
+        Some(start) => name.starts_with(start),
+        None => name == kept,
+    };
+    same_size && same_name
+}
+
 /// `1.2 MiB/s`.
 pub fn format_speed(bytes_per_second: f64) -> String {
     format!(
@@ -581,6 +755,28 @@ pub fn format_eta(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_same_file_continues_an_upload() {
+        let pending = super::super::PendingUpload {
+            upload_id: uuid::Uuid::nil(),
+            uploader: uuid::Uuid::nil(),
+            file_name: "plate_4k.exr".into(),
+            received: 100,
+            length: Some(1000),
+            version: 1,
+        };
+        assert!(could_be_the_file("plate_4k.exr", 1000.0, &pending));
+        assert!(!could_be_the_file("plate_4k.exr", 999.0, &pending));
+        assert!(!could_be_the_file("plate_5k.exr", 1000.0, &pending));
+        let long = super::super::PendingUpload {
+            file_name: "a_very_long_na…".into(),
+            length: None,
+            ..pending
+        };
+        assert!(could_be_the_file("a_very_long_name.mov", 50_000.0, &long));
+        assert!(!could_be_the_file("a_very_long_name.mov", 10.0, &long));
+    }
 
     #[test]
     fn speeds_and_etas_read_naturally() {

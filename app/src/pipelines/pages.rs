@@ -15,7 +15,7 @@ use super::api::{
 use super::template::{ParamType, Parameter};
 use super::*;
 use crate::components::{
-    encode_query_value, follow_events, EmptyState, ErrorNote, PageHeader, Time,
+    encode_query_value, follow_events, EmptyState, ErrorNote, PageHeader, ProgressBar, Time,
 };
 
 pub const EVENTS_URL: &str = "/api/runs/events";
@@ -36,13 +36,7 @@ fn state_pill(state: &str) -> impl IntoView {
 }
 
 fn progress_bar(fraction: f32, label: String) -> impl IntoView {
-    let pct = (fraction.clamp(0.0, 1.0) * 100.0).round();
-    view! {
-        <div class="progress" role="progressbar" aria-valuemin="0" aria-valuemax="100"
-            aria-valuenow=pct.to_string() aria-label=label>
-            <div class="progress-fill" style=format!("width: {pct}%")></div>
-        </div>
-    }
+    view! { <ProgressBar fraction=f64::from(fraction) label/> }
 }
 
 /// How long from `from` to `to`, or to `now` (the server's clock: the browser's is not

@@ -18,8 +18,15 @@ use super::Assets;
 use crate::accounts::db_error;
 use crate::audit::{self, Who};
 
+/// `$1` is the viewer: an unfinished upload is shown to its uploader only.
 const CARD_COLUMNS: &str = "a.id, a.name, a.kind, a.state, a.failure, u.email, a.tags, v.size,
-     (v.thumbnail_key is not null) as has_thumbnail, a.created_at, a.owner_id";
+     (v.thumbnail_key is not null) as has_thumbnail, a.created_at, a.owner_id,
+     (select jsonb_build_object('upload_id', up.id, 'uploader', up.owner_id, 'file_name', pv.original_name,
+             'received', up.received, 'length', up.length, 'version', pv.number)
+        from asset_versions pv join uploads up on up.version_id = pv.id
+       where pv.asset_id = a.id and pv.state = 'uploading' and up.state = 'receiving'
+         and up.expires_at > now() and up.owner_id = $1
+       order by pv.number desc limit 1) as pending_upload";
 
 /// An asset still uploading is its owner's alone until the upload completes (then it is
 /// processed, and everyone sees it): others never see placeholders of bytes not there.
@@ -38,6 +45,9 @@ fn card(row: &sqlx::postgres::PgRow) -> AssetCard {
         size: row.get("size"),
         has_thumbnail: row.get::<Option<bool>, _>("has_thumbnail").unwrap_or(false),
         created_at: row.get("created_at"),
+        pending_upload: row
+            .get::<Option<serde_json::Value>, _>("pending_upload")
+            .and_then(|p| serde_json::from_value(p).ok()),
     }
 }
 
@@ -66,6 +76,7 @@ impl AssetsBackend for Assets {
             "select {CARD_COLUMNS} from assets a join users u on u.id = a.owner_id
              left join asset_versions v on v.id = a.current_version_id where a.deleted_at is null"
         ));
+        // The first argument, `$1` in CARD_COLUMNS.
         sql.push(format!(" and ({VISIBLE_TO} "))
             .push_bind(who.user_id)
             .push(")");
@@ -141,10 +152,10 @@ impl AssetsBackend for Assets {
         let row = sqlx::query(&format!(
             "select {CARD_COLUMNS}, a.current_version_id from assets a join users u on u.id = a.owner_id
              left join asset_versions v on v.id = a.current_version_id
-             where a.id = $1 and a.deleted_at is null and ({VISIBLE_TO} $2)"
+             where a.id = $2 and a.deleted_at is null and ({VISIBLE_TO} $1)"
         ))
-        .bind(id)
         .bind(who.user_id)
+        .bind(id)
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?
