@@ -447,12 +447,14 @@ fn run_view(
                         <button type="submit" class="btn danger" id="run-cancel">"Cancel run"</button>
                     </ActionForm>
                 })}
-                <ActionForm action=again attr:class="inline">
-                    <input type="hidden" name="id" value=id.to_string()/>
-                    <button type="submit" class="btn" id="run-again" title="The same template version and parameters, seed included">"Run again exactly"</button>
-                </ActionForm>
-                <A href=format!("/runs/new?template={}&from={id}", encode_query_value(&d.summary.template)) attr:class="btn" attr:id="run-edit"
-                    attr:title="The form of the template's current version, filled with this run's values">"Edit and run again"</A>
+                {d.can_change.then(|| view! {
+                    <ActionForm action=again attr:class="inline">
+                        <input type="hidden" name="id" value=id.to_string()/>
+                        <button type="submit" class="btn" id="run-again" title="The same template version and parameters, seed included">"Run again exactly"</button>
+                    </ActionForm>
+                    <A href=format!("/runs/new?template={}&from={id}", encode_query_value(&d.summary.template)) attr:class="btn" attr:id="run-edit"
+                        attr:title="The form of the template's current version, filled with this run's values">"Edit and run again"</A>
+                })}
             </div>
         </section>
         <section class="card" id="run-stages">
