@@ -113,6 +113,17 @@ struct Page {
     canary: Option<&'static str>,
 }
 
+/// Fails with every wrong case listed, after checking that the table was not thin.
+fn all_right(failures: &[String], checked: usize) {
+    assert!(checked > 500, "only {checked} cases");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} cases wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// A Slate with the canaries in place, and a session cookie for each role (none for
 /// `Nobody`).
 async fn cast() -> (TestApp, [(Who, Option<String>); 4]) {
@@ -236,13 +247,7 @@ async fn every_page_is_judged_on_the_path_the_router_serves() {
             }
         }
     }
-    assert!(checked > 500, "only {checked} cases");
-    assert!(
-        failures.is_empty(),
-        "{} of {checked} cases wrong:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    all_right(&failures, checked);
 }
 
 #[tokio::test]
@@ -309,13 +314,7 @@ async fn every_server_function_is_judged_on_the_path_it_is_called_at() {
             }
         }
     }
-    assert!(checked > 500, "only {checked} cases");
-    assert!(
-        failures.is_empty(),
-        "{} of {checked} cases wrong:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    all_right(&failures, checked);
 }
 
 /// A session that is never used: the calls below are refused or fail before they would
