@@ -194,6 +194,44 @@ async fn ensure_database(url: &str, wait: Duration) -> Result<(), DbError> {
     Ok(())
 }
 
+/// The one mapping from a database error to what the person who asked is told: the
+/// database being away is "try again" (503), anything else is the server's fault (500).
+/// The cause is logged here, once, and never reaches the client.
+pub fn app_error(err: sqlx::Error) -> app::error::AppError {
+    if is_unavailable(&err) {
+        tracing::warn!(error = %err, "database unavailable");
+        app::error::AppError::unavailable()
+    } else {
+        tracing::error!(error = %err, "database query failed");
+        app::error::AppError::internal()
+    }
+}
+
+/// Whether an error means the database cannot be reached now (as opposed to a query it
+/// refused).
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+    )
+}
+
+/// Whether the database refused a row because it would duplicate a unique key (23505).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+/// `result.or_app()?` in backends: the database error mapped by [`app_error`].
+pub trait OrAppError<T> {
+    fn or_app(self) -> Result<T, app::error::AppError>;
+}
+
+impl<T> OrAppError<T> for Result<T, sqlx::Error> {
+    fn or_app(self) -> Result<T, app::error::AppError> {
+        self.map_err(app_error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

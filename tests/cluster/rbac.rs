@@ -10,7 +10,7 @@ use server::cluster::{Cluster, Target};
 use slate_tests::fake_kube::FakeKube;
 use slate_tests::kube_fixtures::{apply_settled_base, base_manifests};
 
-use crate::topology::until;
+use super::topology::until;
 
 type Permission = (String, String, String);
 

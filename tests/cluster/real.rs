@@ -10,7 +10,7 @@
 use app::architecture::Source;
 use server::cluster::{Cluster, Target};
 
-use crate::topology::until;
+use super::topology::until;
 
 async fn real_cluster() -> Cluster {
     let path = std::env::var("KUBECONFIG").expect("set KUBECONFIG to a real cluster");

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 use slate_tests::{spawn_app, TestApp, ADMIN_EMAIL};
 
-use crate::text;
+use super::text;
 
 const SHA: &str = "4f2a9c1e0b7d3a5f6e8c9b0a1d2e3f4a5b6c7d8e";
 

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 use slate_tests::ADMIN_EMAIL;
 
-use crate::{kubectl_undo, Env};
+use super::{kubectl_undo, Env};
 
 fn patches(env: &Env, name: &str) -> Vec<slate_tests::fake_kube::Request> {
     env.fake
@@ -57,8 +57,8 @@ async fn revisions_are_recorded_live_and_at_start() {
     // ReplicaSets still there.
     let env = env
         .while_down(|fake| {
-            crate::set_image(fake, "blender", "blender:4.2.2");
-            crate::set_image(fake, "blender", "blender:4.2.3");
+            super::set_image(fake, "blender", "blender:4.2.2");
+            super::set_image(fake, "blender", "blender:4.2.3");
         })
         .await;
     let (_, _, images, _) = env.revision("Deployment", "blender", 4).await;

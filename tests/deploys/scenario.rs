@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use slate_tests::ADMIN_EMAIL;
 
-use crate::{kubectl_undo, Env};
+use super::{kubectl_undo, Env};
 
 async fn view(env: &Env, client: &reqwest::Client, filter: &[(&str, &str)]) -> Value {
     let form: Vec<(String, &str)> = filter

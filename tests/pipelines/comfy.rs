@@ -9,7 +9,7 @@ use slate_tests::fake_comfy::{FakeComfy, Mode};
 use slate_tests::spawn_app_with;
 use sqlx::PgPool;
 
-use crate::{admin, caps};
+use super::{admin, caps};
 
 #[tokio::test]
 async fn keyframes_wait_for_an_endpoint_then_become_an_animatic() {
@@ -21,7 +21,7 @@ async fn keyframes_wait_for_an_endpoint_then_become_an_animatic() {
     .await;
     let params =
         json!({"prompt": "a red fox at dawn, storyboard", "count": 2, "fps": 2, "seed": 424242});
-    let run = crate::submit_as_admin(&app, &caps(), "keyframes-to-animatic", params).await;
+    let run = super::submit_as_admin(&app, &caps(), "keyframes-to-animatic", params).await;
 
     // No endpoint yet: the stage waits and says why.
     let stage_status = || async {
@@ -51,7 +51,7 @@ async fn keyframes_wait_for_an_endpoint_then_become_an_animatic() {
     let secret = slate_tests::colab_secret(&app).await;
     let comfy = FakeComfy::start(Mode::Current).await;
     slate_tests::colab_up(&app, &secret, "k-1", &comfy.url()).await;
-    let state = crate::wait_run(&app, run).await;
+    let state = super::wait_run(&app, run).await;
     let stages: Vec<(String, String, Option<String>)> =
         sqlx::query_as("select name, state, status_message from run_stages where run_id = $1")
             .bind(run)
@@ -132,7 +132,7 @@ async fn a_prompt_in_flight_when_slate_stops_is_followed_after_the_restart_not_r
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let params = json!({"prompt": "a heron", "count": 1, "seed": 7});
-    let run = crate::submit_as_admin(&app, &caps(), "keyframes-to-animatic", params).await;
+    let run = super::submit_as_admin(&app, &caps(), "keyframes-to-animatic", params).await;
     for _ in 0..200 {
         if !comfy.prompts().is_empty() {
             break;
@@ -157,7 +157,7 @@ async fn a_prompt_in_flight_when_slate_stops_is_followed_after_the_restart_not_r
     config.comfyui_poll_ms = 100;
     config.local_stages = 2;
     let app = slate_tests::start(config).await;
-    let state = crate::wait_run(&app, run).await;
+    let state = super::wait_run(&app, run).await;
     assert_eq!(state, "succeeded");
     assert_eq!(
         comfy.prompts().len(),
@@ -179,7 +179,7 @@ async fn a_prompt_in_flight_when_slate_stops_is_followed_after_the_restart_not_r
 /// Submits keyframes (one image, no animatic needed beyond it) and returns the run.
 async fn keyframes(app: &slate_tests::TestApp, seed: i64) -> uuid::Uuid {
     let params = json!({"prompt": "a lighthouse in fog", "count": 1, "fps": 1, "seed": seed});
-    crate::submit_as_admin(app, &caps(), "keyframes-to-animatic", params).await
+    super::submit_as_admin(app, &caps(), "keyframes-to-animatic", params).await
 }
 
 async fn keyframes_stage(
@@ -246,12 +246,12 @@ async fn steps_and_the_last_image_come_over_the_socket_and_a_dropped_socket_fall
     assert_eq!(res.headers()["content-type"], "image/png");
     assert!(res.bytes().await.unwrap().starts_with(b"\x89PNG"));
     comfy.release();
-    assert_eq!(crate::wait_run(&app, run).await, "succeeded");
+    assert_eq!(super::wait_run(&app, run).await, "succeeded");
 
     // The socket drops after two frames: the stage still ends, through the history.
     comfy.drop_sockets_after(2);
     let run = keyframes(&app, 8).await;
-    assert_eq!(crate::wait_run(&app, run).await, "succeeded");
+    assert_eq!(super::wait_run(&app, run).await, "succeeded");
     let outputs = app
         .count(&format!(
             "select count(*) from run_outputs where run_id = '{run}'"
@@ -309,7 +309,7 @@ stages:
       prompt: ${params.prompt}
       denoise: 0.45
 "#;
-    crate::save_template(&app, source).await;
+    super::save_template(&app, source).await;
     let (who, _) = admin(&app).await;
     // An img2img stage whose image is not an image parameter is refused, with its line.
     let wrong = source.replace("image: ${params.board}", "image: ${params.prompt}");
@@ -319,8 +319,8 @@ stages:
         "{refused:?}"
     );
     let params = json!({"board": image, "prompt": "charcoal sketch"});
-    let run = crate::submit_as_admin(&app, &caps(), "restyle-board", params).await;
-    assert_eq!(crate::wait_run(&app, run).await, "succeeded");
+    let run = super::submit_as_admin(&app, &caps(), "restyle-board", params).await;
+    assert_eq!(super::wait_run(&app, run).await, "succeeded");
     let uploads: Vec<serde_json::Value> = comfy
         .controls()
         .into_iter()
@@ -358,8 +358,8 @@ stages:
 "#;
 
 async fn one_shot(app: &slate_tests::TestApp, prompt: &str) -> uuid::Uuid {
-    crate::save_template(app, ONE_SHOT).await;
-    crate::submit_as_admin(app, &caps(), "one-shot", json!({ "prompt": prompt })).await
+    super::save_template(app, ONE_SHOT).await;
+    super::submit_as_admin(app, &caps(), "one-shot", json!({ "prompt": prompt })).await
 }
 
 #[tokio::test]
@@ -377,7 +377,7 @@ async fn a_comfyui_error_fails_the_stage_with_its_message_and_an_endpoint_that_d
 
     // ComfyUI's execution_error (a node out of GPU memory): the stage fails, saying so.
     let run = one_shot(&app, "Broken").await;
-    assert_eq!(crate::wait_run(&app, run).await, "failed");
+    assert_eq!(super::wait_run(&app, run).await, "failed");
     let (_, message, _) = keyframes_stage(&app, run).await;
     assert!(message.contains("CUDA out of memory"), "{message}");
 
@@ -403,7 +403,7 @@ async fn a_comfyui_error_fails_the_stage_with_its_message_and_an_endpoint_that_d
     assert!(said.contains("Waiting for the ComfyUI endpoint"), "{said}");
     let second = FakeComfy::start(Mode::Current).await;
     slate_tests::colab_up(&app, &secret, "k-2", &second.url()).await;
-    assert_eq!(crate::wait_run(&app, run).await, "succeeded");
+    assert_eq!(super::wait_run(&app, run).await, "succeeded");
     assert_eq!(
         second.prompts().len(),
         1,

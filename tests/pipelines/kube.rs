@@ -15,7 +15,7 @@ use slate_tests::tus::Tus;
 use slate_tests::TestApp;
 use uuid::Uuid;
 
-use crate::admin;
+use super::admin;
 
 const NS: &str = "ai-film";
 
@@ -60,7 +60,7 @@ impl Env {
         let clip = std::fs::read(&clip_path).unwrap();
         let (video, state) = Tus::new(&app).await.upload("plate.mov", &clip).await;
         assert_eq!(state, "ready");
-        crate::save_template(&app, TEMPLATE).await;
+        super::save_template(&app, TEMPLATE).await;
         Env {
             fake,
             app,
@@ -76,7 +76,7 @@ impl Env {
             kubernetes: true,
         };
         let params = json!({ "source": self.video });
-        crate::submit_as_admin(&self.app, &caps, "grade-on-gpu", params).await
+        super::submit_as_admin(&self.app, &caps, "grade-on-gpu", params).await
     }
 
     /// The Jobs of a run.

@@ -6,7 +6,7 @@ use serde_json::json;
 use slate_tests::spawn_app;
 use slate_tests::tus::Tus;
 
-use crate::caps;
+use super::caps;
 
 #[tokio::test]
 async fn transcode_and_proxies_runs_with_ffmpeg_and_its_outputs_become_assets() {
@@ -38,8 +38,8 @@ async fn transcode_and_proxies_runs_with_ffmpeg_and_its_outputs_become_assets() 
     assert_eq!(state, "ready");
 
     let params = json!({"source": video, "crf": 30, "preset": "veryfast"});
-    let run = crate::submit_as_admin(&app, &caps(), "transcode-and-proxies", params).await;
-    let state = crate::wait_run(&app, run).await;
+    let run = super::submit_as_admin(&app, &caps(), "transcode-and-proxies", params).await;
+    let state = super::wait_run(&app, run).await;
     let messages: Vec<(String, String, Option<String>)> =
         sqlx::query_as("select name, state, status_message from run_stages where run_id = $1")
             .bind(run)
@@ -131,13 +131,13 @@ async fn stages_reading_one_input_at_once_leave_the_stored_file_untouched() {
             "  - name: p{i}\n    executor: local\n    program: ffprobe\n    attempts: 1\n    args: [\"-v\", \"error\", \"-show_format\", \"${{params.source}}\"]\n"
         ));
     }
-    crate::save_template(&app, &source).await;
+    super::save_template(&app, &source).await;
     let stored = stored_file(&app, &video).await;
     // Several runs, so that the four stages race for the input more than once.
     for _ in 0..3 {
         let params = json!({ "source": video });
-        let run = crate::submit_as_admin(&app, &caps(), "probe-four-ways", params).await;
-        let state = crate::wait_run(&app, run).await;
+        let run = super::submit_as_admin(&app, &caps(), "probe-four-ways", params).await;
+        let state = super::wait_run(&app, run).await;
         let messages: Vec<(String, Option<String>)> =
             sqlx::query_as("select name, status_message from run_stages where run_id = $1")
                 .bind(run)
@@ -224,8 +224,8 @@ async fn an_asset_named_like_a_host_path_is_read_from_its_upload_and_writes_noth
         let (video, state) = tus.upload(name, &uploaded).await;
         assert_eq!(state, "ready", "{name}");
         let params = json!({"source": video, "crf": 35, "preset": "veryfast"});
-        let run = crate::submit_as_admin(&app, &caps(), "transcode-and-proxies", params).await;
-        let state = crate::wait_run(&app, run).await;
+        let run = super::submit_as_admin(&app, &caps(), "transcode-and-proxies", params).await;
+        let state = super::wait_run(&app, run).await;
         assert_eq!(
             state,
             "succeeded",
@@ -257,7 +257,7 @@ async fn a_parameter_value_naming_a_host_file_fails_the_stage_with_the_reason() 
     let app = spawn_app().await;
     let host_file = std::env::temp_dir().join(format!("slate-host-{}.mov", uuid::Uuid::now_v7()));
     std::fs::copy(slate_tests::test_clip(&app, "host.mov", 1), &host_file).unwrap();
-    crate::save_template(
+    super::save_template(
         &app,
         "name: probe-named\ntitle: Probe named\nparameters:\n  - name: file\n    type: string\nstages:\n  - name: probe\n    executor: local\n    program: ffprobe\n    attempts: 1\n    args: [\"-v\", \"error\", \"-show_format\", \"${params.file}\"]\n",
     )
@@ -271,8 +271,8 @@ async fn a_parameter_value_naming_a_host_file_fails_the_stage_with_the_reason() 
         ),
     ] {
         let run =
-            crate::submit_as_admin(&app, &caps(), "probe-named", json!({ "file": value })).await;
-        assert_eq!(crate::wait_run(&app, run).await, "failed", "{value}");
+            super::submit_as_admin(&app, &caps(), "probe-named", json!({ "file": value })).await;
+        assert_eq!(super::wait_run(&app, run).await, "failed", "{value}");
         let messages = stage_messages(&app, run).await;
         let message = messages[0].1.clone().unwrap_or_default();
         assert!(
@@ -321,11 +321,11 @@ async fn a_local_stage_runs_unprivileged_and_writes_only_in_its_attempt_director
     let source = format!(
         "name: who-runs\ntitle: Who runs\nparameters:\n  - name: source\n    type: asset\n    kind: video\nstages:\n  - name: probe\n    executor: local\n    program: sh\n    attempts: 1\n    args: [\"-c\", \"{script}\"]\n"
     );
-    crate::save_template(&app, &source).await;
+    super::save_template(&app, &source).await;
     let mut caps = caps();
     caps.programs.push("sh".into());
-    let run = crate::submit_as_admin(&app, &caps, "who-runs", json!({ "source": video })).await;
-    let state = crate::wait_run(&app, run).await;
+    let run = super::submit_as_admin(&app, &caps, "who-runs", json!({ "source": video })).await;
+    let state = super::wait_run(&app, run).await;
     assert_eq!(state, "succeeded", "{:?}", stage_messages(&app, run).await);
 
     let run_dir = app.config.work().join(run.to_string());
@@ -419,8 +419,8 @@ async fn an_output_past_the_submitters_quota_fails_the_stage_and_stores_nothing(
     assert_eq!(state, "ready");
 
     let params = json!({"source": video, "crf": 35, "preset": "veryfast"});
-    let run = crate::submit_as_admin(&app, &caps(), "transcode-and-proxies", params).await;
-    assert_eq!(crate::wait_run(&app, run).await, "failed");
+    let run = super::submit_as_admin(&app, &caps(), "transcode-and-proxies", params).await;
+    assert_eq!(super::wait_run(&app, run).await, "failed");
     let messages = stage_messages(&app, run).await;
     let reason = format!(
         "the outputs would take {} past their quota of {quota} bytes",

@@ -14,7 +14,7 @@ use slate_tests::{spawn_app_with, TestApp};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-use crate::{submit_runs, template, Shared};
+use super::{submit_runs, template, Shared};
 
 /// Records every attempt it is given; holds each for `hold`; fails the first attempt of
 /// stages named in `fail_first`.
@@ -246,7 +246,7 @@ async fn a_runner_that_dies_gives_its_stage_back_and_cancel_stops_running_work()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(slow.calls.lock().unwrap()[1].1, 2, "the second attempt");
-    let (who, id) = crate::admin(&app).await;
+    let (who, id) = super::admin(&app).await;
     let by = by_admin(&who, id);
     assert!(
         cancel_and_wait(&app, run, &by).await,
@@ -332,7 +332,7 @@ async fn retry_after_cancel_gets_a_new_attempt_number_and_others_still_run() {
     let d = tokio::spawn(dispatcher(&app.pool, 2, slow.clone()).run());
     wait_calls(&slow, 1).await;
     // Cancelled while it runs, then its stage retried from the run's page.
-    let (who, id) = crate::admin(&app).await;
+    let (who, id) = super::admin(&app).await;
     let by = by_admin(&who, id);
     assert!(cancel_and_wait(&app, first, &by).await);
     server::pipelines::runs::retry_stage(&app.pool, first, "s0", &by)
@@ -411,7 +411,7 @@ async fn a_stage_that_cannot_be_claimed_fails_with_its_reason_and_the_others_sti
         .unwrap();
     assert_eq!(run_state, "failed");
     for run in fine {
-        assert_eq!(crate::wait_run(&app, run).await, "succeeded");
+        assert_eq!(super::wait_run(&app, run).await, "succeeded");
     }
     assert!(recorder.calls.lock().unwrap().iter().all(|c| c.0 != stage));
     // The run's page says why.
@@ -461,8 +461,8 @@ async fn a_panicking_executor_fails_its_attempt_and_frees_its_slot() {
         })
         .run(),
     );
-    assert_eq!(crate::wait_run(&app, next).await, "succeeded");
-    assert_eq!(crate::wait_run(&app, crashed).await, "failed");
+    assert_eq!(super::wait_run(&app, next).await, "succeeded");
+    assert_eq!(super::wait_run(&app, crashed).await, "failed");
     d.abort();
     let (state, status, attempt, error): (String, String, String, String) = sqlx::query_as(
         "select s.state, s.status_message, a.state, a.error
@@ -534,7 +534,7 @@ async fn a_run_whose_stage_failed_while_another_ran_ends_when_that_one_succeeds(
     }
     assert_eq!(states, ["failed", "running"]);
     open.send(true).unwrap();
-    assert_eq!(crate::wait_run(&app, run).await, "failed");
+    assert_eq!(super::wait_run(&app, run).await, "failed");
     d.abort();
     let finished: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("select finished_at from runs where id = $1")

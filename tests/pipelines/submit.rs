@@ -6,7 +6,7 @@ use serde_json::json;
 use server::pipelines::runs::{submit, Submission, Submitter};
 use slate_tests::spawn_app_with;
 
-use crate::{admin, caps};
+use super::{admin, caps};
 
 #[tokio::test]
 async fn bad_submissions_are_refused_and_write_nothing() {
@@ -174,7 +174,7 @@ async fn templates_are_versioned_and_a_cyclic_one_is_refused() {
         4,
         "seeding twice adds nothing"
     );
-    let source = crate::template("mine", 2, true, 1);
+    let source = super::template("mine", 2, true, 1);
     let (_, v1, made) = server::pipelines::store::save(&app.pool, &who, &source, false)
         .await
         .unwrap();
@@ -286,7 +286,7 @@ async fn the_runs_list_filters_by_day_and_refuses_a_date_it_cannot_read() {
         c.comfyui_prompts = 0;
     })
     .await;
-    let runs = crate::submit_runs(&app, &crate::template("dated", 1, false, 1), 2, 0).await;
+    let runs = super::submit_runs(&app, &super::template("dated", 1, false, 1), 2, 0).await;
     // One of them was submitted a week ago.
     sqlx::query("update runs set created_at = created_at - interval '7 days' where id = $1")
         .bind(runs[0])
