@@ -273,3 +273,51 @@ fn read_password() -> anyhow::Result<(Option<String>, bool)> {
         (Some(line), false)
     })
 }
+
+#[cfg(test)]
+mod reference_tests {
+    //! docs/configuration.md embeds `slate --help`; this keeps the page equal to the
+    //! options the binary really has.
+
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    /// The long help as `scripts/config-reference` renders it: 100 columns, no styling,
+    /// and no value from the caller's environment.
+    fn rendered_help() -> String {
+        // clap reads each `env` variable when the command is built and prints its value
+        // as `[env: NAME=value]`. Hiding the value of the ones set here, then writing the
+        // line as it reads when unset, keeps a developer's SLATE_LOG out of the result.
+        let mut set_here = Vec::new();
+        let mut command = Cli::command().term_width(100).mut_args(|arg| {
+            let set = arg
+                .get_env()
+                .is_some_and(|name| std::env::var_os(name).is_some());
+            if set && !arg.is_hide_env_values_set() {
+                if let Some(name) = arg.get_env() {
+                    set_here.push(name.to_string_lossy().into_owned());
+                }
+                arg.hide_env_values(true)
+            } else {
+                arg
+            }
+        });
+        let mut help = command.render_long_help().to_string();
+        for name in set_here {
+            help = help.replace(&format!("[env: {name}]"), &format!("[env: {name}=]"));
+        }
+        help
+    }
+
+    #[test]
+    fn configuration_page_matches_help() {
+        let page = include_str!("../../docs/configuration.md");
+        let help = rendered_help();
+        assert!(
+            page.contains(help.trim()),
+            "docs/configuration.md no longer matches `slate --help`: run scripts/config-reference \
+             and commit the page.\n--- slate --help now ---\n{help}"
+        );
+    }
+}
