@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use slate_tests::eventually;
+use slate_tests::wait::eventually_blocking;
+
 fn slate_binary() -> PathBuf {
     let path = slate_tests::root().join("target/debug/slate");
     assert!(
@@ -35,31 +38,43 @@ fn free_port() -> u16 {
 }
 
 async fn wait_ready(base: &str, child: &mut Child) {
-    for _ in 0..300 {
+    let ready = format!("{base}/readyz");
+    eventually("slate serve to be ready", Duration::from_secs(30), || {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("slate serve exited early with {status}");
         }
-        if let Ok(res) = reqwest::get(format!("{base}/readyz")).await {
-            if res.status() == 200 {
-                return;
+        let ready = &ready;
+        async move {
+            match reqwest::get(ready).await {
+                Ok(res) if res.status() == 200 => Ok(()),
+                Ok(res) => Err(format!("status {}", res.status())),
+                Err(err) => Err(err.to_string()),
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("slate serve never became ready");
+    })
+    .await;
 }
 
 fn stop(child: &mut Child) -> std::process::ExitStatus {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    for _ in 0..300 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
+    let child = KillIfStuck(child);
+    eventually_blocking(
+        "slate to stop after SIGTERM",
+        Duration::from_secs(30),
+        || child.0.try_wait().unwrap(),
+    )
+}
+
+/// Kills the child if the wait for it to stop fails, so no server outlives the test.
+struct KillIfStuck<'a>(&'a mut Child);
+
+impl Drop for KillIfStuck<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.kill();
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = child.kill();
-    panic!("slate did not stop within 30 s of SIGTERM");
 }
 
 fn postgres_running(data: &Path) -> bool {

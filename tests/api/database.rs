@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use slate_tests::{start, test_config};
+use slate_tests::{eventually, start, test_config};
 
 #[tokio::test]
 async fn a_database_that_is_down_at_start_is_a_clear_error() {
@@ -73,16 +73,19 @@ async fn slate_answers_503_while_the_database_is_down_and_recovers() {
 }
 
 async fn wait_for_status(client: &reqwest::Client, url: &str, want: u16) -> String {
-    let mut last = (0, String::new());
-    for _ in 0..100 {
-        let res = client.get(url).send().await.unwrap();
-        let status = res.status().as_u16();
-        let body = res.text().await.unwrap_or_default();
-        if status == want {
-            return body;
-        }
-        last = (status, body);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{url} never answered {want}; last {}: {}", last.0, last.1);
+    eventually(
+        &format!("{url} to answer {want}"),
+        Duration::from_secs(20),
+        || async {
+            let res = client.get(url).send().await.unwrap();
+            let status = res.status().as_u16();
+            let body = res.text().await.unwrap_or_default();
+            if status == want {
+                Ok(body)
+            } else {
+                Err(format!("{status}: {body}"))
+            }
+        },
+    )
+    .await
 }

@@ -2,7 +2,7 @@
 //! may do what; and the live change feed.
 
 use futures::StreamExt as _;
-use slate_tests::{spawn_app, ADMIN_EMAIL};
+use slate_tests::{eventually, spawn_app, ADMIN_EMAIL};
 
 use slate_tests::tus::Tus;
 
@@ -193,8 +193,21 @@ async fn live_views_hear_about_changes() {
         .unwrap()
         .starts_with("text/event-stream"));
     let mut stream = res.bytes_stream();
-    // Give the listener a moment to be subscribed before the change happens.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The stream is subscribed once it answers; the server's own LISTEN starts with it.
+    eventually(
+        "Slate to listen for asset changes",
+        std::time::Duration::from_secs(10),
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "select exists(select 1 from pg_stat_activity \
+                 where datname = current_database() and query ilike 'listen%asset_changes%')",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
     let (asset, _) = tus.upload("live.txt", b"now you see it").await;
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use slate_tests::{spawn_app, ADMIN_EMAIL};
+use slate_tests::{eventually, seen, spawn_app, ADMIN_EMAIL};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::access::raw;
@@ -218,21 +218,17 @@ async fn one_session_holds_a_bounded_number_of_event_streams() {
     let res = other.get(app.url("/api/runs/events")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     drop(open.pop());
-    let mut reopened = None;
-    for _ in 0..50 {
-        let res = client
-            .get(app.url("/api/runs/events"))
-            .send()
-            .await
-            .unwrap();
-        if res.status() == 200 {
-            reopened = Some(res);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        reopened.is_some(),
-        "a closed stream's place was never given back"
-    );
+    eventually(
+        "a closed stream's place to be given back",
+        Duration::from_secs(5),
+        || async {
+            let res = client
+                .get(app.url("/api/runs/events"))
+                .send()
+                .await
+                .unwrap();
+            seen(res.status(), |s| *s == 200)
+        },
+    )
+    .await;
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use sha2::Digest as _;
-use slate_tests::{spawn_app, spawn_app_with};
+use slate_tests::{eventually, seen, spawn_app, spawn_app_with};
 
 use slate_tests::tus::{asset_of, b64, sha256_hex, wait_processed, Tus, OCTET};
 
@@ -456,16 +456,17 @@ async fn two_writers_on_one_upload_cannot_corrupt_it() {
     let first = tokio::spawn(first);
     tx.unbounded_send(Ok(b"aaaaaaaaaa".to_vec())).unwrap();
     // Wait until the first writer holds the upload.
-    for _ in 0..100 {
-        let held: bool = sqlx::query_scalar("select lease_until is not null from uploads")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if held {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the first writer to hold the upload",
+        Duration::from_secs(2),
+        || async {
+            sqlx::query_scalar::<_, bool>("select lease_until is not null from uploads")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap()
+        },
+    )
+    .await;
     let second = tus.patch(&url, 0, b"bbbbbbbbbbbbbbbbbbbb".to_vec()).await;
     assert!(
         matches!(second.status().as_u16(), 409 | 423),
@@ -505,12 +506,17 @@ async fn a_crash_mid_patch_keeps_what_arrived_and_the_upload_resumes() {
         .data_dir
         .join("uploads")
         .join(url.rsplit('/').next().unwrap());
-    for _ in 0..200 {
-        if std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) == 70_000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the first 70 000 bytes on disk",
+        Duration::from_secs(4),
+        || async {
+            seen(
+                std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0),
+                |len| *len == 70_000,
+            )
+        },
+    )
+    .await;
     let token = tus.token.clone();
     let config = app.kill();
     drop(tx);
@@ -525,17 +531,17 @@ async fn a_crash_mid_patch_keeps_what_arrived_and_the_upload_resumes() {
     let stored = tus.offset(&url).await;
     assert_eq!(stored, 70_000, "HEAD reports the bytes actually stored");
     // The crashed request's hold on the upload lapses; clients retry until it does.
-    let mut status = StatusCode::LOCKED;
-    for _ in 0..60 {
-        status = tus
-            .patch(&url, stored, data[stored as usize..].to_vec())
-            .await
-            .status();
-        if status != StatusCode::LOCKED {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let status = eventually(
+        "the crashed request's hold to lapse",
+        Duration::from_secs(30),
+        || async {
+            let res = tus
+                .patch(&url, stored, data[stored as usize..].to_vec())
+                .await;
+            seen(res.status(), |s| *s != StatusCode::LOCKED)
+        },
+    )
+    .await;
     assert_eq!(status, 204);
     let asset = asset_of(&app, &url).await;
     assert_eq!(wait_processed(&app, &asset).await, "ready");
@@ -862,15 +868,17 @@ async fn a_new_version_replaces_the_current_one_when_it_is_ready() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
-    for _ in 0..100 {
-        let n: i64 = app
-            .count("select count(*) from asset_versions where state = 'ready'")
-            .await;
-        if n == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "both versions to be ready",
+        Duration::from_secs(10),
+        || async {
+            let ready = app
+                .count("select count(*) from asset_versions where state = 'ready'")
+                .await;
+            seen(ready, |n| *n == 2)
+        },
+    )
+    .await;
     let (number, name): (i32, String) = sqlx::query_as(
         "select v.number, v.original_name from assets a join asset_versions v on v.id = a.current_version_id where a.id = $1::uuid",
     )
@@ -981,6 +989,7 @@ async fn processing_left_undone_by_a_stopped_server_is_done_by_the_next() {
     let url = tus.create(5, "later.txt").await;
     assert_eq!(tus.patch(&url, 0, b"later".to_vec()).await.status(), 204);
     let asset = asset_of(&app, &url).await;
+    // Time a worker would need to pick it up, to show that none does (there are none).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let state: String = sqlx::query_scalar("select state from assets where id = $1::uuid")
         .bind(&asset)

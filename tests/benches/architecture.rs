@@ -23,6 +23,7 @@ use futures::StreamExt as _;
 use serde_json::{json, Value};
 use server::cluster::objects::Objects;
 use server::cluster::topology::{build, External};
+use slate_tests::eventually;
 use slate_tests::fake_kube::FakeKube;
 use slate_tests::kube_fixtures::{apply_settled_base, set_deployment_stalled};
 
@@ -211,8 +212,27 @@ async fn bench_fan_out() {
         c.kubeconfig = Some(dir.display().to_string());
     })
     .await;
-    // Let the watchers settle.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lead = app.client();
+    assert!(app
+        .login(&lead, slate_tests::ADMIN_EMAIL, slate_tests::PASSWORD)
+        .await
+        .status()
+        .is_success());
+    eventually(
+        "the watchers to settle",
+        Duration::from_secs(30),
+        || async {
+            let t: Topology = app
+                .call(&lead, "/api/lead/topology", &[])
+                .await
+                .json()
+                .await
+                .expect("a topology");
+            let synced = matches!(t.source, Source::Live { synced: true, .. });
+            synced && t.node("Deployment/slate").is_some()
+        },
+    )
+    .await;
     let (one_first, one_last) = fan_out(&app, &fake, 1, true).await;
     let (first, last) = fan_out(&app, &fake, 500, false).await;
     println!("SSE fan-out of one cluster change (fake API server → watcher → 200 ms debounce → every browser)");

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use slate_tests::eventually;
 use tokio::io::AsyncReadExt as _;
 
 const CHUNK: u64 = 8 * 1024 * 1024;
@@ -206,17 +207,18 @@ async fn run() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    for _ in 0..300 {
-        if client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "slate serve to be ready",
+        Duration::from_secs(30),
+        || async {
+            client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
     let pid = server.id();
     let rss_before = status_kib(pid, "VmRSS:");
 
@@ -282,7 +284,7 @@ async fn run() {
 
 /// Waits until no asset is still being processed.
 async fn wait_idle(client: &reqwest::Client, base: &str, token: &str) {
-    for _ in 0..1200 {
+    eventually("processing to finish", Duration::from_secs(300), || async {
         let res = client
             .post(format!("{base}/api/list_assets"))
             .bearer_auth(token)
@@ -291,9 +293,7 @@ async fn wait_idle(client: &reqwest::Client, base: &str, token: &str) {
             .await
             .unwrap();
         let page: serde_json::Value = res.json().await.unwrap_or_default();
-        if page["items"].as_array().is_some_and(|i| i.is_empty()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        page["items"].as_array().is_some_and(|i| i.is_empty())
+    })
+    .await;
 }

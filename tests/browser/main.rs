@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use slate_tests::{spawn_app, TestApp, ADMIN_EMAIL, PASSWORD};
+use slate_tests::wait::{try_eventually, Probe};
+use slate_tests::{eventually, seen, spawn_app, TestApp, ADMIN_EMAIL, PASSWORD};
 use tokio::sync::Semaphore;
 
 /// One browser at a time: these machines have two cores.
@@ -80,26 +81,20 @@ async fn browser() -> Browser {
     let mut caps = serde_json::Map::new();
     caps.insert("goog:chromeOptions".into(), options);
     let webdriver = format!("http://127.0.0.1:{port}");
-    let mut last_error = String::new();
-    for _ in 0..50 {
+    let client = eventually("a Chromium session", Duration::from_secs(10), || async {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
+        ClientBuilder::new(connector)
             .capabilities(caps.clone())
             .connect(&webdriver)
             .await
-        {
-            Ok(client) => {
-                return Browser {
-                    client,
-                    driver,
-                    profile,
-                }
-            }
-            Err(err) => last_error = err.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+            .map_err(|err| err.to_string())
+    })
+    .await;
+    Browser {
+        client,
+        driver,
+        profile,
     }
-    panic!("could not start a Chromium session: {last_error}");
 }
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -131,14 +126,33 @@ async fn click(c: &Client, css: &str) {
 
 /// Waits until nothing matches `css` any more.
 async fn wait_gone(c: &Client, css: &str) {
-    for _ in 0..100 {
-        if c.find(Locator::Css(css)).await.is_err() {
-            return;
+    on_page(
+        c,
+        &format!("{css} to go"),
+        Duration::from_secs(10),
+        || async { c.find(Locator::Css(css)).await.is_err() },
+    )
+    .await;
+}
+
+/// [`eventually`] on the page: a timeout leaves a screenshot for whoever reads it.
+async fn on_page<P, F>(
+    c: &Client,
+    what: &str,
+    within: Duration,
+    probe: impl FnMut() -> F,
+) -> P::Value
+where
+    F: std::future::Future<Output = P>,
+    P: Probe,
+{
+    match try_eventually(what, within, probe).await {
+        Ok(value) => value,
+        Err(timed_out) => {
+            screenshot(c, "failure").await;
+            panic!("{timed_out} (see target/screenshots/failure.png)");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    screenshot(c, "failure").await;
-    panic!("{css} is still there (see target/screenshots/failure.png)");
 }
 
 async fn text_of(c: &Client, css: &str) -> String {
@@ -154,13 +168,12 @@ async fn path(c: &Client) -> String {
 }
 
 async fn wait_path(c: &Client, want: &str) {
-    for _ in 0..100 {
-        if path(c).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("never reached {want}; at {}", path(c).await);
+    eventually(
+        &format!("the page {want}"),
+        Duration::from_secs(20),
+        || async { seen(path(c).await, |at| at == want) },
+    )
+    .await;
 }
 
 async fn sign_in(c: &Client, app: &TestApp, email: &str) {
@@ -571,16 +584,17 @@ async fn an_upload_cut_off_by_a_reload_says_so_and_continues_when_the_file_is_ch
     .unwrap();
     screenshot(c, "upload-interrupted-library").await;
     // So does the asset's page, with how far it got once the cut-off request has ended.
-    for _ in 0..100 {
-        if app
-            .count("select count(*) from uploads where lease_until is not null")
-            .await
-            == 0
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the cut-off request to end",
+        Duration::from_secs(5),
+        || async {
+            let held = app
+                .count("select count(*) from uploads where lease_until is not null")
+                .await;
+            seen(held, |n| *n == 0)
+        },
+    )
+    .await;
     let (received, length): (i64, i64) =
         sqlx::query_as("select received, length from uploads where state = 'receiving'")
             .fetch_one(&app.pool)
@@ -635,22 +649,18 @@ async fn an_upload_cut_off_by_a_reload_says_so_and_continues_when_the_file_is_ch
         1,
         "the same upload, continued"
     );
-    let mut stored_sha = None;
-    for _ in 0..600 {
-        stored_sha = sqlx::query_scalar::<_, Option<String>>("select sha256 from asset_versions")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if stored_sha.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        stored_sha.as_deref(),
-        Some(want.as_str()),
-        "the stored file is intact"
-    );
+    let stored_sha = eventually(
+        "the stored file's digest",
+        Duration::from_secs(60),
+        || async {
+            sqlx::query_scalar::<_, Option<String>>("select sha256 from asset_versions")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    assert_eq!(stored_sha, want, "the stored file is intact");
     // The page follows: no more note.
     wait_gone(c, ".interrupted").await;
     assert!(marker_survived(c).await, "continued without a reload");
@@ -671,17 +681,17 @@ async fn box_health(c: &Client, id: &str) -> Option<String> {
 }
 
 async fn wait_box_health(c: &Client, id: &str, want: &str) {
-    for _ in 0..100 {
-        if box_health(c, id).await.as_deref() == Some(want) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    screenshot(c, "failure").await;
-    panic!(
-        "{id} never became {want}; it is {:?} (see target/screenshots/failure.png)",
-        box_health(c, id).await
-    );
+    on_page(
+        c,
+        &format!("{id} to be {want}"),
+        Duration::from_secs(10),
+        || async {
+            seen(box_health(c, id).await, |health| {
+                health.as_deref() == Some(want)
+            })
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -756,35 +766,25 @@ async fn a_lead_watches_a_deployment_degrade_and_recover_without_a_reload() {
 
     // The API server goes away: the page says so and keeps the picture.
     fake.stop().await;
-    for _ in 0..100 {
-        if text_of(c, "#cluster-status")
-            .await
-            .contains("Cluster unreachable since")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(text_of(c, "#cluster-status")
-        .await
-        .contains("Cluster unreachable since"));
+    wait_text_for(
+        c,
+        "#cluster-status",
+        "Cluster unreachable since",
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(
         box_health(c, "Deployment/slate").await.as_deref(),
         Some("healthy")
     );
     fake.restart().await;
-    for _ in 0..100 {
-        if text_of(c, "#cluster-status")
-            .await
-            .contains("Live from the cluster")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(text_of(c, "#cluster-status")
-        .await
-        .contains("Live from the cluster"));
+    wait_text_for(
+        c,
+        "#cluster-status",
+        "Live from the cluster",
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(marker_survived(c).await, "all of it without a reload");
     drop(b);
     app.stop().await;
@@ -797,16 +797,13 @@ async fn wait_text(c: &Client, css: &str, want: &str) {
 
 /// [`wait_text`] for work that takes a while (a transcode on a busy machine).
 async fn wait_text_for(c: &Client, css: &str, want: &str, at_most: Duration) {
-    for _ in 0..(at_most.as_millis() / 100) {
-        if let Ok(e) = c.find(Locator::Css(css)).await {
-            if e.text().await.unwrap_or_default().contains(want) {
-                return;
-            }
+    on_page(c, &format!("{css} to say {want:?}"), at_most, || async {
+        match c.find(Locator::Css(css)).await {
+            Ok(e) => seen(e.text().await.unwrap_or_default(), |t| t.contains(want)),
+            Err(_) => Err(format!("no {css}")),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    screenshot(c, "failure").await;
-    panic!("{css} never said {want:?} (see target/screenshots/failure.png)");
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -850,7 +847,7 @@ async fn an_admin_sees_the_colab_endpoint_go_down_and_come_back_without_a_reload
     comfy.set_mode(Mode::Current);
     let colab = server::colab::Colab::new(
         app.pool.clone(),
-        server::colab::address::HostRules::parse("", true),
+        server::comfyui::address::HostRules::parse("", true),
         Duration::from_secs(2),
     );
     let secret = colab
@@ -1112,20 +1109,20 @@ async fn drawn_fraction(c: &Client, css: &str) -> f64 {
 /// Waits until the bar at `css` is drawn at `want` (within two hundredths and a pixel or
 /// two), as the page follows the server.
 async fn wait_drawn(c: &Client, css: &str, want: f64) {
-    let mut drawn = f64::NAN;
-    for _ in 0..100 {
-        drawn = drawn_fraction(c, css).await;
-        if (drawn - want).abs() <= 0.025 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
-    screenshot(c, "failure").await;
-    panic!(
-        "{css} is drawn at {:.1} %, not {:.1} % (see target/screenshots/failure.png)",
-        drawn * 100.0,
-        want * 100.0
-    );
+    on_page(
+        c,
+        &format!("{css} to be drawn at {:.1} %", want * 100.0),
+        Duration::from_secs(15),
+        || async {
+            let drawn = drawn_fraction(c, css).await;
+            if (drawn - want).abs() <= 0.025 {
+                Ok(())
+            } else {
+                Err(format!("{:.1} %", drawn * 100.0))
+            }
+        },
+    )
+    .await;
 }
 
 /// Keeps what the page's code reports as going wrong (panics reach console.error through
@@ -1182,35 +1179,36 @@ fn big_file(dir: &std::path::Path, name: &str, mib: u32) -> (PathBuf, String) {
 
 /// Waits until part of an upload is on the server, and returns how much.
 async fn wait_part_received(app: &TestApp) -> i64 {
-    for _ in 0..400 {
-        let stored: i64 = sqlx::query_scalar("select coalesce(max(received), 0) from uploads")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if stored > 0 {
-            return stored;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no part of the file arrived");
+    eventually(
+        "a part of the file to arrive",
+        Duration::from_secs(10),
+        || async {
+            let stored: i64 = sqlx::query_scalar("select coalesce(max(received), 0) from uploads")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+            seen(stored, |n| *n > 0)
+        },
+    )
+    .await
 }
 
 async fn wait_asset_state(app: &TestApp, name: &str, want: &str) {
-    let mut state = None;
-    for _ in 0..600 {
-        state = sqlx::query_scalar::<_, String>(
-            "select state from assets where name = $1 and deleted_at is null",
-        )
-        .bind(name)
-        .fetch_optional(&app.pool)
-        .await
-        .unwrap();
-        if state.as_deref() == Some(want) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{name} is {state:?}, never {want}");
+    eventually(
+        &format!("{name} to be {want}"),
+        Duration::from_secs(60),
+        || async {
+            let state = sqlx::query_scalar::<_, String>(
+                "select state from assets where name = $1 and deleted_at is null",
+            )
+            .bind(name)
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap();
+            seen(state, |s| s.as_deref() == Some(want))
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -22,22 +22,11 @@ use kube::runtime::WatchStreamExt as _;
 use kube::{Resource, ResourceExt as _};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use slate_tests::eventually;
 use slate_tests::fake_kube::{FakeKube, NAMESPACE};
 
 /// The longest any condition is waited for; tests normally finish in well under a second.
 const WAIT: Duration = Duration::from_secs(8);
-
-/// Polls `check` until it holds; fails the test after [`WAIT`].
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Awaits `future`; fails the test after [`WAIT`].
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
@@ -266,17 +255,23 @@ async fn a_reflector_follows_added_modified_and_deleted() {
 
     // Made right after the list, possibly before the watch starts: replayed either way.
     fake.apply(config_map("b", json!({}), json!({"v": "1"})));
-    eventually("b to be added", || store_names(&store) == ["a", "b"]).await;
+    eventually("b to be added", WAIT, || async {
+        store_names(&store) == ["a", "b"]
+    })
+    .await;
     fake.apply(config_map("a", json!({}), json!({"v": "2"})));
     let a = ObjectRef::new("a").within(NAMESPACE);
-    eventually("a to be modified", || {
+    eventually("a to be modified", WAIT, || async {
         store
             .get(&a)
             .is_some_and(|cm| cm.data.as_ref().is_some_and(|d| d["v"] == "2"))
     })
     .await;
     assert!(fake.delete("v1", "ConfigMap", NAMESPACE, "a"));
-    eventually("a to be deleted", || store_names(&store) == ["b"]).await;
+    eventually("a to be deleted", WAIT, || async {
+        store_names(&store) == ["b"]
+    })
+    .await;
 
     assert_eq!(logged(&log, "init"), 3, "init, init-apply, init-done");
     assert_eq!(logged(&log, "error"), 0);
@@ -332,7 +327,7 @@ async fn expired_history_makes_a_watcher_relist() {
         watcher::Config::default(),
     );
     synced(&store).await;
-    eventually("the watch to start", || {
+    eventually("the watch to start", WAIT, || async {
         fake.requests().iter().any(|r| r.verb == "watch")
     })
     .await;
@@ -341,7 +336,10 @@ async fn expired_history_makes_a_watcher_relist() {
     fake.expire_history();
     fake.apply(config_map("c", json!({}), json!({})));
     fake.delete("v1", "ConfigMap", NAMESPACE, "a");
-    eventually("the relisted state", || store_names(&store) == ["b", "c"]).await;
+    eventually("the relisted state", WAIT, || async {
+        store_names(&store) == ["b", "c"]
+    })
+    .await;
     assert!(logged(&log, "error") >= 1, "{log:?}");
     assert_eq!(logged(&log, "init-done"), 2, "{log:?}");
     assert!(fake.requests().iter().any(|r| r.verb == "list"));
@@ -376,13 +374,19 @@ async fn a_watcher_recovers_after_the_server_comes_back() {
     })
     .await;
     assert!(api.list(&ListParams::default()).await.is_err());
-    eventually("the watcher to notice", || logged(&log, "error") >= 1).await;
+    eventually("the watcher to notice", WAIT, || async {
+        logged(&log, "error") >= 1
+    })
+    .await;
 
     fake.apply(config_map("b", json!({}), json!({})));
     fake.delete("v1", "ConfigMap", NAMESPACE, "a");
     fake.restart().await;
     assert_eq!(fake.url(), url);
-    eventually("changes made while down", || store_names(&store) == ["b"]).await;
+    eventually("changes made while down", WAIT, || async {
+        store_names(&store) == ["b"]
+    })
+    .await;
     assert_eq!(
         logged(&log, "init-done"),
         1,
@@ -587,7 +591,7 @@ async fn metadata_only_answers_never_carry_secret_data() {
     assert_eq!(store_names(&store), ["db"]);
     fake.apply(secret("2"));
     let db = ObjectRef::new("db").within(NAMESPACE);
-    eventually("the new label", || {
+    eventually("the new label", WAIT, || async {
         store
             .get(&db)
             .is_some_and(|s| s.labels().get("rev").map(String::as_str) == Some("2"))
@@ -783,12 +787,12 @@ async fn selectors_filter_lists_and_watches() {
     synced(&store).await;
     assert_eq!(store_names(&store), ["web"]);
     fake.apply(config_map("api", json!({"app": "web"}), json!({})));
-    eventually("api to enter the selection", || {
+    eventually("api to enter the selection", WAIT, || async {
         store_names(&store) == ["api", "web"]
     })
     .await;
     fake.apply(config_map("web", json!({"app": "other"}), json!({})));
-    eventually("web to leave the selection", || {
+    eventually("web to leave the selection", WAIT, || async {
         store_names(&store) == ["api"]
     })
     .await;
@@ -1011,7 +1015,10 @@ async fn streaming_list_watchers_are_served() {
     synced(&store).await;
     assert_eq!(store_names(&store), ["a", "b"]);
     fake.apply(config_map("c", json!({}), json!({})));
-    eventually("c", || store_names(&store) == ["a", "b", "c"]).await;
+    eventually("c", WAIT, || async {
+        store_names(&store) == ["a", "b", "c"]
+    })
+    .await;
     let requests = fake.requests();
     assert!(requests.iter().all(|r| r.verb == "watch"));
     assert!(requests[0].query.contains("sendInitialEvents=true"));
@@ -1516,7 +1523,7 @@ mod deployment_controller {
         let second = name_of(&with_image(&fake, "web:2"));
         let mut both = vec![first.clone(), second.clone()];
         both.sort();
-        eventually("the reflector to see the new ReplicaSet", || {
+        eventually("the reflector to see the new ReplicaSet", WAIT, || async {
             store_names(&store) == both
         })
         .await;
@@ -1539,7 +1546,7 @@ mod deployment_controller {
         );
         let mut expected = vec![second.clone(), third.clone()];
         expected.sort();
-        eventually("the reflector to follow", || {
+        eventually("the reflector to follow", WAIT, || async {
             store_names(&store) == expected
         })
         .await;

@@ -9,7 +9,7 @@ use futures::StreamExt as _;
 use server::config::KubeMode;
 use slate_tests::fake_kube::FakeKube;
 use slate_tests::kube_fixtures::*;
-use slate_tests::{spawn_app_with, TestApp};
+use slate_tests::{eventually, seen, spawn_app_with, TestApp};
 
 struct Sse {
     body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
@@ -124,20 +124,36 @@ async fn leads_follow_the_cluster_live_and_resume_where_they_left_off() {
         topology.node("Deployment/slate").unwrap().health,
         Health::Degraded
     );
-    let seen = topology.version;
+    let last_seen = topology.version;
     drop(sse);
 
     // While the page is away, it recovers; on return only the missed change is sent.
     set_deployment_stalled(&fake, "slate", false);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let mut sse = Sse::open(&app, &lead, Some(seen)).await;
+    eventually(
+        "Slate to see the recovery",
+        Duration::from_secs(10),
+        || async {
+            // A page opened now starts from a snapshot of what Slate sees.
+            let mut look = Sse::open(&app, &lead, None).await;
+            let snapshot = look
+                .next(Duration::from_secs(10))
+                .await
+                .expect("a snapshot");
+            let now: Topology = serde_json::from_str(&snapshot.data).unwrap();
+            seen(now.node("Deployment/slate").map(|n| n.health), |h| {
+                *h == Some(Health::Healthy)
+            })
+        },
+    )
+    .await;
+    let mut sse = Sse::open(&app, &lead, Some(last_seen)).await;
     let e = sse
         .next(Duration::from_secs(10))
         .await
         .expect("the missed change");
     assert_eq!(e.event, "change");
     let change: TopologyChange = serde_json::from_str(&e.data).unwrap();
-    assert_eq!(change.from_version, seen);
+    assert_eq!(change.from_version, last_seen);
     assert!(topology.apply(&change));
     assert_eq!(
         topology.node("Deployment/slate").unwrap().health,
@@ -161,21 +177,22 @@ async fn exports_and_access() {
     let app = app_on(&fake).await;
     let lead = app.signed_in("lead2@example.com", "lead").await;
     // Wait for the live state to be read.
-    let mut ascii = String::new();
-    for _ in 0..200 {
-        ascii = lead
-            .get(app.url("/api/lead/architecture.txt"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if ascii.contains("[FAIL]") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ascii = eventually(
+        "the live state to be read",
+        Duration::from_secs(10),
+        || async {
+            let ascii = lead
+                .get(app.url("/api/lead/architecture.txt"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            seen(ascii, |a| a.contains("[FAIL]"))
+        },
+    )
+    .await;
     assert!(ascii.starts_with("ai-film -- live"), "{ascii}");
     assert!(ascii.contains("PROCESSING LAYER [FAIL]"), "{ascii}");
     assert!(ascii.contains("slate (Service) --selects--> slate (Deployment)"));

@@ -9,6 +9,7 @@ use k8s_openapi::api::rbac::v1::Role;
 use server::cluster::{Cluster, Target};
 use slate_tests::fake_kube::FakeKube;
 use slate_tests::kube_fixtures::{apply_settled_base, base_manifests};
+use slate_tests::{eventually, seen};
 
 use super::topology::until;
 
@@ -51,18 +52,20 @@ async fn the_role_grants_exactly_what_slate_calls() {
     })
     .await;
     // Watches follow lists: give every watcher time to open its watch.
-    for _ in 0..100 {
-        let watching: BTreeSet<String> = fake
-            .requests()
-            .into_iter()
-            .filter(|r| r.verb == "watch")
-            .map(|r| r.resource)
-            .collect();
-        if watching.len() >= 13 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually(
+        "every watcher to open its watch",
+        std::time::Duration::from_secs(5),
+        || async {
+            let watching: BTreeSet<String> = fake
+                .requests()
+                .into_iter()
+                .filter(|r| r.verb == "watch")
+                .map(|r| r.resource)
+                .collect();
+            seen(watching, |w| w.len() >= 13)
+        },
+    )
+    .await;
     // Publishing the Colab endpoint: the first time creates the Secret, then patches it.
     let publisher = server::colab::publish::Publisher {
         client: fake.client(),
@@ -99,7 +102,7 @@ async fn the_role_grants_exactly_what_slate_calls() {
     workloads.undo("blender", undo).await.expect("rolled back");
     // Pipeline stages: a Job per attempt, read after a restart, its pod's log followed
     // and read whole, deleted on cancel.
-    let jobs = server::pipelines::exec_kube::Jobs {
+    let jobs = server::pipelines::executors::kubernetes::Jobs {
         client: fake.client(),
         namespace: "ai-film".into(),
     };

@@ -7,22 +7,30 @@ use std::time::Duration;
 use app::architecture::{EdgeKind, Health, Source, Topology};
 use app::backend::ClusterBackend as _;
 use server::cluster::{Cluster, Target};
+use slate_tests::eventually;
 use slate_tests::fake_kube::FakeKube;
 use slate_tests::kube_fixtures::*;
 
 /// Waits (bounded) until the topology satisfies `ok`; panics with the last one otherwise.
 pub async fn until(cluster: &Cluster, what: &str, ok: impl Fn(&Topology) -> bool) -> Topology {
-    for _ in 0..300 {
+    eventually(what, Duration::from_secs(15), || async {
         let t = cluster.topology();
         if ok(&t) {
-            return t;
+            Ok(t)
+        } else {
+            Err(Drawn(t))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
+    .await
+}
+
+/// A topology shown as its ASCII drawing in a failure message.
+struct Drawn(Topology);
+
+impl std::fmt::Debug for Drawn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\n{}", app::architecture::export::ascii(&self.0))
     }
-    panic!(
-        "timed out waiting for {what}; last topology:\n{}",
-        app::architecture::export::ascii(&cluster.topology())
-    );
 }
 
 fn synced(t: &Topology) -> bool {
@@ -166,14 +174,11 @@ async fn a_broken_namespace_says_what_is_wrong() {
         "BackOff",
         "Back-off restarting failed container main",
     );
-    let mut detail = cluster.node_detail("Deployment/langgraph").unwrap();
-    for _ in 0..40 {
-        if !detail.events.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        detail = cluster.node_detail("Deployment/langgraph").unwrap();
-    }
+    let detail = eventually("the panel's events", Duration::from_secs(2), || async {
+        let detail = cluster.node_detail("Deployment/langgraph").unwrap();
+        (!detail.events.is_empty()).then_some(detail)
+    })
+    .await;
     assert_eq!(detail.pods.len(), 3);
     let bad = detail.pods.iter().find(|p| p.name.ends_with("-2")).unwrap();
     assert_eq!((bad.restarts, bad.ready), (7, false));
@@ -237,6 +242,7 @@ async fn changes_and_recoveries_follow_the_cluster() {
         "the last known state is kept"
     );
     fake.delete("apps/v1", "Deployment", "ai-film", "blender");
+    // Long enough for a change to come through if anything were still watching.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         cluster.topology().node("Deployment/blender").is_some(),
@@ -305,6 +311,7 @@ async fn a_flapping_api_server_is_retried_with_backoff_not_in_a_loop() {
     // Come back for a moment, but answer every request with 500.
     fake.fail_next(1_000_000, 500);
     fake.restart().await;
+    // The scenario: three seconds of failures, then count what the watchers sent.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let requests = fake.requests().len();
     // Twelve watchers and a probe, each backing off: a hot loop would send thousands.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use slate_tests::fake_comfy::{FakeComfy, Mode};
-use slate_tests::{spawn_app_with, TestApp, ADMIN_EMAIL};
+use slate_tests::{eventually, seen, spawn_app_with, TestApp, ADMIN_EMAIL};
 
 async fn app() -> TestApp {
     spawn_app_with(|c| {
@@ -53,19 +53,20 @@ async fn admins_set_reveal_and_verify_endpoints_and_nobody_else_can() {
         )
         .await;
     assert_eq!(res.status(), 200);
-    let mut overview = Value::Null;
-    for _ in 0..100 {
-        overview = app
-            .call(&admin, "/api/admin/colab_overview", &[])
-            .await
-            .json()
-            .await
-            .unwrap();
-        if overview["current"]["state"] == "healthy" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let overview = eventually(
+        "the endpoint to be healthy",
+        Duration::from_secs(5),
+        || async {
+            let overview: Value = app
+                .call(&admin, "/api/admin/colab_overview", &[])
+                .await
+                .json()
+                .await
+                .unwrap();
+            seen(overview, |o| o["current"]["state"] == "healthy")
+        },
+    )
+    .await;
     let current = &overview["current"];
     assert_eq!(current["state"], "healthy", "{overview}");
     assert_eq!(current["gpu"], "Tesla T4");

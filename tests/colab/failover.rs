@@ -8,7 +8,7 @@ use base64::Engine as _;
 use server::audit::Who;
 use slate_tests::fake_comfy::{FakeComfy, Mode};
 use slate_tests::fake_kube::FakeKube;
-use slate_tests::{spawn_app_with, TestApp};
+use slate_tests::{eventually, seen, spawn_app_with, TestApp};
 
 async fn published_url(fake: &FakeKube) -> Option<String> {
     let secret = fake.get("v1", "Secret", "ai-film", "comfyui-endpoint")?;
@@ -30,22 +30,21 @@ fn restarts(fake: &FakeKube) -> usize {
 /// Waits until the Secret holds `url` and the consumers have been restarted `restarts`
 /// times in all: a publication writes the Secret first and patches the Deployments after.
 async fn wait_published(fake: &FakeKube, url: &str, restarts_so_far: usize) {
-    for _ in 0..300 {
-        if published_url(fake).await.as_deref() == Some(url) && restarts(fake) >= restarts_so_far {
-            assert_eq!(
-                restarts(fake),
-                restarts_so_far,
-                "one restart per publication"
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "{url} was never published with restart {restarts_so_far}; the Secret holds {:?}, restarts {}",
-        published_url(fake).await,
-        restarts(fake)
-    );
+    eventually(
+        &format!("{url} to be published with restart {restarts_so_far}"),
+        Duration::from_secs(15),
+        || async {
+            let holds = published_url(fake).await;
+            let restarted = restarts(fake);
+            if holds.as_deref() == Some(url) && restarted >= restarts_so_far {
+                assert_eq!(restarted, restarts_so_far, "one restart per publication");
+                Ok(())
+            } else {
+                Err(format!("the Secret holds {holds:?}, restarts {restarted}"))
+            }
+        },
+    )
+    .await;
 }
 
 async fn current(app: &TestApp) -> Option<(String, String, String)> {
@@ -57,29 +56,29 @@ async fn current(app: &TestApp) -> Option<(String, String, String)> {
     .unwrap()
 }
 
-/// The diagram's external box, once its health is `want` (or the last seen after a while).
+/// The diagram's external box, once its health is `want`.
 async fn external_box(app: &TestApp, admin: &reqwest::Client, want: &str) -> serde_json::Value {
-    let mut external = serde_json::Value::Null;
-    for _ in 0..100 {
-        let t: serde_json::Value = app
-            .call(admin, "/api/lead/topology", &[])
-            .await
-            .json()
-            .await
-            .unwrap();
-        external = t["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["id"] == "External/comfyui-colab")
-            .cloned()
-            .unwrap();
-        if external["health"] == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    external
+    eventually(
+        &format!("the external box to be {want}"),
+        Duration::from_secs(10),
+        || async {
+            let t: serde_json::Value = app
+                .call(admin, "/api/lead/topology", &[])
+                .await
+                .json()
+                .await
+                .unwrap();
+            let external = t["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["id"] == "External/comfyui-colab")
+                .cloned()
+                .unwrap();
+            seen(external, |e| e["health"] == want)
+        },
+    )
+    .await
 }
 
 async fn up(app: &TestApp, secret: &str, id: &str, url: &str) {
@@ -105,7 +104,7 @@ async fn a_dead_tunnel_fails_over_and_a_new_up_takes_over_again() {
     .await;
     let colab = server::colab::Colab::new(
         app.pool.clone(),
-        server::colab::address::HostRules::parse("", true),
+        server::comfyui::address::HostRules::parse("", true),
         Duration::from_secs(2),
     );
     let secret = colab.rotate_secret(&Who::cli()).await.unwrap();
@@ -180,34 +179,30 @@ async fn busy_and_slow_answers_do_not_take_an_endpoint_down() {
     .await;
     let colab = server::colab::Colab::new(
         app.pool.clone(),
-        server::colab::address::HostRules::parse("", true),
+        server::comfyui::address::HostRules::parse("", true),
         Duration::from_secs(2),
     );
     let secret = colab.rotate_secret(&Who::cli()).await.unwrap();
     let comfy = FakeComfy::start(Mode::Current).await;
     up(&app, &secret, "b-1", &comfy.url()).await;
-    for _ in 0..100 {
-        if current(&app).await.is_some_and(|c| c.2 == "healthy") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the endpoint to be healthy",
+        Duration::from_secs(5),
+        || async {
+            seen(current(&app).await, |c| {
+                c.as_ref().is_some_and(|c| c.2 == "healthy")
+            })
+        },
+    )
+    .await;
     comfy.set_mode(Mode::Cloudflare(429));
-    for _ in 0..100 {
-        if app
+    eventually("four busy checks", Duration::from_secs(10), || async {
+        let busy = app
             .count("select count(*) from endpoint_checks where class = 'busy'")
-            .await
-            >= 4
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        app.count("select count(*) from endpoint_checks where class = 'busy'")
-            .await
-            >= 4
-    );
+            .await;
+        seen(busy, |n| *n >= 4)
+    })
+    .await;
     assert_eq!(
         current(&app).await.map(|c| c.2),
         Some("healthy".to_owned()),

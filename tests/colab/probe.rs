@@ -1,7 +1,11 @@
+//! The Colab prober against the fake ComfyUI: what each kind of answer is classed as,
+//! its timeouts and size bounds, redirects and address rules, and verification.
+
 use std::time::{Duration, Instant};
 
-use server::colab::address::{AddressError, HostRules};
-use server::colab::probe::{ProbeError, Prober};
+use server::comfyui::address::{AddressError, HostRules};
+use server::comfyui::probe::{ProbeError, Prober};
+use slate_tests::eventually;
 use slate_tests::fake_comfy::{FakeComfy, Mode};
 
 /// The test switch: http on loopback allowed (it is off in every real configuration).
@@ -66,7 +70,12 @@ async fn tunnel_failures_are_classified() {
         ProbeError::TooLarge
     );
     comfy.kill();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually(
+        "the killed runtime to refuse connections",
+        Duration::from_secs(2),
+        || async { tokio::net::TcpStream::connect(comfy.addr).await.is_err() },
+    )
+    .await;
     let dead = p.system_stats(&comfy.url()).await.unwrap_err();
     assert!(matches!(dead, ProbeError::Connect(_)), "{dead:?}");
     assert!(dead.transient());

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use server::audit::Who;
 use server::colab::signature::sign;
 use slate_tests::fake_comfy::{FakeComfy, Mode};
-use slate_tests::{spawn_app_with, TestApp};
+use slate_tests::{eventually, seen, spawn_app_with, TestApp};
 
 async fn app() -> TestApp {
     spawn_app_with(|c| {
@@ -21,7 +21,7 @@ async fn app() -> TestApp {
 async fn new_secret(app: &TestApp) -> String {
     let colab = server::colab::Colab::new(
         app.pool.clone(),
-        server::colab::address::HostRules::parse("", true),
+        server::comfyui::address::HostRules::parse("", true),
         Duration::from_secs(2),
     );
     colab.rotate_secret(&Who::cli()).await.unwrap()
@@ -59,17 +59,16 @@ async fn endpoints(app: &TestApp) -> Vec<(String, String)> {
 }
 
 async fn wait_state(app: &TestApp, url: &str, want: &str) {
-    for _ in 0..200 {
-        if endpoints(app)
-            .await
-            .iter()
-            .any(|(u, s)| u == url && s == want)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{url} never became {want}: {:?}", endpoints(app).await);
+    eventually(
+        &format!("{url} to become {want}"),
+        Duration::from_secs(10),
+        || async {
+            seen(endpoints(app).await, |all| {
+                all.iter().any(|(u, s)| u == url && s == want)
+            })
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -430,16 +429,17 @@ async fn an_accepted_endpoint_is_published_to_the_cluster_and_audited() {
     );
     wait_state(&app, &comfy.url(), "healthy").await;
     // The audit entry is written once the whole publication (Secret, then restarts) is done.
-    for _ in 0..100 {
-        if app
-            .count("select count(*) from audit_log where action = 'colab.endpoint_published'")
-            .await
-            == 1
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the audit entry colab.endpoint_published",
+        Duration::from_secs(5),
+        || async {
+            let entries = app
+                .count("select count(*) from audit_log where action = 'colab.endpoint_published'")
+                .await;
+            seen(entries, |n| *n == 1)
+        },
+    )
+    .await;
     let published = match fake.get("v1", "Secret", "ai-film", "comfyui-endpoint") {
         Some(p) => p,
         None => {
@@ -490,22 +490,18 @@ async fn an_accepted_endpoint_is_published_to_the_cluster_and_audited() {
         ]
     );
     // The restart's new revision of ComfyUI is attributed to the publication.
-    let mut attributed = None;
-    for _ in 0..100 {
-        attributed = sqlx::query_as::<_, (String, Option<String>)>(
+    let attributed = eventually("ComfyUI's revision 2", Duration::from_secs(5), || async {
+        sqlx::query_as::<_, (String, Option<String>)>(
             "select source, actor from deploy_revisions where workload = 'comfyui' and revision = 2",
         )
         .fetch_optional(&app.pool)
         .await
-        .unwrap();
-        if attributed.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .unwrap()
+    })
+    .await;
     assert_eq!(
         attributed,
-        Some(("slate".into(), Some("slate (colab endpoint)".into())))
+        ("slate".into(), Some("slate (colab endpoint)".into()))
     );
     app.stop().await;
     let _ = std::fs::remove_file(kubeconfig);
@@ -524,16 +520,19 @@ async fn without_a_cluster_publication_is_skipped_and_says_so() {
         202
     );
     wait_state(&app, &comfy.url(), "healthy").await;
-    for _ in 0..100 {
-        if app
-            .count("select count(*) from audit_log where action = 'colab.endpoint_not_published'")
-            .await
-            == 1
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the audit entry colab.endpoint_not_published",
+        Duration::from_secs(5),
+        || async {
+            let entries = app
+                .count(
+                    "select count(*) from audit_log where action = 'colab.endpoint_not_published'",
+                )
+                .await;
+            seen(entries, |n| *n == 1)
+        },
+    )
+    .await;
     let publication: Value = sqlx::query_scalar("select publication from colab_endpoints")
         .fetch_one(&app.pool)
         .await

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use slate_tests::fake_kube::FakeKube;
-use slate_tests::{spawn_app_with, TestApp};
+use slate_tests::{eventually, spawn_app_with, TestApp};
 
 /// A stored revision: source, actor, images, CI run.
 pub type Recorded = (String, Option<String>, Vec<String>, Option<String>);
@@ -103,28 +103,35 @@ impl Env {
     /// Waits until Slate has stored `revision` of `Kind/name`; returns its row as
     /// (source, actor, images, ci_run).
     pub async fn revision(&self, kind: &str, name: &str, revision: i64) -> Recorded {
-        for _ in 0..200 {
-            let row: Option<Recorded> = sqlx::query_as(
-                "select source, actor, images, ci_run from deploy_revisions
+        eventually(
+            &format!("{kind}/{name} revision {revision} to be recorded"),
+            Duration::from_secs(10),
+            || async {
+                let row: Option<Recorded> = sqlx::query_as(
+                    "select source, actor, images, ci_run from deploy_revisions
                      where kind = $1 and workload = $2 and revision = $3",
-            )
-            .bind(kind)
-            .bind(name)
-            .bind(revision)
-            .fetch_optional(&self.app.pool)
-            .await
-            .unwrap();
-            if let Some(row) = row {
-                return row;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let have: Vec<(String, i64)> =
-            sqlx::query_as("select workload, revision from deploy_revisions order by 1, 2")
-                .fetch_all(&self.app.pool)
+                )
+                .bind(kind)
+                .bind(name)
+                .bind(revision)
+                .fetch_optional(&self.app.pool)
                 .await
                 .unwrap();
-        panic!("{kind}/{name} revision {revision} was never recorded; recorded: {have:?}");
+                match row {
+                    Some(row) => Ok(row),
+                    None => Err(self.recorded().await),
+                }
+            },
+        )
+        .await
+    }
+
+    /// Every (workload, revision) recorded so far, for failure messages.
+    async fn recorded(&self) -> Vec<(String, i64)> {
+        sqlx::query_as("select workload, revision from deploy_revisions order by 1, 2")
+            .fetch_all(&self.app.pool)
+            .await
+            .unwrap()
     }
 
     /// Asks for a rollback as `client`; returns the status and the body.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use slate_tests::fake_comfy::{FakeComfy, Mode};
-use slate_tests::spawn_app_with;
+use slate_tests::{eventually, seen, spawn_app_with};
 use sqlx::PgPool;
 
 use super::{admin, caps};
@@ -34,14 +34,16 @@ async fn keyframes_wait_for_an_endpoint_then_become_an_animatic() {
         .unwrap()
         .unwrap_or_default()
     };
-    let mut said = String::new();
-    for _ in 0..100 {
-        said = stage_status().await;
-        if said.contains("none is healthy") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let said = eventually(
+        "the stage to say why it waits",
+        Duration::from_secs(5),
+        || async {
+            seen(stage_status().await, |said| {
+                said.contains("none is healthy")
+            })
+        },
+    )
+    .await;
     assert!(
         said.contains("Waiting for the ComfyUI endpoint: none is healthy"),
         "{said}"
@@ -122,23 +124,25 @@ async fn a_prompt_in_flight_when_slate_stops_is_followed_after_the_restart_not_r
     let secret = slate_tests::colab_secret(&app).await;
     let comfy = FakeComfy::start(Mode::Current).await;
     slate_tests::colab_up(&app, &secret, "r-1", &comfy.url()).await;
-    for _ in 0..100 {
-        let healthy: i64 = app
-            .count("select count(*) from colab_endpoints where state = 'healthy'")
-            .await;
-        if healthy == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the endpoint to be healthy",
+        Duration::from_secs(5),
+        || async {
+            let healthy = app
+                .count("select count(*) from colab_endpoints where state = 'healthy'")
+                .await;
+            seen(healthy, |n| *n == 1)
+        },
+    )
+    .await;
     let params = json!({"prompt": "a heron", "count": 1, "seed": 7});
     let run = super::submit_as_admin(&app, &caps(), "keyframes-to-animatic", params).await;
-    for _ in 0..200 {
-        if !comfy.prompts().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually(
+        "the prompt to reach ComfyUI",
+        Duration::from_secs(5),
+        || async { !comfy.prompts().is_empty() },
+    )
+    .await;
     assert_eq!(comfy.prompts().len(), 1, "queued on ComfyUI");
 
     // Slate stops mid-prompt; its lease lapses (made to lapse now, not in 30 s).
@@ -212,14 +216,16 @@ async fn steps_and_the_last_image_come_over_the_socket_and_a_dropped_socket_fall
     // Held before its last step: the socket's steps and preview are on the stage.
     comfy.hold();
     let run = keyframes(&app, 7).await;
-    let mut stage = (None, String::new(), None);
-    for _ in 0..200 {
-        stage = keyframes_stage(&app, run).await;
-        if stage.1.contains("step 3 of 4") && stage.2.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let stage = eventually(
+        "step 3 and its preview",
+        Duration::from_secs(10),
+        || async {
+            seen(keyframes_stage(&app, run).await, |stage| {
+                stage.1.contains("step 3 of 4") && stage.2.is_some()
+            })
+        },
+    )
+    .await;
     assert_eq!(stage.1, "Generating on ComfyUI: step 3 of 4.", "{stage:?}");
     let progress = stage.0.unwrap();
     assert!((progress - 0.725).abs() < 0.01, "{progress}");
@@ -385,21 +391,27 @@ async fn a_comfyui_error_fails_the_stage_with_its_message_and_an_endpoint_that_d
     // up and the prompt is queued there and finishes.
     first.hold();
     let run = one_shot(&app, "a harbour at night").await;
-    for _ in 0..200 {
-        if keyframes_stage(&app, run).await.1.contains("step 3 of 4") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "step 3 on the first runtime",
+        Duration::from_secs(10),
+        || async {
+            seen(keyframes_stage(&app, run).await.1, |said| {
+                said.contains("step 3 of 4")
+            })
+        },
+    )
+    .await;
     first.kill();
-    let mut said = String::new();
-    for _ in 0..200 {
-        said = keyframes_stage(&app, run).await.1;
-        if said.contains("Waiting for the ComfyUI endpoint") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let said = eventually(
+        "the stage to wait for an endpoint",
+        Duration::from_secs(10),
+        || async {
+            seen(keyframes_stage(&app, run).await.1, |said| {
+                said.contains("Waiting for the ComfyUI endpoint")
+            })
+        },
+    )
+    .await;
     assert!(said.contains("Waiting for the ComfyUI endpoint"), "{said}");
     let second = FakeComfy::start(Mode::Current).await;
     slate_tests::colab_up(&app, &secret, "k-2", &second.url()).await;

@@ -9,10 +9,11 @@ use std::time::Duration;
 use app::accounts::Role;
 use k8s_openapi::api::batch::v1::Job;
 use serde_json::{json, Value};
-use server::pipelines::runs::{Capabilities, Submitter};
+use server::pipelines::runs::Submitter;
+use server::pipelines::Capabilities;
 use slate_tests::fake_kube::FakeKube;
 use slate_tests::tus::Tus;
-use slate_tests::TestApp;
+use slate_tests::{eventually, seen, TestApp};
 use uuid::Uuid;
 
 use super::admin;
@@ -89,13 +90,12 @@ impl Env {
     }
 
     async fn job(&self, run: Uuid) -> Value {
-        for _ in 0..300 {
-            if let Some(job) = self.jobs(run).pop() {
-                return job;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no Job for run {run}");
+        eventually(
+            &format!("a Job for run {run}"),
+            Duration::from_secs(15),
+            || async { self.jobs(run).pop() },
+        )
+        .await
     }
 
     /// The Job's pod, as the Job controller makes it, in `phase` with `status` merged in.
@@ -133,57 +133,51 @@ impl Env {
     }
 
     async fn stage_message(&self, run: Uuid, want: &str) -> String {
-        let mut message = String::new();
-        for _ in 0..300 {
-            message = sqlx::query_scalar::<_, Option<String>>(
-                "select status_message from run_stages where run_id = $1",
-            )
-            .bind(run)
-            .fetch_one(&self.app.pool)
-            .await
-            .unwrap()
-            .unwrap_or_default();
-            if message.contains(want) {
-                return message;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the stage never said {want:?}; it says {message:?}");
-    }
-
-    async fn logged(&self, run: Uuid, want: &str) {
-        for _ in 0..300 {
-            let n: i64 = sqlx::query_scalar(
-                "select count(*) from stage_logs l join stage_attempts a on a.id = l.attempt_id
-                 join run_stages s on s.id = a.stage_id where s.run_id = $1 and l.line = $2",
-            )
-            .bind(run)
-            .bind(want)
-            .fetch_one(&self.app.pool)
-            .await
-            .unwrap();
-            if n > 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{want:?} never reached the stage's log");
-    }
-
-    async fn wait_state(&self, run: Uuid, want: &str) {
-        let mut state = String::new();
-        for _ in 0..600 {
-            state = sqlx::query_scalar("select state from runs where id = $1")
+        eventually(
+            &format!("the stage to say {want:?}"),
+            Duration::from_secs(15),
+            || async {
+                let message = sqlx::query_scalar::<_, Option<String>>(
+                    "select status_message from run_stages where run_id = $1",
+                )
                 .bind(run)
                 .fetch_one(&self.app.pool)
                 .await
+                .unwrap()
+                .unwrap_or_default();
+                seen(message, |m| m.contains(want))
+            },
+        )
+        .await
+    }
+
+    async fn logged(&self, run: Uuid, want: &str) {
+        eventually(
+            &format!("{want:?} to reach the stage's log"),
+            Duration::from_secs(15),
+            || async {
+                let n: i64 = sqlx::query_scalar(
+                    "select count(*) from stage_logs l join stage_attempts a on a.id = l.attempt_id
+                 join run_stages s on s.id = a.stage_id where s.run_id = $1 and l.line = $2",
+                )
+                .bind(run)
+                .bind(want)
+                .fetch_one(&self.app.pool)
+                .await
                 .unwrap();
-            if state == want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("run {run} is {state}, not {want}");
+                n > 0
+            },
+        )
+        .await;
+    }
+
+    async fn wait_state(&self, run: Uuid, want: &str) {
+        eventually(
+            &format!("run {run} to be {want}"),
+            Duration::from_secs(60),
+            || async { seen(super::run_state(&self.app, run).await, |s| s == want) },
+        )
+        .await;
     }
 
     async fn stop(self) {
@@ -385,19 +379,20 @@ async fn cancelling_a_run_deletes_its_job_with_its_pods() {
         .unwrap();
     env.wait_state(run, "cancelled").await;
     // The runner hears of it at its next lease renewal, and stops the work.
-    let mut deletes = Vec::new();
-    for _ in 0..200 {
-        deletes = env
-            .fake
-            .requests()
-            .into_iter()
-            .filter(|r| r.verb == "delete" && r.resource == "jobs")
-            .collect();
-        if !deletes.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let deletes = eventually(
+        "the runner to delete the Job",
+        Duration::from_secs(10),
+        || async {
+            let deletes: Vec<_> = env
+                .fake
+                .requests()
+                .into_iter()
+                .filter(|r| r.verb == "delete" && r.resource == "jobs")
+                .collect();
+            (!deletes.is_empty()).then_some(deletes)
+        },
+    )
+    .await;
     assert_eq!(deletes.len(), 1, "{deletes:?}");
     assert_eq!(deletes[0].name.as_deref(), Some(name.as_str()));
     assert_eq!(

@@ -11,11 +11,13 @@ mod scripts;
 mod submit;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use app::accounts::Role;
 use server::audit::Who;
-use server::pipelines::runs::{Capabilities, Submission, Submitter};
-use slate_tests::TestApp;
+use server::pipelines::runs::{Submission, Submitter};
+use server::pipelines::Capabilities;
+use slate_tests::{eventually, seen, TestApp};
 use uuid::Uuid;
 
 /// A template with `n` independent local stages (for queue tests), or a chain.
@@ -118,19 +120,25 @@ pub async fn submit_runs(app: &TestApp, source: &str, runs: usize, priority: i32
 /// Waits (generously: these machines are shared, and nothing here is about speed) until
 /// a run has succeeded or failed; returns its state.
 pub async fn wait_run(app: &TestApp, run: Uuid) -> String {
-    let mut state = String::new();
-    for _ in 0..1800 {
-        state = sqlx::query_scalar("select state from runs where id = $1")
-            .bind(run)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if state == "succeeded" || state == "failed" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    state
+    eventually(
+        &format!("run {run} to finish"),
+        Duration::from_secs(180),
+        || async {
+            seen(run_state(app, run).await, |s| {
+                s == "succeeded" || s == "failed"
+            })
+        },
+    )
+    .await
+}
+
+/// The run's state now.
+pub async fn run_state(app: &TestApp, run: Uuid) -> String {
+    sqlx::query_scalar("select state from runs where id = $1")
+        .bind(run)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
 }
 
 pub type Shared<T> = Arc<std::sync::Mutex<T>>;

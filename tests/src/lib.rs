@@ -11,6 +11,9 @@ pub mod fake_comfy;
 pub mod fake_kube;
 pub mod kube_fixtures;
 pub mod tus;
+pub mod wait;
+
+pub use wait::{eventually, seen};
 
 use clap::Parser as _;
 use reqwest::header::{HeaderMap, HeaderValue, ORIGIN};

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use reqwest::{Method, Response};
 use sha2::Digest as _;
 
-use crate::{TestApp, ADMIN_EMAIL};
+use crate::{eventually, seen, TestApp, ADMIN_EMAIL};
 
 pub const OCTET: &str = "application/offset+octet-stream";
 
@@ -162,20 +162,22 @@ pub async fn asset_of(app: &TestApp, url: &str) -> String {
     asset.to_string()
 }
 
+/// Waits for the asset's processing to end and returns its state (`ready` or `failed`).
 pub async fn wait_processed(app: &TestApp, asset: &str) -> String {
     let id = uuid::Uuid::parse_str(asset).unwrap();
-    for _ in 0..600 {
-        let state: String = sqlx::query_scalar("select state from assets where id = $1")
-            .bind(id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if state == "ready" || state == "failed" {
-            return state;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("asset {asset} was never processed");
+    eventually(
+        &format!("asset {asset} to be processed"),
+        Duration::from_secs(60),
+        || async {
+            let state: String = sqlx::query_scalar("select state from assets where id = $1")
+                .bind(id)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+            seen(state, |s| s == "ready" || s == "failed")
+        },
+    )
+    .await
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
