@@ -15,7 +15,7 @@ pub mod wait;
 
 pub use wait::{eventually, seen};
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use reqwest::header::{HeaderMap, HeaderValue, ORIGIN};
 use server::cli::Cli;
 use server::config::Config;
@@ -77,9 +77,21 @@ pub async fn fresh_database() -> String {
     url.to_string()
 }
 
+/// The binary's defaults, as its command line defines them, but with every setting's
+/// environment variable (`SLATE_*`, `DATABASE_URL`) disconnected: clap reads the
+/// variable of any flag not given, so a variable in the caller's shell would otherwise
+/// change every test's configuration.
+pub fn default_config() -> Config {
+    let command = Cli::command().mut_args(|arg| arg.env(None));
+    let matches = command
+        .try_get_matches_from(["slate"])
+        .expect("the defaults parse");
+    Config::from_arg_matches(&matches).expect("the defaults make a configuration")
+}
+
 /// A configuration like the binary's defaults, with no environment leaking in.
 pub fn test_config(database_url: &str) -> Config {
-    let mut config = Cli::parse_from(["slate"]).config;
+    let mut config = default_config();
     config.database_url = Some(database_url.to_owned());
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.site_dir = site_dir();
@@ -93,6 +105,35 @@ pub fn test_config(database_url: &str) -> Config {
     config.data_dir =
         std::env::temp_dir().join(format!("slate-test-{}", uuid::Uuid::now_v7().simple()));
     config
+}
+
+/// Runs one `#[ignore]`d test of this test binary in a child process with `env` added to
+/// its environment; returns what it printed, and fails if it failed. For tests that need
+/// process-wide settings (environment variables) without changing them for the other
+/// tests running on this process's threads.
+pub fn in_child_process(test: &str, env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "--exact",
+            test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(env.iter().copied())
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{test} failed in its child process:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "{test} did not run in its child process:\n{stdout}"
+    );
+    stdout
 }
 
 pub struct TestApp {
@@ -280,7 +321,7 @@ impl TestApp {
 pub async fn colab_secret(app: &TestApp) -> String {
     let colab = server::colab::Colab::new(
         app.pool.clone(),
-        server::colab::address::HostRules::parse("", true),
+        server::comfyui::address::HostRules::parse("", true),
         std::time::Duration::from_secs(2),
     );
     colab
