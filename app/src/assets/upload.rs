@@ -259,7 +259,7 @@ mod browser {
     use std::cell::Cell;
     use std::rc::Rc;
 
-    use base64_lite::encode;
+    use super::base64_lite::encode;
     use leptos::prelude::*;
     use uuid::Uuid;
     use wasm_bindgen::closure::Closure;
@@ -287,32 +287,6 @@ mod browser {
                 xhr: None,
                 generation: 0,
             }
-        }
-    }
-
-    mod base64_lite {
-        /// Standard base64, for Upload-Metadata values.
-        pub fn encode(input: &str) -> String {
-            const TABLE: &[u8; 64] =
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-            let bytes = input.as_bytes();
-            let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-            for chunk in bytes.chunks(3) {
-                let b = [
-                    chunk[0],
-                    *chunk.get(1).unwrap_or(&0),
-                    *chunk.get(2).unwrap_or(&0),
-                ];
-                let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-                for i in 0..4 {
-                    if i <= chunk.len() {
-                        out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-                    } else {
-                        out.push('=');
-                    }
-                }
-            }
-            out
         }
     }
 
@@ -704,14 +678,36 @@ mod browser {
             _ => fallback,
         }
     }
+}
 
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn base64_matches_the_standard() {
-            assert_eq!(super::base64_lite::encode("hello.txt"), "aGVsbG8udHh0");
-            assert_eq!(super::base64_lite::encode("ab"), "YWI=");
+/// Outside the browser module so that its test runs with the ordinary `cargo test`.
+#[cfg_attr(
+    all(not(feature = "hydrate"), not(test)),
+    expect(dead_code, reason = "metadata is encoded only in the browser")
+)]
+mod base64_lite {
+    /// Standard base64, for Upload-Metadata values.
+    pub fn encode(input: &str) -> String {
+        const TABLE: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let bytes = input.as_bytes();
+        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
         }
+        out
     }
 }
 
@@ -776,6 +772,12 @@ mod tests {
         };
         assert!(could_be_the_file("a_very_long_name.mov", 50_000.0, &long));
         assert!(!could_be_the_file("a_very_long_name.mov", 10.0, &long));
+    }
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64_lite::encode("hello.txt"), "aGVsbG8udHh0");
+        assert_eq!(base64_lite::encode("ab"), "YWI=");
     }
 
     #[test]
