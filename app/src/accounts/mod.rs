@@ -18,6 +18,8 @@ use crate::error::AppError;
 /// What a person may do. Ordered: every role can do what the roles below it can.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "ssr", derive(sqlx::Type))]
+#[cfg_attr(feature = "ssr", sqlx(type_name = "text", rename_all = "snake_case"))]
 pub enum Role {
     Creator,
     Lead,
@@ -69,6 +71,8 @@ impl FromStr for Role {
 /// routes its scope opens (see `TokenScope::allows`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "ssr", derive(sqlx::Type))]
+#[cfg_attr(feature = "ssr", sqlx(type_name = "text", rename_all = "snake_case"))]
 pub enum TokenScope {
     /// General API access with the owner's role.
     Api,

@@ -17,10 +17,11 @@ use app::error::AppError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::{PgPool, Row as _};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::audit::{self, Who};
+use crate::db::{self, OrAppError as _};
 
 /// The one answer to every failed sign-in, whatever the reason.
 pub const SIGN_IN_FAILED: &str = "Sign-in failed. Check your email and password; after many \
@@ -52,24 +53,6 @@ impl TokenRefusal {
             }
         }
     }
-}
-
-/// Maps a database error to what the client may know, logging the cause once.
-pub fn db_error(err: sqlx::Error) -> AppError {
-    match &err {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            tracing::warn!(error = %err, "database unavailable");
-            AppError::unavailable()
-        }
-        _ => {
-            tracing::error!(error = %err, "database query failed");
-            AppError::internal()
-        }
-    }
-}
-
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
 impl Accounts {
@@ -113,8 +96,8 @@ impl Accounts {
             AppError::internal()
         })?;
         let id = Uuid::now_v7();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let inserted = sqlx::query(
+        let mut tx = self.pool.begin().await.or_app()?;
+        let inserted = sqlx::query_scalar(
             "insert into users (id, email, role, password_hash) values ($1, $2, $3, $4)
              returning created_at",
         )
@@ -125,14 +108,14 @@ impl Accounts {
         .fetch_one(&mut *tx)
         .await;
         let created_at: DateTime<Utc> = match inserted {
-            Ok(row) => row.get("created_at"),
-            Err(err) if is_unique_violation(&err) => {
+            Ok(created_at) => created_at,
+            Err(err) if db::is_unique_violation(&err) => {
                 return Err(AppError::Conflict(format!(
                     "There is already a user with the email {}.",
                     email.as_str()
                 )))
             }
-            Err(err) => return Err(db_error(err)),
+            Err(err) => return Err(db::app_error(err)),
         };
         audit::record(
             &mut *tx,
@@ -142,8 +125,8 @@ impl Accounts {
             json!({ "id": id, "email": email.as_str(), "role": role.as_str() }),
         )
         .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        .or_app()?;
+        tx.commit().await.or_app()?;
         Ok(CreatedUser {
             user: UserView {
                 id,
@@ -161,7 +144,7 @@ impl Accounts {
         let any: bool = sqlx::query_scalar("select exists(select 1 from users)")
             .fetch_one(&self.pool)
             .await
-            .map_err(db_error)?;
+            .or_app()?;
         if any {
             return Ok(false);
         }
@@ -190,12 +173,12 @@ impl Accounts {
     ) -> Result<CreatedToken, AppError> {
         let name = validate_token_name(name)?;
         let owner_email = Email::parse(owner_email)?;
-        let owner: Option<(Uuid, Option<DateTime<Utc>>)> =
+        let owner: Option<UserState> =
             sqlx::query_as("select id, disabled_at from users where lower(email) = $1")
                 .bind(owner_email.as_str())
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(db_error)?;
+                .or_app()?;
         let owner_id = match owner {
             None => {
                 return Err(AppError::NotFound(format!(
@@ -203,18 +186,24 @@ impl Accounts {
                     owner_email.as_str()
                 )))
             }
-            Some((_, Some(_))) => {
+            Some(UserState {
+                disabled_at: Some(_),
+                ..
+            }) => {
                 return Err(AppError::invalid(format!(
                     "{} is disabled; tokens cannot be made for disabled users.",
                     owner_email.as_str()
                 )))
             }
-            Some((id, None)) => id,
+            Some(UserState {
+                id,
+                disabled_at: None,
+            }) => id,
         };
         let secret = tokens::generate();
         let prefix = secret[..tokens::DISPLAY_PREFIX_LEN].to_owned();
         let id = Uuid::now_v7();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.or_app()?;
         let created_at: DateTime<Utc> = sqlx::query_scalar(
             "insert into api_tokens (id, user_id, name, scope, prefix, secret_hash, created_by)
              values ($1, $2, $3, $4, $5, $6, $7) returning created_at",
@@ -228,7 +217,7 @@ impl Accounts {
         .bind(who.user_id)
         .fetch_one(&mut *tx)
         .await
-        .map_err(db_error)?;
+        .or_app()?;
         audit::record(
             &mut *tx,
             who,
@@ -237,8 +226,8 @@ impl Accounts {
             json!({ "id": id, "name": name, "scope": scope.as_str(), "owner": owner_email.as_str() }),
         )
         .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        .or_app()?;
+        tx.commit().await.or_app()?;
         Ok(CreatedToken {
             token: TokenView {
                 id,
@@ -256,17 +245,22 @@ impl Accounts {
 
     /// The principal of a signed-in session; `None` when the user is gone or disabled.
     pub async fn principal_for_user(&self, user_id: Uuid) -> Result<Option<Principal>, AppError> {
-        let row: Option<(String, String, Option<DateTime<Utc>>)> =
-            sqlx::query_as("select email, role, disabled_at from users where id = $1")
+        let row: Option<UserRow> =
+            sqlx::query_as("select id, email, role, disabled_at from users where id = $1")
                 .bind(user_id)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(db_error)?;
+                .or_app()?;
         Ok(match row {
-            Some((email, role, None)) => Some(Principal {
+            Some(UserRow {
+                email,
+                role,
+                disabled_at: None,
+                ..
+            }) => Some(Principal {
                 user_id,
                 email,
-                role: role.parse()?,
+                role,
                 token: None,
             }),
             _ => None,
@@ -281,7 +275,7 @@ impl Accounts {
         if !tokens::well_formed(secret) {
             return Ok(Err(TokenRefusal::Malformed));
         }
-        let row = sqlx::query(
+        let row: Option<TokenPrincipalRow> = sqlx::query_as(
             "select t.id, t.name, t.scope, t.revoked_at, t.last_used_at, u.id as user_id, u.email,
                     u.role, u.disabled_at
              from api_tokens t join users u on u.id = t.user_id
@@ -290,34 +284,34 @@ impl Accounts {
         .bind(tokens::digest(secret))
         .fetch_optional(&self.pool)
         .await
-        .map_err(db_error)?;
+        .or_app()?;
         let Some(row) = row else {
             return Ok(Err(TokenRefusal::Unknown));
         };
-        if row.get::<Option<DateTime<Utc>>, _>("revoked_at").is_some() {
+        if row.revoked_at.is_some() {
             return Ok(Err(TokenRefusal::Revoked));
         }
-        if row.get::<Option<DateTime<Utc>>, _>("disabled_at").is_some() {
+        if row.disabled_at.is_some() {
             return Ok(Err(TokenRefusal::OwnerDisabled));
         }
-        let id: Uuid = row.get("id");
+        let id = row.id;
         // Record use at most once a minute: a busy script should not write on every call.
-        let last_used: Option<DateTime<Utc>> = row.get("last_used_at");
+        let last_used = row.last_used_at;
         if last_used.is_none_or(|at| Utc::now() - at > chrono::Duration::minutes(1)) {
             sqlx::query("update api_tokens set last_used_at = now() where id = $1")
                 .bind(id)
                 .execute(&self.pool)
                 .await
-                .map_err(db_error)?;
+                .or_app()?;
         }
         Ok(Ok(Principal {
-            user_id: row.get("user_id"),
-            email: row.get("email"),
-            role: row.get::<String, _>("role").parse()?,
+            user_id: row.user_id,
+            email: row.email,
+            role: row.role,
             token: Some(TokenRef {
                 id,
-                name: row.get("name"),
-                scope: row.get::<String, _>("scope").parse()?,
+                name: row.name,
+                scope: row.scope,
             }),
         }))
     }
@@ -338,7 +332,7 @@ impl Accounts {
     /// all be checked before any of them is counted. A reservation stays as the record of
     /// a failure; a success takes its own back.
     async fn reserve_attempt(&self, keys: &[String]) -> Result<Option<Vec<i64>>, AppError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.or_app()?;
         // The same order for everybody, so that two attempts never wait on each other.
         let mut ordered: Vec<&String> = keys.iter().collect();
         ordered.sort();
@@ -347,7 +341,7 @@ impl Accounts {
                 .bind(key)
                 .execute(&mut *tx)
                 .await
-                .map_err(db_error)?;
+                .or_app()?;
         }
         let full: bool = sqlx::query_scalar(
             "select exists(
@@ -360,7 +354,7 @@ impl Accounts {
         .bind(self.max_failures)
         .fetch_one(&mut *tx)
         .await
-        .map_err(db_error)?;
+        .or_app()?;
         if full {
             return Ok(None);
         }
@@ -370,8 +364,8 @@ impl Accounts {
         .bind(keys)
         .fetch_all(&mut *tx)
         .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        .or_app()?;
+        tx.commit().await.or_app()?;
         Ok(Some(reserved))
     }
 
@@ -384,7 +378,7 @@ impl Accounts {
         actor: Uuid,
         target: Uuid,
     ) -> Result<LockedUsers, AppError> {
-        let rows: Vec<(Uuid, String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+        let rows: Vec<UserRow> = sqlx::query_as(
             "select id, email, role, disabled_at from users
              where (role = 'admin' and disabled_at is null) or id = any($1)
              order by id for update",
@@ -392,27 +386,25 @@ impl Accounts {
         .bind([actor, target])
         .fetch_all(&mut *tx)
         .await
-        .map_err(db_error)?;
-        let active_admin = |(_, _, role, disabled_at): &&(_, _, String, Option<_>)| {
-            role == "admin" && disabled_at.is_none()
-        };
-        if !rows.iter().filter(active_admin).any(|r| r.0 == actor) {
+        .or_app()?;
+        let active_admin = |r: &&UserRow| r.role == Role::Admin && r.disabled_at.is_none();
+        if !rows.iter().filter(active_admin).any(|r| r.id == actor) {
             return Err(AppError::Forbidden(
                 "Only an active admin can change users.".into(),
             ));
         }
-        let (_, email, role, disabled_at) = rows
+        let found = rows
             .iter()
-            .find(|r| r.0 == target)
+            .find(|r| r.id == target)
             .ok_or_else(|| AppError::NotFound("That user does not exist.".into()))?;
         Ok(LockedUsers {
-            email: email.clone(),
-            role: role.parse()?,
-            disabled: disabled_at.is_some(),
+            email: found.email.clone(),
+            role: found.role,
+            disabled: found.disabled_at.is_some(),
             other_active_admins: rows
                 .iter()
                 .filter(active_admin)
-                .filter(|r| r.0 != target)
+                .filter(|r| r.id != target)
                 .count(),
         })
     }
@@ -434,15 +426,15 @@ fn who(actor: &Actor) -> Who {
     Who::principal(&actor.principal, actor.client_addr)
 }
 
-fn audit_entry(row: &sqlx::postgres::PgRow) -> AuditEntry {
+fn audit_entry(row: AuditRow) -> AuditEntry {
     AuditEntry {
-        id: row.get("id"),
-        at: row.get("at"),
-        actor: row.get("actor_label"),
-        action: row.get("action"),
-        target: row.get("target"),
-        detail: row.get::<serde_json::Value, _>("detail").to_string(),
-        client_addr: row.get("client_addr"),
+        id: row.id,
+        at: row.at,
+        actor: row.actor_label,
+        action: row.action,
+        target: row.target,
+        detail: row.detail.to_string(),
+        client_addr: row.client_addr,
     }
 }
 
@@ -474,24 +466,29 @@ impl AccountsBackend for Accounts {
             tracing::warn!("sign-in refused: too many recent failures");
             return Err(AppError::TooManyRequests(SIGN_IN_FAILED.into()));
         };
-        let row: Option<(Uuid, String, String, Option<DateTime<Utc>>)> = match &parsed {
+        let row: Option<SignInRow> = match &parsed {
             Ok(email) => sqlx::query_as(
                 "select id, role, password_hash, disabled_at from users where lower(email) = $1",
             )
             .bind(email.as_str())
             .fetch_optional(&self.pool)
             .await
-            .map_err(db_error)?,
+            .or_app()?,
             Err(_) => None,
         };
-        let stored = row.as_ref().map(|(_, _, hash, _)| hash.clone());
+        let stored = row.as_ref().map(|r| r.password_hash.clone());
         let password_ok = passwords::verify_async(password.to_owned(), stored).await;
         match row {
-            Some((id, role, _, None)) if password_ok => {
+            Some(SignInRow {
+                id,
+                role,
+                disabled_at: None,
+                ..
+            }) if password_ok => {
                 let principal = Principal {
                     user_id: id,
                     email: email.trim().to_lowercase(),
-                    role: role.parse()?,
+                    role,
                     token: None,
                 };
                 // The account's failures are forgiven; the address keeps its others.
@@ -500,7 +497,7 @@ impl AccountsBackend for Accounts {
                     .bind(&reserved)
                     .execute(&self.pool)
                     .await
-                    .map_err(db_error)?;
+                    .or_app()?;
                 audit::record(
                     &self.pool,
                     &Who::principal(&principal, client_addr),
@@ -509,7 +506,7 @@ impl AccountsBackend for Accounts {
                     json!({}),
                 )
                 .await
-                .map_err(db_error)?;
+                .or_app()?;
                 Ok(principal)
             }
             _ => {
@@ -523,23 +520,23 @@ impl AccountsBackend for Accounts {
     async fn record_sign_out(&self, actor: &Actor) -> Result<(), AppError> {
         audit::record(&self.pool, &who(actor), "session.sign_out", None, json!({}))
             .await
-            .map_err(db_error)
+            .or_app()
     }
 
     async fn dashboard(&self, me: &Principal) -> Result<Dashboard, AppError> {
-        let my_recent = sqlx::query(
+        let my_recent = sqlx::query_as::<_, AuditRow>(
             "select id, at, actor_label, action, target, detail, client_addr from audit_log
              where actor_user_id = $1 order by at desc, id desc limit 8",
         )
         .bind(me.user_id)
         .fetch_all(&self.pool)
         .await
-        .map_err(db_error)?
-        .iter()
+        .or_app()?
+        .into_iter()
         .map(audit_entry)
         .collect();
         let admin = if me.has(Role::Admin) {
-            let row = sqlx::query(
+            let row: CountsRow = sqlx::query_as(
                 "select
                    (select count(*) from users where disabled_at is null) as active_users,
                    (select count(*) from users where disabled_at is not null) as disabled_users,
@@ -549,12 +546,12 @@ impl AccountsBackend for Accounts {
             )
             .fetch_one(&self.pool)
             .await
-            .map_err(db_error)?;
+            .or_app()?;
             Some(AdminCounts {
-                active_users: row.get("active_users"),
-                disabled_users: row.get("disabled_users"),
-                active_tokens: row.get("active_tokens"),
-                audit_last_day: row.get("audit_last_day"),
+                active_users: row.active_users,
+                disabled_users: row.disabled_users,
+                active_tokens: row.active_tokens,
+                audit_last_day: row.audit_last_day,
             })
         } else {
             None
@@ -567,24 +564,22 @@ impl AccountsBackend for Accounts {
     }
 
     async fn list_users(&self) -> Result<Vec<UserView>, AppError> {
-        let rows: Vec<(Uuid, String, String, Option<DateTime<Utc>>, DateTime<Utc>)> =
-            sqlx::query_as(
-                "select id, email, role, disabled_at, created_at from users order by lower(email)",
-            )
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        rows.into_iter()
-            .map(|(id, email, role, disabled_at, created_at)| {
-                Ok(UserView {
-                    id,
-                    email,
-                    role: role.parse()?,
-                    disabled: disabled_at.is_some(),
-                    created_at,
-                })
+        let rows: Vec<UserListRow> = sqlx::query_as(
+            "select id, email, role, disabled_at, created_at from users order by lower(email)",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .or_app()?;
+        Ok(rows
+            .into_iter()
+            .map(|r| UserView {
+                id: r.id,
+                email: r.email,
+                role: r.role,
+                disabled: r.disabled_at.is_some(),
+                created_at: r.created_at,
             })
-            .collect()
+            .collect())
     }
 
     async fn create_user(
@@ -604,7 +599,7 @@ impl AccountsBackend for Accounts {
                 "You cannot change your own role.".into(),
             ));
         }
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.or_app()?;
         let target = Self::lock_for_change(&mut tx, actor.principal.user_id, user).await?;
         if target.role == role {
             return Ok(());
@@ -617,7 +612,7 @@ impl AccountsBackend for Accounts {
             .bind(role.as_str())
             .execute(&mut *tx)
             .await
-            .map_err(db_error)?;
+            .or_app()?;
         audit::record(
             &mut *tx,
             &who(actor),
@@ -626,8 +621,8 @@ impl AccountsBackend for Accounts {
             json!({ "id": user, "from": target.role.as_str(), "to": role.as_str() }),
         )
         .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        .or_app()?;
+        tx.commit().await.or_app()
     }
 
     async fn set_disabled(
@@ -641,7 +636,7 @@ impl AccountsBackend for Accounts {
                 "You cannot disable your own account.".into(),
             ));
         }
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.or_app()?;
         let target = Self::lock_for_change(&mut tx, actor.principal.user_id, user).await?;
         if target.disabled == disabled {
             return Ok(());
@@ -657,7 +652,7 @@ impl AccountsBackend for Accounts {
         .bind(disabled)
         .execute(&mut *tx)
         .await
-        .map_err(db_error)?;
+        .or_app()?;
         let action = if disabled {
             "user.disable"
         } else {
@@ -671,33 +666,32 @@ impl AccountsBackend for Accounts {
             json!({ "id": user }),
         )
         .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        .or_app()?;
+        tx.commit().await.or_app()
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenView>, AppError> {
-        let rows = sqlx::query(
+        let rows: Vec<TokenRow> = sqlx::query_as(
             "select t.id, t.name, t.scope, t.prefix, u.email, t.created_at, t.last_used_at, t.revoked_at
              from api_tokens t join users u on u.id = t.user_id
              order by t.revoked_at is not null, t.created_at desc",
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(TokenView {
-                    id: row.get("id"),
-                    name: row.get("name"),
-                    scope: row.get::<String, _>("scope").parse()?,
-                    prefix: row.get("prefix"),
-                    owner_email: row.get("email"),
-                    created_at: row.get("created_at"),
-                    last_used_at: row.get("last_used_at"),
-                    revoked_at: row.get("revoked_at"),
-                })
+        .or_app()?;
+        Ok(rows
+            .into_iter()
+            .map(|row| TokenView {
+                id: row.id,
+                name: row.name,
+                scope: row.scope,
+                prefix: row.prefix,
+                owner_email: row.email,
+                created_at: row.created_at,
+                last_used_at: row.last_used_at,
+                revoked_at: row.revoked_at,
             })
-            .collect()
+            .collect())
     }
 
     async fn create_token(
@@ -712,14 +706,14 @@ impl AccountsBackend for Accounts {
     }
 
     async fn revoke_token(&self, actor: &Actor, token: Uuid) -> Result<(), AppError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let row: Option<(String, Option<DateTime<Utc>>)> =
+        let mut tx = self.pool.begin().await.or_app()?;
+        let row: Option<TokenState> =
             sqlx::query_as("select name, revoked_at from api_tokens where id = $1 for update")
                 .bind(token)
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(db_error)?;
-        let (name, revoked_at) =
+                .or_app()?;
+        let TokenState { name, revoked_at } =
             row.ok_or_else(|| AppError::NotFound("That token does not exist.".into()))?;
         if revoked_at.is_some() {
             return Ok(());
@@ -728,7 +722,7 @@ impl AccountsBackend for Accounts {
             .bind(token)
             .execute(&mut *tx)
             .await
-            .map_err(db_error)?;
+            .or_app()?;
         audit::record(
             &mut *tx,
             &who(actor),
@@ -737,8 +731,8 @@ impl AccountsBackend for Accounts {
             json!({ "id": token }),
         )
         .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        .or_app()?;
+        tx.commit().await.or_app()
     }
 
     async fn audit_log(&self, query: AuditQuery) -> Result<AuditPage, AppError> {
@@ -762,7 +756,7 @@ impl AccountsBackend for Accounts {
                     .replace('_', "\\_")
             )
         });
-        let rows = sqlx::query(
+        let rows: Vec<AuditRow> = sqlx::query_as(
             "select id, at, actor_label, action, target, detail, client_addr from audit_log
              where ($1::text is null or actor_label ilike $1)
                and ($2::text is null or action like $2)
@@ -776,8 +770,8 @@ impl AccountsBackend for Accounts {
         .bind(AUDIT_PAGE_SIZE + 1)
         .fetch_all(&self.pool)
         .await
-        .map_err(db_error)?;
-        let mut entries: Vec<AuditEntry> = rows.iter().map(audit_entry).collect();
+        .or_app()?;
+        let mut entries: Vec<AuditEntry> = rows.into_iter().map(audit_entry).collect();
         let next_before = if entries.len() as i64 > AUDIT_PAGE_SIZE {
             entries.truncate(AUDIT_PAGE_SIZE as usize);
             entries.last().map(|e| e.id)
@@ -789,4 +783,89 @@ impl AccountsBackend for Accounts {
             next_before,
         })
     }
+}
+
+/// A user as the sign-in and change checks read it.
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    email: String,
+    role: Role,
+    disabled_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a user (a token's owner-to-be) is enabled.
+#[derive(sqlx::FromRow)]
+struct UserState {
+    id: Uuid,
+    disabled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SignInRow {
+    id: Uuid,
+    role: Role,
+    password_hash: String,
+    disabled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserListRow {
+    id: Uuid,
+    email: String,
+    role: Role,
+    disabled_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+/// A bearer token with its owner, as authentication reads it.
+#[derive(sqlx::FromRow)]
+struct TokenPrincipalRow {
+    id: Uuid,
+    name: String,
+    scope: TokenScope,
+    revoked_at: Option<DateTime<Utc>>,
+    last_used_at: Option<DateTime<Utc>>,
+    user_id: Uuid,
+    email: String,
+    role: Role,
+    disabled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: Uuid,
+    name: String,
+    scope: TokenScope,
+    prefix: String,
+    email: String,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a token is revoked, read before revoking it.
+#[derive(sqlx::FromRow)]
+struct TokenState {
+    name: String,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    id: i64,
+    at: DateTime<Utc>,
+    actor_label: String,
+    action: String,
+    target: Option<String>,
+    detail: serde_json::Value,
+    client_addr: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct CountsRow {
+    active_users: i64,
+    disabled_users: i64,
+    active_tokens: i64,
+    audit_last_day: i64,
 }

@@ -15,8 +15,8 @@ use sqlx::{QueryBuilder, Row as _};
 use uuid::Uuid;
 
 use super::Assets;
-use crate::accounts::db_error;
 use crate::audit::{self, Who};
+use crate::db::OrAppError as _;
 
 /// `$1` is the viewer: an unfinished upload is shown to its uploader only.
 const CARD_COLUMNS: &str = "a.id, a.name, a.kind, a.state, a.failure, u.email, a.tags, v.size,
@@ -137,7 +137,7 @@ impl AssetsBackend for Assets {
             Sort::Name => " order by lower(a.name), a.id",
         });
         sql.push(" limit ").push_bind(LIBRARY_PAGE_SIZE + 1);
-        let rows = sql.build().fetch_all(&self.pool).await.map_err(db_error)?;
+        let rows = sql.build().fetch_all(&self.pool).await.or_app()?;
         let mut items: Vec<AssetCard> = rows.iter().map(card).collect();
         let next = if items.len() as i64 > LIBRARY_PAGE_SIZE {
             items.truncate(LIBRARY_PAGE_SIZE as usize);
@@ -158,7 +158,7 @@ impl AssetsBackend for Assets {
         .bind(id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db_error)?
+        .or_app()?
         .ok_or_else(|| AppError::NotFound("This asset does not exist or was deleted.".into()))?;
         let owner: Uuid = row.get("owner_id");
         let current_id: Option<Uuid> = row.get("current_version_id");
@@ -172,7 +172,7 @@ impl AssetsBackend for Assets {
         .bind(who.user_id)
         .fetch_all(&self.pool)
         .await
-        .map_err(db_error)?
+        .or_app()?
         .iter()
         .map(|v| VersionView {
             id: v.get("id"),
@@ -201,13 +201,13 @@ impl AssetsBackend for Assets {
 
     async fn set_tags(&self, actor: &Actor, id: Uuid, tags: Vec<String>) -> Result<(), AppError> {
         let owner = self.editable(actor, id).await?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.or_app()?;
         sqlx::query("update assets set tags = $2, updated_at = now() where id = $1")
             .bind(id)
             .bind(&tags)
             .execute(&mut *tx)
             .await
-            .map_err(db_error)?;
+            .or_app()?;
         audit::record(
             &mut *tx,
             &Who::principal(&actor.principal, actor.client_addr),
@@ -216,22 +216,22 @@ impl AssetsBackend for Assets {
             json!({ "tags": tags, "owner": owner }),
         )
         .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        .or_app()?;
+        tx.commit().await.or_app()?;
         self.changed(id).await;
         Ok(())
     }
 
     async fn delete(&self, actor: &Actor, id: Uuid) -> Result<(), AppError> {
         self.editable(actor, id).await?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.pool.begin().await.or_app()?;
         let name: String = sqlx::query_scalar(
             "update assets set deleted_at = now(), updated_at = now() where id = $1 returning name",
         )
         .bind(id)
         .fetch_one(&mut *tx)
         .await
-        .map_err(db_error)?;
+        .or_app()?;
         audit::record(
             &mut *tx,
             &Who::principal(&actor.principal, actor.client_addr),
@@ -240,8 +240,8 @@ impl AssetsBackend for Assets {
             json!({ "name": name }),
         )
         .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        .or_app()?;
+        tx.commit().await.or_app()?;
         self.changed(id).await;
         Ok(())
     }
@@ -257,7 +257,7 @@ impl Assets {
         .bind(actor.principal.user_id)
         .fetch_optional(&self.pool)
                 .await
-                .map_err(db_error)?;
+                .or_app()?;
         let owner = owner.ok_or_else(|| {
             AppError::NotFound("This asset does not exist or was deleted.".into())
         })?;

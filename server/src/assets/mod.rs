@@ -121,10 +121,7 @@ impl Assets {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "listing expired uploads failed");
-            tus::TusError::from_db()
-        })?;
+        .map_err(tus::db_error)?;
         for row in &expired {
             self.discard_upload(row, "expired").await?;
             tracing::info!(upload = %row.id, received = row.received, "expired upload removed");

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::audit::Who;
 use crate::cluster::Cluster;
+use crate::db::OrAppError as _;
 use rollout::{equal_ignore_hash, without_hash, Refusal, Undo};
 
 /// How many timeline entries one page shows.
@@ -127,11 +128,6 @@ impl Workloads {
 pub struct Deploys {
     pool: PgPool,
     cluster: Cluster,
-}
-
-fn db(e: sqlx::Error) -> AppError {
-    tracing::error!(error = %e, "deploys: database error");
-    AppError::internal()
 }
 
 fn cluster_error(e: kube::Error) -> AppError {
@@ -238,7 +234,7 @@ impl Deploys {
         .bind(revision)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db)
+        .or_app()
     }
 
     async fn choices(&self, kind: &str, name: &str) -> Result<Vec<RevisionChoice>, AppError> {
@@ -251,7 +247,7 @@ impl Deploys {
         .bind(name)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .or_app()?;
         Ok(rows
             .into_iter()
             .map(|(revision, at, images)| RevisionChoice {
@@ -307,7 +303,7 @@ impl Deploys {
         reason: Option<&str>,
         detail: Value,
     ) -> Result<(), AppError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.or_app()?;
         sqlx::query(
             "insert into deploy_events (id, source, actor_label, action, namespace, kind, name, outcome, reason, detail)
              values ($1, 'slate', $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -323,7 +319,7 @@ impl Deploys {
         .bind(&detail)
         .execute(&mut *tx)
         .await
-        .map_err(db)?;
+        .or_app()?;
         let mut audit = detail;
         audit["outcome"] = json!(outcome);
         audit["reason"] = json!(reason);
@@ -338,8 +334,8 @@ impl Deploys {
             audit,
         )
         .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)
+        .or_app()?;
+        tx.commit().await.or_app()
     }
 
     fn template_diff(
@@ -390,7 +386,7 @@ impl DeploysBackend for Deploys {
             .bind(PAGE)
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
+            .or_app()?;
         let entries = rows
             .into_iter()
             .map(|r| DeployEntry {
@@ -428,7 +424,7 @@ impl DeploysBackend for Deploys {
         .bind(self.namespace())
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .or_app()?;
         let workloads: BTreeSet<String> = stored
             .into_iter()
             .chain(rollouts.iter().map(|r| format!("{}/{}", r.kind, r.name)))
@@ -443,7 +439,7 @@ impl DeploysBackend for Deploys {
         .bind(self.namespace())
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .or_app()?;
         let offline = (!self.cluster.is_live()).then(|| {
             format!(
                 "Not connected to a cluster ({}): history is shown, restart and rollback are unavailable.",
@@ -485,7 +481,7 @@ impl DeploysBackend for Deploys {
             .bind(revision)
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?,
+            .or_app()?,
         };
         let left = match against {
             Some(a) => match self.stored(kind, name, a).await? {

@@ -10,10 +10,6 @@ use super::TUS_VERSION;
 pub struct TusError(pub(super) StatusCode, pub(super) String);
 
 impl TusError {
-    pub(in crate::assets) fn from_db() -> Self {
-        Self::new(503, "The database is not answering; try again.")
-    }
-
     /// A writer found its lease taken over (it stalled past the lease): it must stop.
     pub(super) fn lease_lost() -> Self {
         Self::new(
@@ -41,19 +37,18 @@ impl IntoResponse for TusError {
     }
 }
 
-pub(super) fn db(err: sqlx::Error) -> TusError {
-    match err {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            tracing::warn!(error = %err, "database unavailable during an upload");
-            TusError::new(503, "The database is not answering; try again.")
-        }
-        _ => {
-            tracing::error!(error = %err, "upload query failed");
-            TusError::new(
-                500,
-                "Slate could not record the upload; the details are in its log.",
-            )
-        }
+/// The database error as the client is told it; its own messages, but the same line
+/// between "try again" and "our fault" as [`crate::db::app_error`].
+pub(in crate::assets) fn db(err: sqlx::Error) -> TusError {
+    if crate::db::is_unavailable(&err) {
+        tracing::warn!(error = %err, "database unavailable during an upload");
+        TusError::new(503, "The database is not answering; try again.")
+    } else {
+        tracing::error!(error = %err, "upload query failed");
+        TusError::new(
+            500,
+            "Slate could not record the upload; the details are in its log.",
+        )
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub(super) use error::db as db_error;
 pub use error::TusError;
 pub use headers::parse_metadata;
 pub use routes::router;
