@@ -18,8 +18,9 @@ pub const SOURCES: [(&str, &str); 3] = [
 /// Outcomes an entry can have.
 pub const OUTCOMES: [&str; 4] = ["done", "started", "refused", "failed"];
 
-/// One line of the timeline.
+/// One line of the timeline (a row of the server's timeline query).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct DeployEntry {
     /// Unique across kinds: `rev:<uuid>`, `ci:<uuid>`, `event:<uuid>`.
     pub key: String,
@@ -87,6 +88,7 @@ pub struct DeploysView {
 
 /// A revision one can diff against or roll back to.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct RevisionChoice {
     pub revision: i64,
     pub at: DateTime<Utc>,
