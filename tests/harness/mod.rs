@@ -42,7 +42,7 @@ fn test_configurations_ignore_the_callers_environment() {
     );
     let theirs = printed
         .lines()
-        .find_map(|l| l.strip_prefix("config: "))
+        .find_map(|l| l.split_once("config: ").map(|(_, config)| config))
         .unwrap_or_else(|| panic!("no configuration printed:\n{printed}"));
     assert_eq!(theirs, comparable_config());
 }
