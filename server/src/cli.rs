@@ -172,7 +172,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 db.migrate().await?;
                 let colab = crate::colab::Colab::new(
                     db.pool.clone(),
-                    crate::colab::address::HostRules::parse(&config.colab_allowed_hosts, false),
+                    crate::comfyui::address::HostRules::parse(&config.colab_allowed_hosts, false),
                     std::time::Duration::from_secs(config.colab_verify_seconds.max(1)),
                 );
                 let secret = colab.rotate_secret(&Who::cli()).await?;
@@ -189,12 +189,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 db.migrate().await?;
                 let colab = crate::colab::Colab::new(
                     db.pool.clone(),
-                    crate::colab::address::HostRules::parse(&config.colab_allowed_hosts, false),
+                    crate::comfyui::address::HostRules::parse(&config.colab_allowed_hosts, false),
                     std::time::Duration::from_secs(config.colab_verify_seconds.max(1)),
                 );
                 match colab.set_fallback(&Who::cli(), url.as_deref()).await? {
                     Some(url) => {
-                        println!("fallback set to {}", crate::colab::address::redact(&url))
+                        println!("fallback set to {}", crate::comfyui::address::redact(&url))
                     }
                     None => println!("fallback cleared"),
                 }

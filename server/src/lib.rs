@@ -7,6 +7,7 @@ pub mod audit;
 pub mod cli;
 pub mod cluster;
 pub mod colab;
+pub mod comfyui;
 pub mod config;
 pub mod db;
 pub mod deploys;

@@ -119,7 +119,7 @@ impl Application {
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let colab = crate::colab::Colab::new(
             pool.clone(),
-            crate::colab::address::HostRules::parse(
+            crate::comfyui::address::HostRules::parse(
                 &config.colab_allowed_hosts,
                 config.colab_allow_loopback,
             ),

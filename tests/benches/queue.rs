@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use server::pipelines::queue::{Claim, Outcome};
-use server::pipelines::{Dispatcher, Executor};
+use server::pipelines::attempt::Attempt;
+use server::pipelines::queue::Outcome;
+use server::pipelines::{Dispatcher, Executor, Queue};
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
@@ -30,7 +31,11 @@ struct NoOp;
 
 #[async_trait]
 impl Executor for NoOp {
-    async fn run(&self, _: &Claim, _: watch::Receiver<bool>) -> Outcome {
+    fn queues(&self) -> Vec<Queue> {
+        Vec::new()
+    }
+
+    async fn run(&self, _: &Attempt, _: watch::Receiver<bool>) -> Outcome {
         Outcome::Succeeded
     }
 }
@@ -77,7 +82,7 @@ async fn instances(url: &str, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
         ));
         let dispatcher = Arc::new(Dispatcher {
             pool,
-            kind: "local".into(),
+            queue: "local".into(),
             capacity: 64,
             executor: Arc::new(NoOp),
             runner: Uuid::now_v7(),

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use serde_json::json;
-use server::colab::address::HostRules;
-use server::colab::client::{ComfyClient, ComfyError, PromptState};
-use server::colab::probe::Prober;
+use server::comfyui::address::HostRules;
+use server::comfyui::client::{ComfyClient, ComfyError, PromptState};
+use server::comfyui::probe::Prober;
 use slate_tests::fake_comfy::{FakeComfy, Mode};
 
 fn client(comfy: &FakeComfy) -> ComfyClient {

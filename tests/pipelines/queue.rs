@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use server::audit::Who;
-use server::pipelines::queue::{Claim, Outcome};
+use server::pipelines::attempt::Attempt;
+use server::pipelines::queue::Outcome;
 use server::pipelines::runs::Submitter;
-use server::pipelines::{Dispatcher, Executor};
+use server::pipelines::{Dispatcher, Executor, Queue};
 use slate_tests::{spawn_app_with, TestApp};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
@@ -29,7 +30,12 @@ struct Recorder {
 
 #[async_trait]
 impl Executor for Recorder {
-    async fn run(&self, claim: &Claim, mut cancel: watch::Receiver<bool>) -> Outcome {
+    fn queues(&self) -> Vec<Queue> {
+        Vec::new()
+    }
+
+    async fn run(&self, attempt: &Attempt, mut cancel: watch::Receiver<bool>) -> Outcome {
+        let claim = &attempt.claim;
         self.calls
             .lock()
             .unwrap()
@@ -70,7 +76,7 @@ async fn without_dispatchers() -> TestApp {
 fn dispatcher(pool: &sqlx::PgPool, capacity: i64, executor: Arc<Recorder>) -> Arc<Dispatcher> {
     Arc::new(Dispatcher {
         pool: pool.clone(),
-        kind: "local".into(),
+        queue: "local".into(),
         capacity,
         executor,
         runner: Uuid::now_v7(),
@@ -435,7 +441,11 @@ struct PanicsFirst {
 
 #[async_trait]
 impl Executor for PanicsFirst {
-    async fn run(&self, _claim: &Claim, _cancel: watch::Receiver<bool>) -> Outcome {
+    fn queues(&self) -> Vec<Queue> {
+        Vec::new()
+    }
+
+    async fn run(&self, _attempt: &Attempt, _cancel: watch::Receiver<bool>) -> Outcome {
         if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
             panic!("boom");
         }
@@ -453,7 +463,7 @@ async fn a_panicking_executor_fails_its_attempt_and_frees_its_slot() {
     let d = tokio::spawn(
         Arc::new(Dispatcher {
             pool: app.pool.clone(),
-            kind: "local".into(),
+            queue: "local".into(),
             capacity: 1,
             executor: executor.clone(),
             runner: Uuid::now_v7(),
@@ -495,7 +505,12 @@ struct Gated {
 
 #[async_trait]
 impl Executor for Gated {
-    async fn run(&self, claim: &Claim, _cancel: watch::Receiver<bool>) -> Outcome {
+    fn queues(&self) -> Vec<Queue> {
+        Vec::new()
+    }
+
+    async fn run(&self, attempt: &Attempt, _cancel: watch::Receiver<bool>) -> Outcome {
+        let claim = &attempt.claim;
         if claim.name == "s0" {
             return Outcome::Failed("exit status 1".into());
         }
@@ -512,7 +527,7 @@ async fn a_run_whose_stage_failed_while_another_ran_ends_when_that_one_succeeds(
     let d = tokio::spawn(
         Arc::new(Dispatcher {
             pool: app.pool.clone(),
-            kind: "local".into(),
+            queue: "local".into(),
             capacity: 2,
             executor: Arc::new(Gated { gate }),
             runner: Uuid::now_v7(),

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::address::{normalise, redact};
+use crate::comfyui::address::{normalise, redact};
 use super::Colab;
 use crate::audit::Who;
 

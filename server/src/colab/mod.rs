@@ -4,11 +4,8 @@
 //! (Publication to the cluster, the health monitor with failover and the admin page are
 //! the next steps of the Colab issue and are not here yet.)
 
-pub mod address;
 pub mod admin;
-pub mod client;
 pub mod monitor;
-pub mod probe;
 pub mod publish;
 pub mod signature;
 pub mod webhook;
@@ -21,8 +18,8 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use address::{redact, HostRules};
-use probe::Prober;
+use crate::comfyui::address::{redact, HostRules};
+use crate::comfyui::probe::{self, Prober};
 use webhook::RateLimit;
 
 /// Serialises every change of the current endpoint across replicas.

@@ -12,7 +12,7 @@ use serde_json::json;
 use sqlx::Connection as _;
 use uuid::Uuid;
 
-use super::address::redact;
+use crate::comfyui::address::redact;
 use super::{Colab, LOCK_KEY};
 
 /// Failed checks in a row that mark an endpoint down.
@@ -214,9 +214,9 @@ impl Colab {
         &self,
         who: &crate::audit::Who,
         url: Option<&str>,
-    ) -> Result<Option<String>, super::probe::ProbeError> {
+    ) -> Result<Option<String>, crate::comfyui::probe::ProbeError> {
         let url = match url {
-            Some(u) => Some(super::address::normalise(u, &self.prober.rules)?.to_string()),
+            Some(u) => Some(crate::comfyui::address::normalise(u, &self.prober.rules)?.to_string()),
             None => None,
         };
         let result: Result<(), sqlx::Error> = async {
@@ -240,7 +240,7 @@ impl Colab {
             tx.commit().await
         }
         .await;
-        result.map_err(|e| super::probe::ProbeError::Connect(format!("database: {e}")))?;
+        result.map_err(|e| crate::comfyui::probe::ProbeError::Connect(format!("database: {e}")))?;
         Ok(url)
     }
 }

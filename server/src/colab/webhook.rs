@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::address::{normalise, redact};
+use crate::comfyui::address::{normalise, redact};
 use super::signature::{self, SignatureError};
 use super::Colab;
 use crate::http::AppState;

@@ -101,7 +101,7 @@ pub struct AppState {
     /// `NOTIFY deploy_changes` payloads, for the deploy pages' event streams.
     pub deploy_events: tokio::sync::broadcast::Sender<String>,
     /// What this Slate's executors can run (for refusing runs that never could).
-    pub pipeline_caps: Arc<crate::pipelines::runs::Capabilities>,
+    pub pipeline_caps: Arc<crate::pipelines::Capabilities>,
     /// `NOTIFY run_changes` payloads (run ids), for the runs pages' event streams.
     pub run_events: tokio::sync::broadcast::Sender<String>,
     /// Turns true when the server begins to stop, so that endless responses (event

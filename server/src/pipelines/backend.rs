@@ -16,7 +16,8 @@ use serde_json::{json, Map, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::runs::{self, Capabilities, Submission, Submitter};
+use super::executor::Capabilities;
+use super::runs::{self, Submission, Submitter};
 use super::store::{self, Stored};
 use crate::audit::Who;
 
@@ -24,11 +25,6 @@ use crate::audit::Who;
 pub struct Pipelines {
     pub pool: PgPool,
     pub caps: Arc<Capabilities>,
-}
-
-fn db(e: sqlx::Error) -> AppError {
-    tracing::error!(error = %e, "pipelines: database error");
-    AppError::internal()
 }
 
 fn summary(s: &Stored) -> TemplateSummary {
@@ -41,7 +37,7 @@ fn summary(s: &Stored) -> TemplateSummary {
             .template
             .stages
             .iter()
-            .map(|st| (st.name.clone(), st.executor.clone()))
+            .map(|st| (st.name.clone(), st.kind.executor().to_owned()))
             .collect(),
     }
 }
@@ -132,13 +128,15 @@ impl PipelinesBackend for Pipelines {
         .bind(to)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .map_err(crate::db::app_error)?;
         let counts: Vec<(String, i64)> =
             sqlx::query_as("select state, count(*) from runs group by state")
                 .fetch_all(&self.pool)
                 .await
-                .map_err(db)?;
-        let templates = store::latest_all(&self.pool).await.map_err(db)?;
+                .map_err(crate::db::app_error)?;
+        let templates = store::latest_all(&self.pool)
+            .await
+            .map_err(crate::db::app_error)?;
         Ok(RunsView {
             runs: rows.into_iter().map(run_summary).collect(),
             counts,
@@ -152,7 +150,7 @@ impl PipelinesBackend for Pipelines {
             .bind(id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?;
+            .map_err(crate::db::app_error)?;
         let Some(row) = row else {
             return Err(AppError::NotFound(format!("There is no run {id}.")));
         };
@@ -163,10 +161,10 @@ impl PipelinesBackend for Pipelines {
                 .bind(id)
                 .fetch_one(&self.pool)
                 .await
-                .map_err(db)?;
+                .map_err(crate::db::app_error)?;
         let stored = store::by_id(&self.pool, pipeline)
             .await
-            .map_err(db)?
+            .map_err(crate::db::app_error)?
             .ok_or_else(AppError::internal)?;
         // Assets by name, not id.
         let mut names = std::collections::HashMap::new();
@@ -190,7 +188,7 @@ impl PipelinesBackend for Pipelines {
                     .bind(&ids)
                     .fetch_all(&self.pool)
                     .await
-                    .map_err(db)?;
+                    .map_err(crate::db::app_error)?;
             names.extend(rows);
         }
         let params = stored
@@ -240,7 +238,7 @@ impl PipelinesBackend for Pipelines {
         .bind(id)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .map_err(crate::db::app_error)?;
         type AttemptRow = (
             Uuid,
             String,
@@ -261,7 +259,7 @@ impl PipelinesBackend for Pipelines {
         .bind(id)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .map_err(crate::db::app_error)?;
         let outputs: Vec<(Uuid, String, String, String, bool)> = sqlx::query_as(
             "select a.id, a.name, a.state, s.name, (v.thumbnail_key is not null)
              from run_outputs o join assets a on a.id = o.asset_id join run_stages s on s.id = o.stage_id
@@ -271,7 +269,7 @@ impl PipelinesBackend for Pipelines {
         .bind(id)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .map_err(crate::db::app_error)?;
         let mut log: Vec<(String, String, String)> = sqlx::query_as(
             "select s.name, l.stream, l.line from stage_logs l
              join stage_attempts a on a.id = l.attempt_id join run_stages s on s.id = a.stage_id
@@ -280,7 +278,7 @@ impl PipelinesBackend for Pipelines {
         .bind(id)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .map_err(crate::db::app_error)?;
         log.reverse();
         Ok(RunDetail {
             summary,
@@ -345,7 +343,10 @@ impl PipelinesBackend for Pipelines {
         name: &str,
         from: Option<Uuid>,
     ) -> Result<TemplateForm, AppError> {
-        let Some(mut stored) = store::find(&self.pool, name, None).await.map_err(db)? else {
+        let Some(mut stored) = store::find(&self.pool, name, None)
+            .await
+            .map_err(crate::db::app_error)?
+        else {
             return Err(AppError::NotFound(format!(
                 "There is no template \"{name}\"."
             )));
@@ -361,7 +362,7 @@ impl PipelinesBackend for Pipelines {
             .bind(name)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?;
+            .map_err(crate::db::app_error)?;
             let Some((params, owner)) = found else {
                 return Err(AppError::NotFound(format!(
                     "There is no run {run} of \"{name}\" to start from."
@@ -384,7 +385,7 @@ impl PipelinesBackend for Pipelines {
                 .bind(kind)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(db)?;
+                .map_err(crate::db::app_error)?;
                 choices.push((p.name.clone(), assets));
             }
         }
@@ -406,7 +407,10 @@ impl PipelinesBackend for Pipelines {
         lists: BTreeMap<String, Vec<String>>,
         priority: i32,
     ) -> Result<Uuid, AppError> {
-        let Some(stored) = store::find(&self.pool, template, None).await.map_err(db)? else {
+        let Some(stored) = store::find(&self.pool, template, None)
+            .await
+            .map_err(crate::db::app_error)?
+        else {
             return Err(AppError::NotFound(format!(
                 "There is no template \"{template}\"."
             )));
@@ -477,7 +481,7 @@ impl PipelinesBackend for Pipelines {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .map_err(crate::db::app_error)?;
         let mut out: Vec<TemplateVersions> = Vec::new();
         for (name, title, version, at, builtin, by) in rows {
             match out.last_mut() {
@@ -498,14 +502,20 @@ impl PipelinesBackend for Pipelines {
         version: Option<i32>,
         against: Option<i32>,
     ) -> Result<TemplateSource, AppError> {
-        let Some(stored) = store::find(&self.pool, name, version).await.map_err(db)? else {
+        let Some(stored) = store::find(&self.pool, name, version)
+            .await
+            .map_err(crate::db::app_error)?
+        else {
             return Err(AppError::NotFound(format!(
                 "There is no such version of \"{name}\"."
             )));
         };
         let against = against.or((stored.version > 1).then_some(stored.version - 1));
         let before = match against {
-            Some(v) => match store::find(&self.pool, name, Some(v)).await.map_err(db)? {
+            Some(v) => match store::find(&self.pool, name, Some(v))
+                .await
+                .map_err(crate::db::app_error)?
+            {
                 Some(b) => b.source,
                 None => {
                     return Err(AppError::NotFound(format!(
@@ -540,7 +550,7 @@ impl PipelinesBackend for Pipelines {
                     .collect::<Vec<_>>()
                     .join("\n"),
             )),
-            Err(store::SaveError::Database(e)) => Err(db(e)),
+            Err(store::SaveError::Database(e)) => Err(crate::db::app_error(e)),
         }
     }
 }

@@ -11,13 +11,9 @@ use serde_json::{json, Map, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::executor::{queue_of, Capabilities};
 use super::store::{self, Stored};
 use crate::audit::Who;
-
-fn db(e: sqlx::Error) -> AppError {
-    tracing::error!(error = %e, "pipelines: database error");
-    AppError::internal()
-}
 
 /// What a person or a script asks to run.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -30,15 +26,6 @@ pub struct Submission {
     pub params: Map<String, Value>,
     #[serde(default)]
     pub priority: i32,
-}
-
-/// What the executors here can do, for refusing runs that could never run.
-#[derive(Clone, Debug, Default)]
-pub struct Capabilities {
-    /// Programs an admin allowed for local stages.
-    pub programs: Vec<String>,
-    /// Whether Kubernetes Jobs can be started (Slate is connected to a cluster).
-    pub kubernetes: bool,
 }
 
 /// The submitter: who, and with which role.
@@ -98,7 +85,7 @@ pub async fn resolve_params(
             .bind(&ids)
             .fetch_all(pool)
             .await
-            .map_err(db)?;
+            .map_err(crate::db::app_error)?;
             for id in &ids {
                 let Some((_, name, have, state)) = found.iter().find(|f| f.0 == *id) else {
                     return Err(AppError::invalid(format!(
@@ -125,44 +112,9 @@ pub async fn resolve_params(
     Ok(values)
 }
 
-/// The queue of Kubernetes Jobs without a GPU, and of those with one (each with its own
-/// limit: `SLATE_JOB_STAGES`, `SLATE_GPU_JOBS`).
-pub const KUBERNETES: &str = "kubernetes";
-pub const KUBERNETES_GPU: &str = "kubernetes-gpu";
-
-/// The queue a stage waits in: its executor, with GPU Jobs apart.
-pub fn queue_of(stage: &app::pipelines::template::Stage) -> &str {
-    if stage.executor == KUBERNETES && stage.gpu > 0 {
-        KUBERNETES_GPU
-    } else {
-        &stage.executor
-    }
-}
-
 /// Refuses a template whose stages these executors cannot run.
 pub fn check_capabilities(template: &Template, caps: &Capabilities) -> Result<(), AppError> {
-    for s in &template.stages {
-        match s.executor.as_str() {
-            "local" => {
-                let program = s.program.as_deref().unwrap_or_default();
-                if !caps.programs.iter().any(|p| p == program) {
-                    return Err(AppError::invalid(format!(
-                        "Stage \"{}\" runs \"{program}\", which an admin has not allowed (allowed: {}).",
-                        s.name,
-                        caps.programs.join(", ")
-                    )));
-                }
-            }
-            "kubernetes" if !caps.kubernetes => {
-                return Err(AppError::Conflict(format!(
-                "Stage \"{}\" runs as a Kubernetes Job, and Slate is not connected to a cluster.",
-                s.name
-            )))
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    caps.admit(template)
 }
 
 /// Creates a run and queues its first stages. Returns the run's id.
@@ -183,7 +135,7 @@ pub async fn submit(
     }
     let Some(stored) = store::find(pool, &submission.template, submission.version)
         .await
-        .map_err(db)?
+        .map_err(crate::db::app_error)?
     else {
         return Err(AppError::NotFound(match submission.version {
             Some(v) => format!(
@@ -216,7 +168,7 @@ async fn create(
 ) -> Result<Uuid, AppError> {
     let template = &stored.template;
     let run = Uuid::now_v7();
-    let mut tx = pool.begin().await.map_err(db)?;
+    let mut tx = pool.begin().await.map_err(crate::db::app_error)?;
     sqlx::query(
         "insert into runs (id, pipeline_id, params, priority, state, submitted_by, submitted_via, resubmitted_from)
          values ($1, $2, $3, $4, 'queued', $5, $6, $7)",
@@ -230,7 +182,7 @@ async fn create(
     .bind(resubmitted_from)
     .execute(&mut *tx)
     .await
-    .map_err(db)?;
+    .map_err(crate::db::app_error)?;
     for stage in &template.stages {
         let needs: Vec<String> = template.upstream(stage).into_iter().collect();
         let first = needs.is_empty();
@@ -250,7 +202,7 @@ async fn create(
         .bind((!first).then(|| format!("Waiting for {}.", needs.join(", "))))
         .execute(&mut *tx)
         .await
-        .map_err(db)?;
+        .map_err(crate::db::app_error)?;
     }
     crate::audit::record(
         &mut *tx,
@@ -261,8 +213,8 @@ async fn create(
                "params": params, "resubmitted_from": resubmitted_from}),
     )
     .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    .map_err(crate::db::app_error)?;
+    tx.commit().await.map_err(crate::db::app_error)?;
     Ok(run)
 }
 
@@ -300,7 +252,7 @@ async fn owner_check(
             .bind(run)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(db)?;
+            .map_err(crate::db::app_error)?;
     let Some((state, owner)) = row else {
         return Err(AppError::NotFound(format!("There is no run {run}.")));
     };
@@ -311,7 +263,7 @@ async fn owner_check(
 /// Cancels a run: waiting and queued stages are cancelled at once, running ones are
 /// asked to stop (their executor stops the work) and settle when they have.
 pub async fn cancel(pool: &PgPool, run: Uuid, by: &Submitter<'_>) -> Result<(), AppError> {
-    let mut tx = pool.begin().await.map_err(db)?;
+    let mut tx = pool.begin().await.map_err(crate::db::app_error)?;
     let state = owner_check(&mut tx, run, by).await?;
     if matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
         return Err(AppError::Conflict(format!(
@@ -325,7 +277,7 @@ pub async fn cancel(pool: &PgPool, run: Uuid, by: &Submitter<'_>) -> Result<(), 
     .bind(run)
     .execute(&mut *tx)
     .await
-    .map_err(db)?;
+    .map_err(crate::db::app_error)?;
     sqlx::query(
         "update run_stages set cancel_requested = true, status_message = 'Stopping…'
          where run_id = $1 and state = 'running'",
@@ -333,7 +285,7 @@ pub async fn cancel(pool: &PgPool, run: Uuid, by: &Submitter<'_>) -> Result<(), 
     .bind(run)
     .execute(&mut *tx)
     .await
-    .map_err(db)?;
+    .map_err(crate::db::app_error)?;
     sqlx::query(
         "update runs set state = 'cancelled',
              finished_at = case when exists (select 1 from run_stages where run_id = $1 and state = 'running')
@@ -343,7 +295,7 @@ pub async fn cancel(pool: &PgPool, run: Uuid, by: &Submitter<'_>) -> Result<(), 
     .bind(run)
     .execute(&mut *tx)
     .await
-    .map_err(db)?;
+    .map_err(crate::db::app_error)?;
     crate::audit::record(
         &mut *tx,
         by.who,
@@ -352,8 +304,8 @@ pub async fn cancel(pool: &PgPool, run: Uuid, by: &Submitter<'_>) -> Result<(), 
         json!({}),
     )
     .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)
+    .map_err(crate::db::app_error)?;
+    tx.commit().await.map_err(crate::db::app_error)
 }
 
 /// Runs a failed or cancelled stage again (with its attempts renewed), and the stages
@@ -364,7 +316,7 @@ pub async fn retry_stage(
     stage: &str,
     by: &Submitter<'_>,
 ) -> Result<(), AppError> {
-    let mut tx = pool.begin().await.map_err(db)?;
+    let mut tx = pool.begin().await.map_err(crate::db::app_error)?;
     let run_state = owner_check(&mut tx, run, by).await?;
     let row: Option<(String,)> =
         sqlx::query_as("select state from run_stages where run_id = $1 and name = $2 for update")
@@ -372,7 +324,7 @@ pub async fn retry_stage(
             .bind(stage)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(db)?;
+            .map_err(crate::db::app_error)?;
     let Some((state,)) = row else {
         return Err(AppError::NotFound(format!(
             "This run has no stage \"{stage}\"."
@@ -397,7 +349,7 @@ pub async fn retry_stage(
     .bind(stage)
     .execute(&mut *tx)
     .await
-    .map_err(db)?;
+    .map_err(crate::db::app_error)?;
     sqlx::query(
         "update run_stages set state = 'waiting', cancel_requested = false, finished_at = null,
              status_message = 'Waiting for ' || array_to_string(needs, ', ') || '.'
@@ -407,12 +359,12 @@ pub async fn retry_stage(
     .bind(stage)
     .execute(&mut *tx)
     .await
-    .map_err(db)?;
+    .map_err(crate::db::app_error)?;
     sqlx::query("update runs set state = 'running', finished_at = null where id = $1")
         .bind(run)
         .execute(&mut *tx)
         .await
-        .map_err(db)?;
+        .map_err(crate::db::app_error)?;
     crate::audit::record(
         &mut *tx,
         by.who,
@@ -421,8 +373,8 @@ pub async fn retry_stage(
         json!({"stage": stage}),
     )
     .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)
+    .map_err(crate::db::app_error)?;
+    tx.commit().await.map_err(crate::db::app_error)
 }
 
 /// Submits a run again with some parameters changed (the same template version).
@@ -439,12 +391,15 @@ pub async fn resubmit(
     .bind(run)
     .fetch_optional(pool)
     .await
-    .map_err(db)?;
+    .map_err(crate::db::app_error)?;
     let Some((pipeline, params, priority, owner)) = row else {
         return Err(AppError::NotFound(format!("There is no run {run}.")));
     };
     refuse_unless_may_change(owner, by.user_id, by.role)?;
-    let Some(stored) = store::by_id(pool, pipeline).await.map_err(db)? else {
+    let Some(stored) = store::by_id(pool, pipeline)
+        .await
+        .map_err(crate::db::app_error)?
+    else {
         return Err(AppError::internal());
     };
     let mut merged: BTreeMap<String, Value> = params

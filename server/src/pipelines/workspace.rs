@@ -1,9 +1,7 @@
-//! The local executor: a `local` stage's program runs on this machine through
-//! [`super::local`], with its references resolved to files and values:
-//! `${params.NAME}` (a value, or an asset's file), `${stages.NAME.outputs}` (that stage's
-//! output directory) and `${output}` (this attempt's). Logs go to `stage_logs` as they
-//! come and to storage in full at the end; progress to the stage; every file the stage
-//! leaves in its output directory becomes an asset with its provenance.
+//! The work directory the stages of runs share, laid out the same for every executor
+//! that works with files (local stages here, Jobs on a volume that shows it at the same
+//! path): inputs fetched from storage, references resolved to paths in it, logs
+//! archived and outputs kept as assets.
 //!
 //! Layout under the work directory: `<run>/inputs/<asset>/input.<ext>` (inputs, fetched
 //! once per run), `<run>/<stage>/<attempt>/` (the attempt's working directory, with
@@ -16,28 +14,16 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
+use app::pipelines::template::{host_path, ParamType, Reference, Template};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt as _;
-use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use super::local::{self, Allowed, Event, Expected, RunAs, Spec, Stream};
-use super::queue::{Claim, Outcome};
-use super::{store, Executor};
+use super::attempt::Attempt;
+use super::queue::Claim;
 use crate::assets::Assets;
-use app::pipelines::template::{host_path, ParamType, Reference, Template};
-
-pub struct LocalExecutor {
-    pub files: Workspace,
-    pub allowed: Arc<Allowed>,
-    /// Whom the programs run as (the stage user when Slate is root).
-    pub run_as: RunAs,
-}
 
 /// The work directory the stages of runs share (see the module documentation): inputs
 /// fetched from storage, references resolved to paths in it, outputs kept as assets, logs
@@ -55,7 +41,7 @@ pub struct Input {
     /// The asset's name, as people see it (never a path).
     pub name: String,
     pub version: Uuid,
-    duration_us: Option<u64>,
+    pub duration_us: Option<u64>,
 }
 
 /// The file name an input is placed under: `input`, with the extension of the asset's
@@ -183,11 +169,12 @@ impl Workspace {
     /// inputs used.
     pub async fn arguments(
         &self,
-        claim: &Claim,
-        template: &Template,
+        attempt: &Attempt,
         raw: &[String],
         out: &Path,
     ) -> Result<(Vec<String>, Vec<(Uuid, Input)>), String> {
+        let claim = &attempt.claim;
+        let template: &Template = &attempt.stored.template;
         let run_dir = self.work.join(claim.run_id.to_string());
         // Stage names are identifiers, so these stay in the run; checked all the same.
         let inside = |path: PathBuf| {
@@ -200,9 +187,7 @@ impl Workspace {
                 ))
             }
         };
-        let refuse_absolute = template
-            .stage(&claim.name)
-            .is_some_and(|s| s.executor == "local");
+        let refuse_absolute = attempt.stage.kind.runs_on_host();
         let mut inputs: Vec<(Uuid, Input)> = Vec::new();
         let mut args = Vec::new();
         for raw in raw {
@@ -284,93 +269,6 @@ fn scalar_text(value: &Value) -> String {
     }
 }
 
-#[async_trait]
-impl Executor for LocalExecutor {
-    async fn run(&self, claim: &Claim, cancel: watch::Receiver<bool>) -> Outcome {
-        match self.attempt(claim, cancel).await {
-            Ok(outcome) => outcome,
-            Err(e) => Outcome::Failed(e),
-        }
-    }
-}
-
-impl LocalExecutor {
-    async fn attempt(
-        &self,
-        claim: &Claim,
-        cancel: watch::Receiver<bool>,
-    ) -> Result<Outcome, String> {
-        let (stored, stage) = store::claimed_stage(&self.files.pool, claim).await?;
-        let template = &stored.template;
-        let stage_dir = self.files.stage_dir(claim);
-        let workdir = stage_dir.join(claim.attempt.to_string());
-        let out = workdir.join("out");
-        let (args, inputs) = self
-            .files
-            .arguments(claim, template, &stage.args, &out)
-            .await?;
-        let program = stage.program.clone().unwrap_or_default();
-        let expected = inputs
-            .iter()
-            .find_map(|(_, i)| i.duration_us)
-            .map(Expected::DurationMicros);
-        let spec = Spec {
-            program: program.clone(),
-            args: args.clone(),
-            workdir: workdir.clone(),
-            timeout: Duration::from_secs(stage.timeout_seconds.max(1)),
-            expected,
-            run_as: self.run_as.clone(),
-        };
-        let (tx, rx) = mpsc::channel(1024);
-        let recorder = tokio::spawn(record(self.files.pool.clone(), claim.clone(), rx));
-        let result = local::run(&self.allowed, &spec, tx, cancel).await;
-        let log = recorder.await.unwrap_or_default();
-        let text = format!("$ {program} {}\n{log}", args.join(" "));
-        self.files
-            .archive_log(claim, &workdir, &text, &program)
-            .await;
-        let outcome = match result {
-            Err(e) => return Err(e.to_string()),
-            Ok(local::Outcome::Succeeded) => Outcome::Succeeded,
-            Ok(local::Outcome::Cancelled) => Outcome::Cancelled,
-            Ok(local::Outcome::TimedOut) => Outcome::Failed(format!(
-                "{program} ran longer than {} s and was stopped",
-                stage.timeout_seconds
-            )),
-            Ok(local::Outcome::Failed {
-                exit_code,
-                signal,
-                stderr_tail,
-            }) => {
-                let last = stderr_tail
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("")
-                    .replace(&workdir.display().to_string(), ".");
-                Outcome::Failed(match (exit_code, signal) {
-                    (Some(code), _) => format!("{program} exited with status {code}: {last}"),
-                    (_, Some(sig)) => format!("{program} was killed by signal {sig}: {last}"),
-                    _ => format!("{program} failed: {last}"),
-                })
-            }
-        };
-        if outcome == Outcome::Succeeded {
-            let final_out = stage_dir.join("out");
-            let _ = tokio::fs::remove_dir_all(&final_out).await;
-            tokio::fs::rename(&out, &final_out)
-                .await
-                .map_err(|e| format!("cannot keep the outputs: {e}"))?;
-            let how = json!({"executor": "local", "program": program, "args": args});
-            self.files
-                .outputs(claim, &stored, &final_out, &inputs, how)
-                .await?;
-        }
-        Ok(outcome)
-    }
-}
-
 impl Workspace {
     /// `<work>/<run>/<stage>`.
     pub fn stage_dir(&self, claim: &Claim) -> PathBuf {
@@ -379,10 +277,16 @@ impl Workspace {
 
     /// Stores the attempt's whole log (written to `workdir` first) and links it to the
     /// attempt, with what the executor calls the work when it has no better name.
-    pub async fn archive_log(&self, claim: &Claim, workdir: &Path, text: &str, reference: &str) {
+    pub async fn archive_log(
+        &self,
+        attempt: &Attempt,
+        workdir: &Path,
+        text: &str,
+        reference: &str,
+    ) {
         let _ = tokio::fs::create_dir_all(workdir).await;
         let path = workdir.join("slate-attempt.log");
-        let key = format!("logs/{}/{}.log", claim.run_id, claim.attempt_id);
+        let key = attempt.log_key();
         // The stage may have left something under that name (a link to follow): the log
         // is only ever written as a new file.
         let _ = tokio::fs::remove_file(&path).await;
@@ -397,14 +301,7 @@ impl Workspace {
         }
         .await;
         if written.is_ok() && self.assets.storage.put_file(&key, &path).await.is_ok() {
-            let _ = sqlx::query(
-                "update stage_attempts set log_key = $2, executor_ref = coalesce(executor_ref, $3) where id = $1",
-            )
-            .bind(claim.attempt_id)
-            .bind(&key)
-            .bind(reference)
-            .execute(&self.pool)
-            .await;
+            attempt.archived(&key, reference).await;
         }
     }
 
@@ -413,12 +310,12 @@ impl Workspace {
     /// and goes through the usual processing (kind, facts, thumbnail, proxy).
     pub async fn outputs(
         &self,
-        claim: &Claim,
-        stored: &store::Stored,
+        attempt: &Attempt,
         dir: &Path,
         inputs: &[(Uuid, Input)],
         how: Value,
     ) -> Result<(), String> {
+        let (claim, stored) = (&attempt.claim, &attempt.stored);
         // What a stage left as its outputs must be a directory of its run, not a link
         // to somewhere else; the files in it are taken as they are, links never followed.
         let is_dir = tokio::fs::symlink_metadata(dir)
@@ -462,67 +359,6 @@ impl Workspace {
                 .map_err(|e| format!("cannot store output {name}: {e}"))?;
         }
         Ok(())
-    }
-}
-
-/// Writes log lines (in batches) and progress (as it changes) while the process runs;
-/// returns the whole log for the archive.
-pub async fn record(pool: PgPool, claim: Claim, mut rx: mpsc::Receiver<Event>) -> String {
-    let mut log = String::new();
-    let mut batch: Vec<(&'static str, String)> = Vec::new();
-    let mut last_flush = tokio::time::Instant::now();
-    loop {
-        let event = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
-        let done = matches!(event, Ok(None));
-        match event {
-            Ok(Some(Event::Log { stream, line })) => {
-                log.push_str(&line);
-                log.push('\n');
-                let stream = match stream {
-                    Stream::Stdout => "stdout",
-                    Stream::Stderr => "stderr",
-                };
-                batch.push((stream, line));
-            }
-            Ok(Some(Event::Progress(p))) => {
-                let _ = sqlx::query(
-                    "update run_stages set progress = $2 where id = $1 and state = 'running'",
-                )
-                .bind(claim.stage_id)
-                .bind(p as f32)
-                .execute(&pool)
-                .await;
-            }
-            Ok(Some(Event::Started { pid })) => {
-                let _ = sqlx::query("update stage_attempts set executor_ref = $2 where id = $1")
-                    .bind(claim.attempt_id)
-                    .bind(format!("pid {pid}"))
-                    .execute(&pool)
-                    .await;
-            }
-            _ => {}
-        }
-        if !batch.is_empty()
-            && (done || batch.len() >= 200 || last_flush.elapsed() > Duration::from_millis(500))
-        {
-            let (streams, lines): (Vec<&str>, Vec<String>) = batch.drain(..).unzip();
-            let _ = sqlx::query(
-                "insert into stage_logs (attempt_id, stream, line) select $1, * from unnest($2::text[], $3::text[])",
-            )
-            .bind(claim.attempt_id)
-            .bind(&streams)
-            .bind(&lines)
-            .execute(&pool)
-            .await;
-            let _ = sqlx::query("select pg_notify('run_changes', $1)")
-                .bind(claim.run_id.to_string())
-                .execute(&pool)
-                .await;
-            last_flush = tokio::time::Instant::now();
-        }
-        if done {
-            return log;
-        }
     }
 }
 

@@ -18,159 +18,68 @@
 //! ones) or never opens (an old build, a proxy) costs only the fine progress. A ping every
 //! 20 s keeps it open.
 
-use std::path::PathBuf;
+mod graph;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use super::queue::{Claim, Outcome};
-use super::{outputs, store, Executor};
-use crate::assets::Assets;
-use crate::colab::client::{
-    socket_binary, socket_text, ComfyClient, ComfyError, PromptState, SocketEvent,
-};
-use crate::colab::probe::Prober;
-use app::pipelines::template::{Reference, Stage};
+pub use self::graph::graph;
+use self::graph::{bind, output_names, upload_name};
+use crate::comfyui::client::{ComfyClient, ComfyError, OutputFile, PromptState};
+use crate::comfyui::probe::Prober;
+use crate::comfyui::socket::{self, SocketEvent};
+use crate::pipelines::attempt::Attempt;
+use crate::pipelines::executor::{Executor, Queue};
+use crate::pipelines::outputs;
+use crate::pipelines::queue::{Claim, Outcome};
+use crate::pipelines::workspace::Workspace;
+use app::pipelines::template::StageKind;
+
+/// The queue of ComfyUI prompts (`SLATE_COMFYUI_PROMPTS` at once across replicas).
+pub const QUEUE: &str = "comfyui";
+
+/// Any ComfyUI stage is accepted: the endpoint comes and goes, and a stage waits for it.
+pub fn admit() {}
 
 pub struct ComfyExecutor {
-    pub pool: PgPool,
-    pub assets: Assets,
+    pub files: Workspace,
     pub prober: Prober,
-    pub work: PathBuf,
+    /// How many prompts may run at once.
+    pub capacity: i64,
     /// How often a prompt is polled, and an absent endpoint looked for again.
     pub poll: Duration,
     /// The checkpoint the txt2img graph loads.
     pub checkpoint: String,
 }
 
-/// The graph of a built-in workflow with the stage's values bound.
-pub fn graph(
-    workflow: &str,
-    values: &serde_json::Map<String, Value>,
-    checkpoint: &str,
-    prefix: &str,
-) -> Option<Value> {
-    let int = |k: &str, d: i64| values.get(k).and_then(Value::as_i64).unwrap_or(d);
-    let num = |k: &str, d: f64| values.get(k).and_then(Value::as_f64).unwrap_or(d);
-    let text = |k: &str| {
-        values
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned()
-    };
-    match workflow {
-        "txt2img" => Some(json!({
-            "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
-            "5": {"class_type": "EmptyLatentImage", "inputs": {
-                "width": int("width", 1024), "height": int("height", 576), "batch_size": int("count", 1)}},
-            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": text("prompt"), "clip": ["4", 1]}},
-            "7": {"class_type": "CLIPTextEncode", "inputs": {"text": text("negative"), "clip": ["4", 1]}},
-            "3": {"class_type": "KSampler", "inputs": {
-                "seed": int("seed", 0), "steps": int("steps", 25), "cfg": num("cfg", 7.0),
-                "sampler_name": "euler", "scheduler": "normal", "denoise": num("denoise", 1.0),
-                "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
-            "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-            "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": prefix}}
-        })),
-        "img2img" => Some(json!({
-            "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
-            "10": {"class_type": "LoadImage", "inputs": {"image": text("image")}},
-            "11": {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}},
-            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": text("prompt"), "clip": ["4", 1]}},
-            "7": {"class_type": "CLIPTextEncode", "inputs": {"text": text("negative"), "clip": ["4", 1]}},
-            "3": {"class_type": "KSampler", "inputs": {
-                "seed": int("seed", 0), "steps": int("steps", 25), "cfg": num("cfg", 7.0),
-                "sampler_name": "euler", "scheduler": "normal", "denoise": num("denoise", 0.6),
-                "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["11", 0]}},
-            "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-            "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": prefix}}
-        })),
-        _ => None,
+impl ComfyExecutor {
+    pub fn from_config(config: &crate::config::Config, files: Workspace, prober: Prober) -> Self {
+        ComfyExecutor {
+            files,
+            prober,
+            capacity: config.comfyui_prompts,
+            poll: Duration::from_millis(config.comfyui_poll_ms.max(50)),
+            checkpoint: config.comfyui_checkpoint.clone(),
+        }
     }
-}
-
-/// The stage's inputs with `${params.…}` resolved to the run's values (an input that is
-/// exactly one reference keeps the value's type).
-fn bind(stage: &Stage, params: &Value) -> serde_json::Map<String, Value> {
-    let mut out = serde_json::Map::new();
-    for (name, value) in &stage.inputs {
-        let bound = match value {
-            Value::String(text) => {
-                let refs = app::pipelines::template::references(text).unwrap_or_default();
-                match refs.as_slice() {
-                    [Reference::Param(p)] if text.trim() == format!("${{params.{p}}}") => {
-                        params[p.as_str()].clone()
-                    }
-                    _ => {
-                        let mut t = text.clone();
-                        for r in refs {
-                            if let Reference::Param(p) = r {
-                                let v = match &params[p.as_str()] {
-                                    Value::String(s) => s.clone(),
-                                    Value::Null => String::new(),
-                                    other => other.to_string(),
-                                };
-                                t = t.replace(&format!("${{params.{p}}}"), &v);
-                            }
-                        }
-                        Value::String(t)
-                    }
-                }
-            }
-            other => other.clone(),
-        };
-        out.insert(name.clone(), bound);
-    }
-    out
 }
 
 impl ComfyExecutor {
-    async fn status(&self, claim: &Claim, message: &str, progress: Option<f32>) {
-        let _ = sqlx::query(
-            "update run_stages set status_message = $2, progress = coalesce($3, progress)
-             where id = $1 and state = 'running'",
-        )
-        .bind(claim.stage_id)
-        .bind(message)
-        .bind(progress)
-        .execute(&self.pool)
-        .await;
-    }
-
-    /// The healthy endpoint now: (its row id, its URL).
-    async fn endpoint(&self) -> Option<(Uuid, String)> {
-        sqlx::query_as(
-            "select id, url from colab_endpoints where state = 'healthy'
-             order by verified_at desc nulls last limit 1",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .ok()
-        .flatten()
-    }
-
     /// The prompt a lost earlier attempt of this stage left on ComfyUI: (prompt, endpoint).
-    async fn left_behind(&self, claim: &Claim) -> Option<(String, Uuid)> {
-        let reference: Option<String> = sqlx::query_scalar(
-            "select executor_ref from stage_attempts
-             where stage_id = $1 and state = 'lost' and executor_ref like 'comfyui %'
-             order by number desc limit 1",
-        )
-        .bind(claim.stage_id)
-        .fetch_optional(&self.pool)
-        .await
-        .ok()
-        .flatten();
-        let reference = reference?;
-        let mut parts = reference.split_whitespace().skip(1);
+    async fn left_behind(&self, attempt: &Attempt) -> Option<(String, Uuid)> {
+        let (reference, _) = attempt.left_behind("comfyui").await?;
+        let mut parts = reference.split_whitespace();
         let prompt = parts.next()?.to_owned();
         let endpoint = parts.next()?.strip_prefix("on:")?.parse().ok()?;
         Some((prompt, endpoint))
+    }
+
+    async fn endpoint(&self) -> Option<(Uuid, String)> {
+        crate::comfyui::healthy_endpoint(&self.files.pool).await
     }
 
     /// Waits `poll`, or less when cancelled; says whether it was cancelled.
@@ -184,24 +93,27 @@ impl ComfyExecutor {
 
     async fn attempt(
         &self,
-        claim: &Claim,
+        attempt: &Attempt,
         mut cancel: watch::Receiver<bool>,
     ) -> Result<Outcome, String> {
-        let (stored, stage) = store::claimed_stage(&self.pool, claim).await?;
-        let workflow = stage.workflow.clone().unwrap_or_default();
-        let mut values = bind(&stage, &claim.params);
+        let (claim, stage) = (&attempt.claim, &attempt.stage);
+        let StageKind::Comfyui(comfy) = &stage.kind else {
+            return Err("not a comfyui stage".into());
+        };
+        let workflow = comfy.workflow.clone();
+        let mut values = bind(stage, &claim.params);
         let prefix = format!("slate_{}", claim.stage_id.simple());
         // Images the graph starts from: fetched here, uploaded to whichever endpoint runs it.
-        let images = self.images(claim, &stored.template, &stage).await?;
+        let images = self.images(attempt).await?;
         for (input, file) in &images {
             values.insert(input.clone(), json!(file.name));
         }
         let mut graph = graph(&workflow, &values, &self.checkpoint, &prefix)
             .ok_or_else(|| format!("unknown workflow {workflow}"))?;
-        let mut resume = self.left_behind(claim).await;
+        let mut resume = self.left_behind(attempt).await;
         loop {
             let Some((endpoint_id, url)) = self.endpoint().await else {
-                self.status(claim, "Waiting for the ComfyUI endpoint: none is healthy (is the Colab notebook running?).", Some(0.0)).await;
+                attempt.status("Waiting for the ComfyUI endpoint: none is healthy (is the Colab notebook running?).", Some(0.0)).await;
                 if self.pause(&mut cancel).await {
                     return Ok(Outcome::Cancelled);
                 }
@@ -231,12 +143,9 @@ impl ComfyExecutor {
             let prompt = match queued {
                 Ok(prompt) => prompt,
                 Err(ComfyError::Endpoint(e)) => {
-                    self.status(
-                        claim,
-                        &format!("Waiting for the ComfyUI endpoint: {e}."),
-                        None,
-                    )
-                    .await;
+                    attempt
+                        .status(&format!("Waiting for the ComfyUI endpoint: {e}."), None)
+                        .await;
                     if self.pause(&mut cancel).await {
                         return Ok(Outcome::Cancelled);
                     }
@@ -244,17 +153,15 @@ impl ComfyExecutor {
                 }
                 Err(e) => return Ok(Outcome::Failed(e.to_string())),
             };
-            let _ = sqlx::query(
-                "update stage_attempts set executor_ref = $2, detail = $3 where id = $1",
-            )
-            .bind(claim.attempt_id)
-            .bind(format!("comfyui {prompt} on:{endpoint_id}"))
-            .bind(json!({"graph": graph, "prompt_id": prompt}))
-            .execute(&self.pool)
-            .await;
+            attempt
+                .started(
+                    &format!("comfyui {prompt} on:{endpoint_id}"),
+                    Some(json!({"graph": graph, "prompt_id": prompt})),
+                )
+                .await;
             match self
                 .follow(
-                    claim,
+                    attempt,
                     &client,
                     &prompt,
                     endpoint_id,
@@ -265,8 +172,7 @@ impl ComfyExecutor {
             {
                 Followed::Done(outcome) => return Ok(outcome),
                 Followed::Outputs(files) => {
-                    self.keep(claim, &stored, &client, &files, &graph, &prompt)
-                        .await?;
+                    self.keep(attempt, &client, &files, &graph, &prompt).await?;
                     return Ok(Outcome::Succeeded);
                 }
                 // Queue it again (on whichever endpoint is healthy now).
@@ -277,17 +183,9 @@ impl ComfyExecutor {
 
     /// The stage's inputs that are image assets: (input, the file), fetched into the run's
     /// inputs.
-    async fn images(
-        &self,
-        claim: &Claim,
-        template: &app::pipelines::template::Template,
-        stage: &Stage,
-    ) -> Result<Vec<(String, Image)>, String> {
-        let files = super::exec_local::Workspace {
-            pool: self.pool.clone(),
-            assets: self.assets.clone(),
-            work: self.work.clone(),
-        };
+    async fn images(&self, attempt: &Attempt) -> Result<Vec<(String, Image)>, String> {
+        let (claim, template, stage) = (&attempt.claim, &attempt.stored.template, &attempt.stage);
+        let files = &self.files;
         let mut out = Vec::new();
         for (input, raw) in &stage.inputs {
             let Some(param) = raw
@@ -353,7 +251,7 @@ impl ComfyExecutor {
             }
         };
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(read_socket(socket, tx));
+        tokio::spawn(socket::read(socket, tx));
         Some(rx)
     }
 
@@ -361,7 +259,7 @@ impl ComfyExecutor {
     /// is said to be finished (its history is worth reading now).
     async fn heard(
         &self,
-        claim: &Claim,
+        attempt: &Attempt,
         client: &ComfyClient,
         prompt: &str,
         event: SocketEvent,
@@ -374,19 +272,19 @@ impl ComfyExecutor {
                 max,
             } if p == prompt || p.is_empty() => {
                 let fraction = 0.05 + 0.9 * (value.min(max) as f32 / max as f32);
-                self.status(
-                    claim,
-                    &format!("Generating on ComfyUI: step {value} of {max}."),
-                    Some(fraction),
-                )
-                .await;
+                attempt
+                    .status(
+                        &format!("Generating on ComfyUI: step {value} of {max}."),
+                        Some(fraction),
+                    )
+                    .await;
                 false
             }
             SocketEvent::Preview { mime, bytes } => {
                 // At most one preview a second: they can come with every step.
                 if last_preview.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     *last_preview = Some(tokio::time::Instant::now());
-                    self.preview(claim, mime, bytes).await;
+                    attempt.preview(mime, bytes).await;
                 }
                 false
             }
@@ -398,7 +296,7 @@ impl ComfyExecutor {
                         } else {
                             "image/jpeg"
                         };
-                        self.preview(claim, mime, bytes).await;
+                        attempt.preview(mime, bytes).await;
                     }
                 }
                 false
@@ -410,26 +308,10 @@ impl ComfyExecutor {
         }
     }
 
-    /// Keeps the stage's last image (small: previews are a few tens of kB).
-    async fn preview(&self, claim: &Claim, mime: &str, bytes: Vec<u8>) {
-        if bytes.len() > 8 * 1024 * 1024 {
-            return;
-        }
-        let _ = sqlx::query(
-            "update run_stages set preview = $2, preview_type = $3, preview_at = now()
-             where id = $1 and state = 'running'",
-        )
-        .bind(claim.stage_id)
-        .bind(bytes)
-        .bind(mime)
-        .execute(&self.pool)
-        .await;
-    }
-
     /// Waits `poll` while listening to the socket; says whether the run was cancelled.
     async fn wait(
         &self,
-        claim: &Claim,
+        attempt: &Attempt,
         client: &ComfyClient,
         prompt: &str,
         cancel: &mut watch::Receiver<bool>,
@@ -457,7 +339,7 @@ impl ComfyExecutor {
                 Some(event) => {
                     heard.steps |= matches!(&event, SocketEvent::Progress { .. });
                     if self
-                        .heard(claim, client, prompt, event, &mut heard.last_preview)
+                        .heard(attempt, client, prompt, event, &mut heard.last_preview)
                         .await
                     {
                         return *cancel.borrow();
@@ -474,7 +356,7 @@ impl ComfyExecutor {
 
     async fn follow(
         &self,
-        claim: &Claim,
+        attempt: &Attempt,
         client: &ComfyClient,
         prompt: &str,
         endpoint: Uuid,
@@ -488,13 +370,10 @@ impl ComfyExecutor {
                 return Ok(Followed::Done(Outcome::Cancelled));
             }
             match client.state(prompt).await {
-                Ok(PromptState::Pending) => {
-                    self.status(claim, "Queued on ComfyUI.", Some(0.05)).await
-                }
+                Ok(PromptState::Pending) => attempt.status("Queued on ComfyUI.", Some(0.05)).await,
                 // The socket's steps are finer than this, once it has given any.
                 Ok(PromptState::Running) if !heard.steps => {
-                    self.status(claim, "Generating on ComfyUI.", Some(0.5))
-                        .await
+                    attempt.status("Generating on ComfyUI.", Some(0.5)).await
                 }
                 Ok(PromptState::Running) => {}
                 Ok(PromptState::Succeeded { outputs }) => return Ok(Followed::Outputs(outputs)),
@@ -504,36 +383,33 @@ impl ComfyExecutor {
                     ))))
                 }
                 Ok(PromptState::Lost) => {
-                    self.status(
-                        claim,
-                        "ComfyUI restarted and forgot the prompt; queueing it again.",
-                        Some(0.0),
-                    )
-                    .await;
+                    attempt
+                        .status(
+                            "ComfyUI restarted and forgot the prompt; queueing it again.",
+                            Some(0.0),
+                        )
+                        .await;
                     return Ok(Followed::Lost);
                 }
                 Err(ComfyError::Endpoint(e)) => {
                     // The runtime may be gone: a new endpoint means the prompt went with it.
                     if self.endpoint().await.map(|(id, _)| id) != Some(endpoint) {
-                        self.status(
-                            claim,
-                            "The ComfyUI endpoint changed; queueing the prompt on the new one.",
-                            Some(0.0),
-                        )
-                        .await;
+                        attempt
+                            .status(
+                                "The ComfyUI endpoint changed; queueing the prompt on the new one.",
+                                Some(0.0),
+                            )
+                            .await;
                         return Ok(Followed::Lost);
                     }
-                    self.status(
-                        claim,
-                        &format!("Waiting for the ComfyUI endpoint: {e}."),
-                        None,
-                    )
-                    .await;
+                    attempt
+                        .status(&format!("Waiting for the ComfyUI endpoint: {e}."), None)
+                        .await;
                 }
                 Err(e) => return Ok(Followed::Done(Outcome::Failed(e.to_string()))),
             }
             if self
-                .wait(claim, client, prompt, cancel, socket, &mut heard)
+                .wait(attempt, client, prompt, cancel, socket, &mut heard)
                 .await
             {
                 let _ = client.cancel(prompt).await;
@@ -546,18 +422,14 @@ impl ComfyExecutor {
     /// assets with the exact graph and seed.
     async fn keep(
         &self,
-        claim: &Claim,
-        stored: &store::Stored,
+        attempt: &Attempt,
         client: &ComfyClient,
-        files: &[crate::colab::client::OutputFile],
+        files: &[OutputFile],
         graph: &Value,
         prompt: &str,
     ) -> Result<(), String> {
-        let out = self
-            .work
-            .join(claim.run_id.to_string())
-            .join(&claim.name)
-            .join("out");
+        let (claim, stored) = (&attempt.claim, &attempt.stored);
+        let out = self.files.stage_dir(claim).join("out");
         let _ = tokio::fs::remove_dir_all(&out).await;
         tokio::fs::create_dir_all(&out)
             .await
@@ -583,43 +455,10 @@ impl ComfyExecutor {
             tokio::fs::write(&path, bytes)
                 .await
                 .map_err(|e| format!("cannot keep {name}: {e}"))?;
-            outputs::ingest(&self.assets, claim, &path, &name, &provenance).await?;
+            outputs::ingest(&self.files.assets, claim, &path, &name, &provenance).await?;
         }
         Ok(())
     }
-}
-
-/// The name an input image is uploaded to ComfyUI under (it becomes a file on the
-/// endpoint): the asset's id, then its name with anything but ASCII letters, digits,
-/// `.`, `_` and `-` replaced, never starting with a dot, at most 100 characters.
-fn upload_name(asset: Uuid, asset_name: &str) -> String {
-    let safe: String = asset_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(100)
-        .collect();
-    format!("slate_{}_{}", asset.simple(), safe.trim_start_matches('.'))
-}
-
-/// Where the `index`th image ComfyUI gave a stage is kept, and the asset's name: on disk
-/// always `<stage>_<n>.<ext>` (the endpoint's file name is its own, and never a path
-/// here), the extension kept when it is one to eight lower-case letters or digits; the
-/// asset is named that way for a PNG, after the endpoint's name otherwise.
-fn output_names(stage: &str, index: usize, filename: &str) -> (String, String) {
-    let extension = super::exec_local::safe_extension(filename).unwrap_or_else(|| "png".to_owned());
-    let on_disk = format!("{stage}_{:04}.{extension}", index + 1);
-    let name = if extension == "png" {
-        on_disk.clone()
-    } else {
-        crate::assets::clean_name(filename)
-    };
-    (on_disk, name)
 }
 
 /// An image a graph starts from: the name it is uploaded under, and its bytes (an image
@@ -640,46 +479,23 @@ struct Heard {
 
 enum Followed {
     Done(Outcome),
-    Outputs(Vec<crate::colab::client::OutputFile>),
+    Outputs(Vec<OutputFile>),
     Lost,
 }
 
 #[async_trait]
 impl Executor for ComfyExecutor {
-    async fn run(&self, claim: &Claim, cancel: watch::Receiver<bool>) -> Outcome {
-        match self.attempt(claim, cancel).await {
+    fn queues(&self) -> Vec<Queue> {
+        vec![Queue {
+            name: QUEUE,
+            capacity: self.capacity,
+        }]
+    }
+
+    async fn run(&self, attempt: &Attempt, cancel: watch::Receiver<bool>) -> Outcome {
+        match self.attempt(attempt, cancel).await {
             Ok(outcome) => outcome,
             Err(e) => Outcome::Failed(e),
-        }
-    }
-}
-
-/// Reads ComfyUI's socket into `tx` until it closes (or nobody listens), pinging every
-/// 20 s so that an idle tunnel does not cut it.
-async fn read_socket(socket: crate::colab::probe::Socket, tx: mpsc::Sender<SocketEvent>) {
-    use futures::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    let (mut write, mut read) = socket.split();
-    let mut ping = tokio::time::interval(Duration::from_secs(20));
-    ping.tick().await;
-    loop {
-        tokio::select! {
-            _ = ping.tick() => {
-                if write.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    return;
-                }
-            }
-            message = read.next() => {
-                let event = match message {
-                    Some(Ok(Message::Text(text))) => socket_text(text.as_str()),
-                    Some(Ok(Message::Binary(bytes))) => socket_binary(&bytes),
-                    Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => return,
-                };
-                if event != SocketEvent::Other && tx.send(event).await.is_err() {
-                    return;
-                }
-            }
         }
     }
 }

@@ -1,0 +1,192 @@
+//! The template model's rules, each with the line a problem is reported on.
+
+use super::*;
+use serde_json::json;
+
+fn problems(source: &str) -> Vec<String> {
+    match Template::parse(source) {
+        Ok(_) => Vec::new(),
+        Err(p) => p.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+#[test]
+fn the_built_in_templates_are_valid_dags() {
+    for (name, source) in BUILT_IN {
+        let t = Template::parse(source).unwrap_or_else(|p| panic!("{name}: {p:?}"));
+        assert_eq!(t.name, name);
+        assert!(t.order().is_ok());
+    }
+    let animatic = Template::parse(BUILT_IN[0].1).unwrap();
+    assert_eq!(animatic.order().unwrap(), ["keyframes", "animatic"]);
+    assert_eq!(
+        animatic.stage("keyframes").unwrap().kind.executor(),
+        "comfyui"
+    );
+    let blender = Template::parse(BUILT_IN[2].1).unwrap();
+    assert_eq!(
+        blender.stage("render").unwrap().kind.executor(),
+        "kubernetes"
+    );
+}
+
+const BASE: &str = "name: t
+title: T
+parameters:
+  - name: count
+    type: integer
+    min: 1
+    max: 8
+  - name: still
+    type: asset
+    kind: video
+stages:
+  - name: first
+    executor: comfyui
+    workflow: txt2img
+    inputs:
+      count: ${params.count}
+  - name: second
+    executor: local
+    program: ffmpeg
+    args: [\"-i\", \"${stages.first.outputs}\", \"${output}/a.mp4\"]
+";
+
+#[test]
+fn a_cycle_is_refused_with_its_line() {
+    assert!(problems(BASE).is_empty(), "{:?}", problems(BASE));
+    let cyclic = BASE.replace(
+        "    workflow: txt2img\n",
+        "    workflow: txt2img\n    needs: [second]\n",
+    );
+    let p = problems(&cyclic);
+    assert_eq!(
+        p,
+        ["line 12: the stages first, second depend on each other in a cycle"]
+    );
+}
+
+#[test]
+fn unknown_references_and_type_mismatches_name_their_line() {
+    let unknown = BASE.replace("${params.count}", "${params.cuont}");
+    assert_eq!(
+        problems(&unknown),
+        ["line 16: stage \"first\" refers to ${params.cuont}, which is not a parameter"]
+    );
+    let mismatch = BASE.replace("count: ${params.count}", "count: ${params.still}");
+    assert_eq!(
+            problems(&mismatch),
+            ["line 16: stage \"first\": input \"count\" wants an integer, but ${params.still} is video files"]
+        );
+    let missing_stage = BASE.replace("${stages.first.outputs}", "${stages.frist.outputs}");
+    assert_eq!(
+        problems(&missing_stage),
+        ["line 20: stage \"second\" refers to the outputs of \"frist\", which is not a stage"]
+    );
+    let bad_yaml = BASE.replace("    min: 1\n", "    min: [1\n");
+    assert!(
+        problems(&bad_yaml)[0].starts_with("line "),
+        "{:?}",
+        problems(&bad_yaml)
+    );
+    let unknown_key = BASE.replace(
+        "    program: ffmpeg\n",
+        "    program: ffmpeg\n    shell: true\n",
+    );
+    assert!(
+        problems(&unknown_key)[0].contains("unknown field `shell`"),
+        "{:?}",
+        problems(&unknown_key)
+    );
+    let path = BASE.replace("program: ffmpeg", "program: /bin/sh");
+    assert!(
+        problems(&path)[0].contains("must be a bare name"),
+        "{:?}",
+        problems(&path)
+    );
+}
+
+#[test]
+fn arguments_naming_host_paths_are_refused_with_their_line() {
+    let refused = "; a stage reaches files only through references (${params.NAME}, ${stages.NAME.outputs}, ${output})";
+    for (argument, why) in [
+        ("/etc/passwd", "names an absolute path on the host"),
+        ("movie=/etc/passwd", "names an absolute path on the host"),
+        ("-c cat /etc/shadow", "names an absolute path on the host"),
+        ("~root/x", "names an absolute path on the host"),
+        (
+            "${output}/../../x.mp4",
+            "climbs out of its directory with \"..\"",
+        ),
+        ("../x.mp4", "climbs out of its directory with \"..\""),
+        ("concat:a|..", "climbs out of its directory with \"..\""),
+        ("file:x.mp4", "names a file by a file: URL"),
+    ] {
+        let source = BASE.replace("\"${stages.first.outputs}\"", &format!("'{argument}'"));
+        assert_eq!(
+            problems(&source),
+            [format!(
+                "line 20: stage \"second\": argument \"{argument}\" {why}{refused}"
+            )],
+            "{argument}"
+        );
+    }
+    // References, text around them, relative names and URLs are fine.
+    for argument in [
+        "${stages.first.outputs}/*.png",
+        "scale=-2:540",
+        "frame_####.png",
+        "https://example.com/a.mp4",
+        "-profile:v",
+        "a..b",
+    ] {
+        let source = BASE.replace("\"${stages.first.outputs}\"", &format!("'{argument}'"));
+        assert!(
+            problems(&source).is_empty(),
+            "{argument}: {:?}",
+            problems(&source)
+        );
+    }
+    // A Job's absolute paths are its container's; `..` is refused there too.
+    let job = "name: j\ntitle: J\nstages:\n  - name: run\n    executor: kubernetes\n    image: img:1\n    command: [\"python3\", \"/opt/slate/x.py\", \"--out\", \"OUT\"]\n";
+    assert!(problems(&job.replace("OUT", "${output}/x")).is_empty());
+    assert_eq!(
+            problems(&job.replace("OUT", "${output}/../x")),
+            [format!("line 7: stage \"run\": argument \"${{output}}/../x\" climbs out of its directory with \"..\"{refused}")]
+        );
+}
+
+#[test]
+fn parameter_values_are_checked_like_the_form_checks_them() {
+    let t = Template::parse(BASE).unwrap();
+    let count = t.parameter("count").unwrap();
+    assert!(count.check(&json!(4)).is_ok());
+    assert_eq!(
+        count.check(&json!(9)).unwrap_err(),
+        "count must be from 1 to 8"
+    );
+    assert_eq!(
+        count.check(&json!(2.5)).unwrap_err(),
+        "count must be a whole number"
+    );
+    assert_eq!(
+        count.check(&json!("4")).unwrap_err(),
+        "count must be a whole number"
+    );
+    assert_eq!(count.check(&json!(null)).unwrap_err(), "count is required");
+    let still = t.parameter("still").unwrap();
+    assert!(still
+        .check(&json!("0193a0b2-7c4e-7d21-9a3b-5f1e2d3c4b5a"))
+        .is_ok());
+    assert!(still.check(&json!("../etc/passwd")).is_err());
+    let seed = Parameter {
+        name: "seed".into(),
+        label: None,
+        help: None,
+        ty: ParamType::Seed,
+        required: true,
+        default: None,
+    };
+    assert!(seed.check(&json!(null)).is_ok(), "an empty seed is drawn");
+    assert!(seed.check(&json!(-1)).is_err());
+}

@@ -1,0 +1,23 @@
+//! Talking to ComfyUI, for the Colab endpoint's page and the pipelines' executor alike:
+//! which addresses may be reached (`address`), recognising and reaching an endpoint
+//! safely (`probe`), the API client (`client`) and the progress socket (`socket`).
+
+pub mod address;
+pub mod client;
+pub mod probe;
+pub mod socket;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// The endpoint prompts go to now, the healthy one verified last: (its row id, its URL).
+pub async fn healthy_endpoint(pool: &PgPool) -> Option<(Uuid, String)> {
+    sqlx::query_as(
+        "select id, url from colab_endpoints where state = 'healthy'
+         order by verified_at desc nulls last limit 1",
+    )
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten()
+}
