@@ -15,3 +15,4 @@ pub mod embedded_pg;
 pub mod http;
 pub mod pipelines;
 pub mod startup;
+pub mod tasks;
