@@ -6,10 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use app::backend::Services;
 use leptos::prelude::LeptosOptions;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tower_sessions::ExpiredDeletion as _;
 use tower_sessions_sqlx_store::PostgresStore;
 
@@ -19,15 +17,21 @@ use crate::assets::{Assets, AssetsConfig};
 use crate::config::Config;
 use crate::db::Database;
 use crate::http::{self, AppState, DbHealth, HttpConfig, HttpMetrics};
+use crate::notify::Notifications;
+use crate::pipelines::backend::Pipelines;
+use crate::tasks::{Shutdown, Tasks};
 
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     db: Database,
-    workers: Vec<JoinHandle<()>>,
+    tasks: Tasks,
     addr: SocketAddr,
-    stopping: tokio::sync::watch::Sender<bool>,
+    shutdown: Shutdown,
 }
+
+/// How long stopping waits for the background tasks once the requests are done.
+const TASKS_STOP_WITHIN: Duration = Duration::from_secs(10);
 
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
@@ -42,171 +46,95 @@ impl Application {
     }
 
     async fn build_on(config: &Config, db: Database) -> Result<Self, (anyhow::Error, Database)> {
-        if let Err(err) = db.migrate().await {
-            return Err((err.into(), db));
-        }
-        let pool = db.pool.clone();
-        let accounts = Accounts::open(&db, config);
-        let started_at = accounts.started_at();
-        if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
-            match accounts.bootstrap_admin(email, password).await {
-                Ok(true) => {
-                    tracing::info!(email = %email, "created the first admin from SLATE_ADMIN_EMAIL")
-                }
-                Ok(false) => {}
-                Err(err) => {
-                    return Err((anyhow::anyhow!("cannot create the first admin: {err}"), db))
-                }
-            }
-        }
-
-        let listener = match TcpListener::bind(config.listen).await {
-            Ok(l) => l,
-            Err(err) => {
-                return Err((
-                    anyhow::anyhow!("cannot listen on {}: {err}", config.listen),
-                    db,
-                ))
-            }
-        };
-        let addr = match listener.local_addr() {
-            Ok(a) => a,
-            Err(e) => return Err((e.into(), db)),
-        };
-
-        let site_root = config.resolved_site_dir();
-        if !site_root.join("pkg").exists() {
-            tracing::warn!(site = %site_root.display(), "the site folder has no pkg/: pages will render but not hydrate (build it with scripts/build-site, or set SLATE_SITE_DIR)");
-        }
-        let leptos_options = LeptosOptions::builder()
-            .output_name("slate")
-            .site_root(site_root.to_string_lossy().into_owned())
-            .site_pkg_dir("pkg")
-            .site_addr(addr)
-            .build();
-
-        let public_url = config.public_url();
-        let public_origin = public_url.origin().ascii_serialization();
-        let http_config = HttpConfig {
-            public_origin,
-            trust_proxy: config.trust_proxy,
-            max_body_bytes: config.max_body_bytes,
-            session_idle: config.session_idle(),
-        };
-        let assets = match open_assets(config, pool.clone()) {
-            Ok(a) => a,
-            Err(err) => return Err((err, db)),
-        };
-        let db_health = Arc::new(DbHealth::new());
-        let (asset_events, _) = tokio::sync::broadcast::channel(256);
-        let (deploy_events, _) = tokio::sync::broadcast::channel(256);
-        let (run_events, _) = tokio::sync::broadcast::channel(1024);
-        let target = crate::cluster::target(config).await;
-        let publisher = match &target {
-            crate::cluster::Target::Cluster(client) => Some(crate::colab::publish::Publisher {
-                client: client.clone(),
-                namespace: config.namespace.clone(),
-                target: if config.colab_publish == "configmap" {
-                    crate::colab::publish::Target::ConfigMap(config.colab_publish_name.clone())
-                } else {
-                    crate::colab::publish::Target::Secret(config.colab_publish_name.clone())
-                },
+        let tasks = Tasks::new();
+        let shutdown = Shutdown::new();
+        match Self::wire(config, &db, &tasks, &shutdown).await {
+            Ok((listener, addr, router)) => Ok(Self {
+                listener,
+                router,
+                db,
+                tasks,
+                addr,
+                shutdown,
             }),
-            crate::cluster::Target::None(_) => None,
-        };
+            Err(err) => {
+                tasks.shutdown(TASKS_STOP_WITHIN).await;
+                Err((err, db))
+            }
+        }
+    }
+
+    /// Migrates, binds, starts every service with its background tasks, and builds the
+    /// router.
+    async fn wire(
+        config: &Config,
+        db: &Database,
+        tasks: &Tasks,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<(TcpListener, SocketAddr, axum::Router)> {
+        db.migrate().await?;
+        let pool = db.pool.clone();
+        let accounts = Accounts::open(db, config);
+        bootstrap_admin(config, &accounts).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.listen))?;
+        let addr = listener.local_addr()?;
+
+        let notifications = Notifications::new();
+        tasks.keep("notifications", {
+            let (n, pool) = (notifications.clone(), pool.clone());
+            move || n.clone().listen(pool.clone())
+        });
+        let db_health = Arc::new(DbHealth::new());
+        start_housekeeping(tasks, &pool, &accounts, &db_health);
+
+        let assets = open_assets(config, pool.clone())?;
+        crate::assets::processing::start(&assets, tasks);
+        let target = crate::cluster::target(config).await;
+        let publisher = publisher(config, &target);
         let (cluster, cluster_tasks) =
             crate::cluster::Cluster::start_with(target, &config.namespace);
-        let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
-        let colab = crate::colab::Colab::new(
-            pool.clone(),
-            crate::comfyui::address::HostRules::parse(
-                &config.colab_allowed_hosts,
-                config.colab_allow_loopback,
-            ),
-            Duration::from_secs(config.colab_verify_seconds.max(1)),
-        )
-        .with_publisher(publisher)
-        .with_diagram(cluster.clone())
-        .with_public_url(&match &config.public_url {
-            Some(url) => url.to_string(),
-            // The address actually bound (port 0 in tests becomes the real port).
-            None => format!("http://{addr}"),
-        });
-        colab.show_on_diagram().await;
-        let colab_monitor = colab
-            .clone()
-            .spawn_monitor(Duration::from_secs(config.colab_check_seconds.max(1)));
-        let (pipeline_caps, pipelines) =
-            match crate::pipelines::start(config, &pool, &assets, colab.prober.clone(), &cluster)
-                .await
-            {
-                Ok((caps, tasks)) => (Arc::new(caps), tasks),
-                Err(err) => return Err((err, db)),
-            };
-        let state = AppState {
-            leptos_options,
-            pool: pool.clone(),
-            accounts: accounts.clone(),
-            assets: assets.clone(),
-            asset_events: asset_events.clone(),
-            cluster: cluster.clone(),
-            colab: colab.clone(),
-            deploy_events: deploy_events.clone(),
-            pipeline_caps: pipeline_caps.clone(),
-            run_events: run_events.clone(),
-            stopping: stopping_rx,
-            services: Services {
-                accounts: Arc::new(accounts.clone()),
-                assets: Arc::new(assets.clone()),
-                cluster: Arc::new(cluster.clone()),
-                colab: Arc::new(colab.clone()),
-                deploys: Arc::new(crate::deploys::Deploys::new(pool.clone(), cluster.clone())),
-                pipelines: Arc::new(crate::pipelines::backend::Pipelines {
-                    pool: pool.clone(),
-                    caps: pipeline_caps,
-                }),
-            },
-            config: Arc::new(http_config),
-            metrics: Arc::new(HttpMetrics::default()),
-            db_health: db_health.clone(),
-            started_at,
-        };
-        let router = http::router(state);
-
-        let pool_for_events = pool.clone();
-        let mut workers = spawn_workers(pool, accounts, db_health);
-        workers.extend(crate::assets::processing::spawn(assets));
-        workers.push(crate::assets::events::spawn(
-            pool_for_events.clone(),
-            asset_events,
-        ));
-        workers.push(crate::assets::events::forward(
-            pool_for_events.clone(),
-            "deploy_changes",
-            deploy_events,
-        ));
-        workers.push(crate::assets::events::forward(
-            pool_for_events.clone(),
-            "run_changes",
-            run_events,
-        ));
-        workers.extend(pipelines);
-        if cluster.is_live() {
-            workers.push(tokio::spawn(crate::deploys::revisions::run(
-                cluster,
-                pool_for_events,
-            )));
+        for handle in cluster_tasks {
+            tasks.adopt("cluster watcher", handle);
         }
-        workers.extend(cluster_tasks);
-        workers.push(colab_monitor);
-        Ok(Self {
-            listener,
-            router,
-            db,
-            workers,
-            addr,
-            stopping,
-        })
+        if cluster.is_live() {
+            let (cluster, pool) = (cluster.clone(), pool.clone());
+            tasks.keep("deploy revisions", move || {
+                crate::deploys::revisions::run(cluster.clone(), pool.clone())
+            });
+        }
+        let colab = open_colab(config, &pool, publisher, &cluster, addr).await;
+        let every = Duration::from_secs(config.colab_check_seconds.max(1));
+        tasks.keep("colab monitor", {
+            let colab = colab.clone();
+            move || colab.clone().monitor(every)
+        });
+        let (caps, pipeline_tasks) =
+            crate::pipelines::start(config, &pool, &assets, colab.prober.clone(), &cluster).await?;
+        for handle in pipeline_tasks {
+            tasks.adopt("pipelines", handle);
+        }
+
+        let state = AppState {
+            leptos_options: leptos_options(config, addr),
+            started_at: accounts.started_at(),
+            pool: pool.clone(),
+            accounts,
+            assets,
+            cluster,
+            colab,
+            pipelines: Pipelines {
+                pool,
+                caps: Arc::new(caps),
+            },
+            notifications,
+            shutdown: shutdown.clone(),
+            config: Arc::new(http_config(config)),
+            metrics: Arc::new(HttpMetrics::default()),
+            db_health,
+        };
+        Ok((listener, addr, http::router(state)))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -218,7 +146,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests, stops the
-    /// workers and closes the database (stopping the embedded one).
+    /// background tasks (waiting for them at most 10 s) and closes the database
+    /// (stopping the embedded one).
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -227,22 +156,101 @@ impl Application {
             listener,
             router,
             db,
-            workers,
-            stopping,
+            tasks,
+            shutdown: stopping,
             ..
         } = self;
         let shutdown = async move {
             shutdown.await;
             // End the event streams first, or graceful shutdown waits for them forever.
-            let _ = stopping.send(true);
+            stopping.begin();
         };
         let served = crate::http::serve::serve(listener, router, shutdown).await;
-        for worker in workers {
-            worker.abort();
-        }
+        tasks.shutdown(TASKS_STOP_WITHIN).await;
         db.close(true).await;
         served.map_err(Into::into)
     }
+}
+
+async fn bootstrap_admin(config: &Config, accounts: &Accounts) -> anyhow::Result<()> {
+    if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
+        match accounts.bootstrap_admin(email, password).await {
+            Ok(true) => {
+                tracing::info!(email = %email, "created the first admin from SLATE_ADMIN_EMAIL")
+            }
+            Ok(false) => {}
+            Err(err) => anyhow::bail!("cannot create the first admin: {err}"),
+        }
+    }
+    Ok(())
+}
+
+fn leptos_options(config: &Config, addr: SocketAddr) -> LeptosOptions {
+    let site_root = config.resolved_site_dir();
+    if !site_root.join("pkg").exists() {
+        tracing::warn!(site = %site_root.display(), "the site folder has no pkg/: pages will render but not hydrate (build it with scripts/build-site, or set SLATE_SITE_DIR)");
+    }
+    LeptosOptions::builder()
+        .output_name("slate")
+        .site_root(site_root.to_string_lossy().into_owned())
+        .site_pkg_dir("pkg")
+        .site_addr(addr)
+        .build()
+}
+
+fn http_config(config: &Config) -> HttpConfig {
+    HttpConfig {
+        public_origin: config.public_url().origin().ascii_serialization(),
+        trust_proxy: config.trust_proxy,
+        max_body_bytes: config.max_body_bytes,
+        session_idle: config.session_idle(),
+    }
+}
+
+/// Where the colab endpoint is published for the cluster's workloads, if there is one.
+fn publisher(
+    config: &Config,
+    target: &crate::cluster::Target,
+) -> Option<crate::colab::publish::Publisher> {
+    use crate::colab::publish::{Publisher, Target};
+    match target {
+        crate::cluster::Target::Cluster(client) => Some(Publisher {
+            client: client.clone(),
+            namespace: config.namespace.clone(),
+            target: if config.colab_publish == "configmap" {
+                Target::ConfigMap(config.colab_publish_name.clone())
+            } else {
+                Target::Secret(config.colab_publish_name.clone())
+            },
+        }),
+        crate::cluster::Target::None(_) => None,
+    }
+}
+
+async fn open_colab(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    publisher: Option<crate::colab::publish::Publisher>,
+    cluster: &crate::cluster::Cluster,
+    addr: SocketAddr,
+) -> crate::colab::Colab {
+    let colab = crate::colab::Colab::new(
+        pool.clone(),
+        crate::comfyui::address::HostRules::parse(
+            &config.colab_allowed_hosts,
+            config.colab_allow_loopback,
+        ),
+        Duration::from_secs(config.colab_verify_seconds.max(1)),
+    )
+    .with_publisher(publisher)
+    .with_diagram(cluster.clone())
+    .with_public_url(&match &config.public_url {
+        Some(url) => url.to_string(),
+        // The address actually bound (port 0 in tests becomes the real port).
+        None => format!("http://{addr}"),
+    });
+    colab.show_on_diagram().await;
+    colab
 }
 
 fn open_assets(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<Assets> {
@@ -259,25 +267,32 @@ fn open_assets(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<Assets> {
     Ok(Assets::new(pool, storage, &config.data_dir, settings)?)
 }
 
-fn spawn_workers(
-    pool: sqlx::PgPool,
-    accounts: Accounts,
-    db_health: Arc<DbHealth>,
-) -> Vec<JoinHandle<()>> {
+/// The sweeps of expired sessions and old sign-in failures, and the database probe.
+fn start_housekeeping(
+    tasks: &Tasks,
+    pool: &sqlx::PgPool,
+    accounts: &Accounts,
+    db_health: &Arc<DbHealth>,
+) {
     let sessions = PostgresStore::new(pool.clone())
         .with_schema_name("public")
         .and_then(|s| s.with_table_name("sessions"))
         .expect("valid identifiers");
-    vec![
-        tokio::spawn(async move {
+    tasks.keep("expired sessions sweep", move || {
+        let sessions = sessions.clone();
+        async move {
             loop {
                 if let Err(err) = sessions.delete_expired().await {
                     tracing::warn!(error = %err, "deleting expired sessions failed");
                 }
                 tokio::time::sleep(Duration::from_secs(300)).await;
             }
-        }),
-        tokio::spawn(async move {
+        }
+    });
+    let accounts = accounts.clone();
+    tasks.keep("sign-in failures sweep", move || {
+        let accounts = accounts.clone();
+        async move {
             loop {
                 match accounts.sweep_login_failures().await {
                     Ok(n) if n > 0 => tracing::debug!(removed = n, "old sign-in failures swept"),
@@ -286,8 +301,12 @@ fn spawn_workers(
                 }
                 tokio::time::sleep(Duration::from_secs(60)).await;
             }
-        }),
-        tokio::spawn(async move {
+        }
+    });
+    let (pool, db_health) = (pool.clone(), db_health.clone());
+    tasks.keep("database probe", move || {
+        let (pool, db_health) = (pool.clone(), db_health.clone());
+        async move {
             // Down after two failed checks in a row: one slow answer on a busy disk is
             // not an outage. Up again at the first good answer.
             let mut failures = 0;
@@ -303,8 +322,8 @@ fn spawn_workers(
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
-        }),
-    ]
+        }
+    });
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -3,7 +3,7 @@
 //! file name.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,9 +12,13 @@ use futures::TryStreamExt as _;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::http::AppState;
+use super::Assets;
 
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Assets: FromRef<S>,
+{
     Router::new().route("/api/assets/{id}/{what}", get(download))
 }
 
@@ -39,7 +43,7 @@ fn not_found() -> Response {
 }
 
 async fn download(
-    State(state): State<AppState>,
+    State(assets): State<Assets>,
     Path((asset, what)): Path<(String, String)>,
     Query(which): Query<Which>,
     headers: HeaderMap,
@@ -54,7 +58,7 @@ async fn download(
     )
     .bind(asset)
     .bind(which.version)
-    .fetch_optional(&state.assets.pool)
+    .fetch_optional(&assets.pool)
     .await;
     let found = match found {
         Ok(Some(f)) => f,
@@ -101,7 +105,7 @@ async fn download(
     {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    let size = match state.assets.storage.size(&key).await {
+    let size = match assets.storage.size(&key).await {
         Ok(size) => size,
         Err(err) => {
             tracing::error!(error = %err, key, "stored file missing");
@@ -124,7 +128,7 @@ async fn download(
         // Several ranges or an unreadable header: serve the whole file, as RFC 9110 allows.
         Some(None) | None => (StatusCode::OK, None),
     };
-    let result = match state.assets.storage.get_range(&key, span.clone()).await {
+    let result = match assets.storage.get_range(&key, span.clone()).await {
         Ok(r) => r,
         Err(err) => {
             tracing::error!(error = %err, key, "reading a stored file failed");

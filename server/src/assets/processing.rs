@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt as _;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::detect::{self, Kind};
@@ -20,19 +19,23 @@ use super::Assets;
 /// A version stuck in processing after this many claims is failed rather than retried.
 const MAX_ATTEMPTS: i32 = 3;
 
-pub fn spawn(assets: Assets) -> Vec<JoinHandle<()>> {
-    let mut handles: Vec<JoinHandle<()>> = (0..assets.config.processing_workers)
-        .map(|_| tokio::spawn(worker(assets.clone())))
-        .collect();
-    handles.push(tokio::spawn(async move {
-        loop {
-            if let Err(err) = assets.sweep_expired().await {
-                tracing::warn!(error = ?err, "sweeping expired uploads failed");
-            }
-            tokio::time::sleep(Duration::from_secs(60)).await;
+/// Starts the processing workers and the sweep of expired uploads under `tasks`.
+pub fn start(assets: &Assets, tasks: &crate::tasks::Tasks) {
+    for _ in 0..assets.config.processing_workers {
+        let assets = assets.clone();
+        tasks.keep("asset processing", move || worker(assets.clone()));
+    }
+    let assets = assets.clone();
+    tasks.keep("expired uploads sweep", move || sweep(assets.clone()));
+}
+
+async fn sweep(assets: Assets) {
+    loop {
+        if let Err(err) = assets.sweep_expired().await {
+            tracing::warn!(error = ?err, "sweeping expired uploads failed");
         }
-    }));
-    handles
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
 }
 
 async fn worker(assets: Assets) {

@@ -2,11 +2,10 @@
 //! snapshot on connect, then changes; `Last-Event-ID` resumes) and the exports.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -14,9 +13,15 @@ use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::hub::Start;
-use crate::http::AppState;
+use super::Cluster;
+use crate::tasks::Shutdown;
 
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Cluster: FromRef<S>,
+    Shutdown: FromRef<S>,
+{
     Router::new()
         .route("/api/lead/topology/events", get(events))
         .route("/api/lead/architecture.svg", get(export_svg))
@@ -39,14 +44,14 @@ fn change_event(version: u64, json: &str) -> Event {
 }
 
 async fn events(
-    State(state): State<AppState>,
+    State(cluster): State<Cluster>,
+    State(shutdown): State<Shutdown>,
     headers: HeaderMap,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let cluster = state.cluster.clone();
     let (start, rx) = cluster.hub().subscribe(last);
     let (first, sent): (Vec<Event>, u64) = match start {
         Start::Snapshot(t, json) => (vec![snapshot_event(t.version, json)], t.version),
@@ -61,7 +66,7 @@ async fn events(
             )
         }
     };
-    let initial = futures::stream::iter(first.into_iter().map(Ok));
+    let initial = futures::stream::iter(first);
     let later =
         futures::stream::unfold((rx, sent, cluster), |(mut rx, sent, cluster)| async move {
             loop {
@@ -69,17 +74,14 @@ async fn events(
                     Ok(c) if c.version <= sent => continue,
                     Ok(c) => {
                         let event = change_event(c.version, &c.json);
-                        return Some((Ok(event), (rx, c.version, cluster)));
+                        return Some((event, (rx, c.version, cluster)));
                     }
                     // Too slow to keep up: start over with the whole picture.
                     Err(RecvError::Lagged(_)) => {
                         let (start, rx) = cluster.hub().subscribe(None);
                         if let Start::Snapshot(t, json) = start {
                             let version = t.version;
-                            return Some((
-                                Ok(snapshot_event(version, json)),
-                                (rx, version, cluster),
-                            ));
+                            return Some((snapshot_event(version, json), (rx, version, cluster)));
                         }
                     }
                     Err(RecvError::Closed) => return None,
@@ -87,11 +89,7 @@ async fn events(
             }
         });
     let stream = futures::StreamExt::chain(initial, later);
-    Sse::new(futures::StreamExt::take_until(
-        stream,
-        crate::http::stopping(state.stopping.clone()),
-    ))
-    .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    crate::sse::respond(stream, &shutdown)
 }
 
 fn download(body: String, content_type: &'static str, name: &'static str) -> Response {
@@ -113,8 +111,8 @@ fn download(body: String, content_type: &'static str, name: &'static str) -> Res
         .into_response()
 }
 
-async fn export_svg(State(state): State<AppState>) -> Response {
-    let t = state.cluster.hub().current();
+async fn export_svg(State(cluster): State<Cluster>) -> Response {
+    let t = cluster.hub().current();
     download(
         app::architecture::diagram::render_svg(&t, false, None),
         "image/svg+xml; charset=utf-8",
@@ -122,8 +120,8 @@ async fn export_svg(State(state): State<AppState>) -> Response {
     )
 }
 
-async fn export_mermaid(State(state): State<AppState>) -> Response {
-    let t = state.cluster.hub().current();
+async fn export_mermaid(State(cluster): State<Cluster>) -> Response {
+    let t = cluster.hub().current();
     download(
         app::architecture::export::mermaid(&t),
         "text/vnd.mermaid; charset=utf-8",
@@ -131,8 +129,8 @@ async fn export_mermaid(State(state): State<AppState>) -> Response {
     )
 }
 
-async fn export_ascii(State(state): State<AppState>) -> Response {
-    let t = state.cluster.hub().current();
+async fn export_ascii(State(cluster): State<Cluster>) -> Response {
+    let t = cluster.hub().current();
     download(
         app::architecture::export::ascii(&t),
         "text/plain; charset=utf-8",

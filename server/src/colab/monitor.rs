@@ -21,16 +21,14 @@ pub const FAILURES_FOR_DOWN: i64 = 3;
 const LEASE_KEY: i64 = 0x05c0_1ab1_ea5e;
 
 impl Colab {
-    /// Runs the monitor forever (abort the task to stop it).
-    pub fn spawn_monitor(self, every: Duration) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                if let Err(e) = self.hold_lease_and_monitor(every).await {
-                    tracing::debug!(error = %e, "colab monitor lost its database connection; retrying");
-                }
-                tokio::time::sleep(every).await;
+    /// Runs the monitor forever (drop the future to stop it).
+    pub async fn monitor(self, every: Duration) {
+        loop {
+            if let Err(e) = self.hold_lease_and_monitor(every).await {
+                tracing::debug!(error = %e, "colab monitor lost its database connection; retrying");
             }
-        })
+            tokio::time::sleep(every).await;
+        }
     }
 
     async fn hold_lease_and_monitor(&self, every: Duration) -> Result<(), sqlx::Error> {

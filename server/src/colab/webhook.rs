@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -23,13 +23,16 @@ use serde_json::json;
 use crate::comfyui::address::{normalise, redact};
 use super::signature::{self, SignatureError};
 use super::Colab;
-use crate::http::AppState;
 
 pub const PATH: &str = "/api/colab/endpoint";
 /// Largest body accepted (a URL and a few ids).
 pub const MAX_BODY: usize = 8 * 1024;
 
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Colab: FromRef<S>,
+{
     Router::new().route(PATH, post(receive))
 }
 
@@ -142,12 +145,12 @@ fn rate_limited(wait: u64) -> Response {
 const MAX_SIGNATURE_HEADER: usize = 1024;
 
 async fn receive(
-    State(state): State<AppState>,
+    State(colab): State<Colab>,
     auth: Option<axum::Extension<app::backend::RequestAuth>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let colab = &state.colab;
+    let colab = &colab;
     // The address the authentication middleware found (X-Forwarded-For only when trusted).
     let client = auth.and_then(|a| a.0.client_addr);
     // The signature comes first: it is cheap to check on a bounded body, and only a

@@ -10,7 +10,7 @@ use app::accounts::TokenScope;
 use app::backend::RequestAuth;
 use app::error::AppError;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -19,17 +19,21 @@ use chrono::{DateTime, Utc};
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::json;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::revisions::{introduced, link_ci};
 use crate::audit::Who;
-use crate::http::errors;
-use crate::http::AppState;
+use crate::errors;
 
 pub const PATH: &str = "/api/deploys";
 pub const MAX_BODY: usize = 64 * 1024;
 
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PgPool: FromRef<S>,
+{
     Router::new()
         .route(PATH, post(report))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -174,7 +178,7 @@ pub fn validate(r: Report) -> Result<Valid, AppError> {
 }
 
 async fn report(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     auth: Option<Extension<RequestAuth>>,
     body: Bytes,
 ) -> Response {
@@ -212,7 +216,7 @@ async fn report(
         Err(e) => return errors::api(&e),
     };
     let who = Who::principal(&principal, None);
-    match store(&state.pool, &who, &valid).await {
+    match store(&pool, &who, &valid).await {
         Ok((status, body)) => (status, Json(body)).into_response(),
         Err(e) => errors::api(&e),
     }

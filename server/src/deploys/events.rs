@@ -6,8 +6,8 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::extract::{FromRef, State};
+use axum::response::sse::{Event, Sse};
 use axum::routing::get;
 use axum::Router;
 use futures::Stream;
@@ -15,13 +15,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::sync::broadcast;
 
 use crate::cluster::objects::Objects;
-use crate::http::AppState;
+use crate::cluster::Cluster;
+use crate::notify::{Channel, Notifications};
+use crate::tasks::Shutdown;
 
 pub const PATH: &str = "/api/lead/deploys/events";
 /// How long changes are gathered into one event.
 pub const GATHER: Duration = Duration::from_millis(250);
 
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Cluster: FromRef<S>,
+    Notifications: FromRef<S>,
+    Shutdown: FromRef<S>,
+{
     Router::new().route(PATH, get(events))
 }
 
@@ -43,10 +51,12 @@ fn workloads(objects: &Objects) -> Vec<(String, String)> {
 }
 
 async fn events(
-    State(state): State<AppState>,
+    State(cluster): State<Cluster>,
+    State(notifications): State<Notifications>,
+    State(shutdown): State<Shutdown>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let history = state.deploy_events.subscribe();
-    let feed = state.cluster.feed();
+    let history = notifications.subscribe(Channel::DeployChanges);
+    let feed = cluster.feed();
     let seen = workloads(&feed.borrow());
     let stream = futures::stream::unfold(
         (history, feed, seen),
@@ -77,11 +87,9 @@ async fn events(
                 }
                 seen = now;
                 let event = Event::default().event("changed").data("deploys");
-                return Some((Ok(event), (history, feed, seen)));
+                return Some((event, (history, feed, seen)));
             }
         },
     );
-    let stream =
-        futures::StreamExt::take_until(stream, crate::http::stopping(state.stopping.clone()));
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    crate::sse::respond(stream, &shutdown)
 }

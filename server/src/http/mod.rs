@@ -4,7 +4,6 @@
 mod auth;
 mod bodies;
 mod csrf;
-pub mod errors;
 mod headers;
 mod metrics;
 pub mod policy;
@@ -35,10 +34,17 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 use tower_sessions_sqlx_store::PostgresStore;
 
+pub use crate::errors;
 pub use metrics::HttpMetrics;
 
 use crate::accounts::Accounts;
 use crate::assets::Assets;
+use crate::cluster::Cluster;
+use crate::colab::Colab;
+use crate::deploys::Deploys;
+use crate::notify::Notifications;
+use crate::pipelines::backend::Pipelines;
+use crate::tasks::Shutdown;
 
 /// Settings the middleware needs, resolved once at start.
 #[derive(Debug, Clone)]
@@ -89,45 +95,54 @@ pub async fn probe(pool: &PgPool) -> bool {
     .is_ok_and(|r| r.is_ok())
 }
 
-#[derive(Clone)]
+/// What the routes and middleware share. Each domain's routes take only the parts they
+/// need (`State<Assets>`, `State<Shutdown>`, ...), through `FromRef`.
+#[derive(Clone, FromRef)]
 pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub pool: PgPool,
     pub accounts: Accounts,
     pub assets: Assets,
-    pub asset_events: tokio::sync::broadcast::Sender<String>,
-    pub cluster: crate::cluster::Cluster,
-    pub colab: crate::colab::Colab,
-    /// `NOTIFY deploy_changes` payloads, for the deploy pages' event streams.
-    pub deploy_events: tokio::sync::broadcast::Sender<String>,
-    /// What this Slate's executors can run (for refusing runs that never could).
-    pub pipeline_caps: Arc<crate::pipelines::Capabilities>,
-    /// `NOTIFY run_changes` payloads (run ids), for the runs pages' event streams.
-    pub run_events: tokio::sync::broadcast::Sender<String>,
-    /// Turns true when the server begins to stop, so that endless responses (event
-    /// streams) end and graceful shutdown does not wait for them forever.
-    pub stopping: tokio::sync::watch::Receiver<bool>,
-    pub services: Services,
+    pub cluster: Cluster,
+    pub colab: Colab,
+    /// The runs service: its pool and what this Slate's executors can run.
+    pub pipelines: Pipelines,
+    /// `NOTIFY` payloads by channel, for the event streams.
+    pub notifications: Notifications,
+    pub shutdown: Shutdown,
     pub config: Arc<HttpConfig>,
     pub metrics: Arc<HttpMetrics>,
     pub db_health: Arc<DbHealth>,
     pub started_at: DateTime<Utc>,
 }
 
-/// Resolves when the server begins to stop.
-pub async fn stopping(mut rx: tokio::sync::watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-impl FromRef<AppState> for LeptosOptions {
-    fn from_ref(state: &AppState) -> Self {
-        state.leptos_options.clone()
+impl AppState {
+    /// The services as the pages and server functions see them (the same ones the
+    /// routes use).
+    fn services(&self) -> Services {
+        Services {
+            accounts: Arc::new(self.accounts.clone()),
+            assets: Arc::new(self.assets.clone()),
+            cluster: Arc::new(self.cluster.clone()),
+            colab: Arc::new(self.colab.clone()),
+            deploys: Arc::new(Deploys::new(self.pool.clone(), self.cluster.clone())),
+            pipelines: Arc::new(self.pipelines.clone()),
+        }
     }
 }
 
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
-    let services = state.services.clone();
+    let services = state.services();
+    let server_fn = {
+        let services = services.clone();
+        move |req: Request<Body>| {
+            let services = services.clone();
+            async move {
+                handle_server_fns_with_context(move || provide_context(services.clone()), req).await
+            }
+        }
+    };
     let context = move || provide_context(services.clone());
     let shell = {
         let options = state.leptos_options.clone();
@@ -155,7 +170,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::serve))
-        .route("/api/{*fn_name}", get(server_fn).post(server_fn))
+        .route("/api/{*fn_name}", get(server_fn.clone()).post(server_fn))
         .leptos_routes_with_context(&state, routes, context.clone(), shell)
         .fallback(leptos_axum::file_and_error_handler_with_context::<
             AppState,
@@ -197,11 +212,6 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
-}
-
-async fn server_fn(State(state): State<AppState>, req: Request<Body>) -> impl IntoResponse {
-    let services = state.services.clone();
-    handle_server_fns_with_context(move || provide_context(services.clone()), req).await
 }
 
 /// Server functions that fail before their body runs (arguments that cannot be decoded)

@@ -13,7 +13,7 @@
 use app::backend::RequestAuth;
 use app::error::AppError;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,12 +21,22 @@ use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::backend::Pipelines;
 use super::runs::{self, Submission, Submitter};
+use crate::assets::Assets;
 use crate::audit::Who;
-use crate::http::errors;
-use crate::http::AppState;
+use crate::errors;
+use crate::notify::{Channel, Notifications};
+use crate::tasks::Shutdown;
 
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Pipelines: FromRef<S>,
+    Assets: FromRef<S>,
+    Notifications: FromRef<S>,
+    Shutdown: FromRef<S>,
+{
     Router::new()
         .route("/api/runs", post(submit))
         .route("/api/runs/{id}", get(show))
@@ -41,24 +51,13 @@ pub fn router() -> Router<AppState> {
 /// `GET /api/runs/events`: a `run` event (its data the run's id, or `*` after a gap)
 /// whenever a run, a stage, its progress or its log changes, from any replica.
 async fn events(
-    State(state): State<AppState>,
+    State(notifications): State<Notifications>,
+    State(shutdown): State<Shutdown>,
 ) -> axum::response::sse::Sse<
     impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
 > {
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    use tokio::sync::broadcast::error::RecvError;
-    let rx = state.run_events.subscribe();
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        let data = match rx.recv().await {
-            Ok(id) => id,
-            Err(RecvError::Lagged(_)) => "*".to_owned(),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok(Event::default().event("run").data(data)), rx))
-    });
-    let stream =
-        futures::StreamExt::take_until(stream, crate::http::stopping(state.stopping.clone()));
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+    let rx = notifications.subscribe(Channel::RunChanges);
+    crate::sse::respond(crate::sse::notifications(rx, "run"), &shutdown)
 }
 
 /// A refusal: the error, and a status when it is not the error's own (400 for a body
@@ -120,14 +119,14 @@ fn parse_id(id: &str) -> Result<Uuid, Refused> {
 }
 
 async fn submit(
-    State(state): State<AppState>,
+    State(pipelines): State<Pipelines>,
     auth: Option<Extension<RequestAuth>>,
     bytes: Bytes,
 ) -> Answer {
     let (p, who) = principal(auth)?;
     let submission: Submission = body(&bytes)?;
     let by = submitter(&p, &who);
-    let id = runs::submit(&state.pool, &state.pipeline_caps, &by, &submission, None).await?;
+    let id = runs::submit(&pipelines.pool, &pipelines.caps, &by, &submission, None).await?;
     Ok(created(id))
 }
 
@@ -140,13 +139,13 @@ fn created(id: Uuid) -> Response {
 }
 
 async fn show(
-    State(state): State<AppState>,
+    State(pipelines): State<Pipelines>,
     auth: Option<Extension<RequestAuth>>,
     Path(id): Path<String>,
 ) -> Answer {
     principal(auth)?;
     let id = parse_id(&id)?;
-    match describe(&state.pool, id).await {
+    match describe(&pipelines.pool, id).await {
         Ok(Some(v)) => Ok(Json(v).into_response()),
         Ok(None) => Err(AppError::NotFound(format!("There is no run {id}.")).into()),
         Err(e) => {
@@ -159,7 +158,7 @@ async fn show(
 /// `GET /api/runs/{id}/stages/{name}/preview`: the last image a stage produced while it
 /// ran (404 when it has none).
 async fn preview(
-    State(state): State<AppState>,
+    State(pipelines): State<Pipelines>,
     auth: Option<Extension<RequestAuth>>,
     Path((id, name)): Path<(String, String)>,
 ) -> Answer {
@@ -170,7 +169,7 @@ async fn preview(
     )
     .bind(id)
     .bind(&name)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&pipelines.pool)
     .await
     .map_err(|e| {
         tracing::error!(error = %e, "cannot read a stage's preview");
@@ -197,7 +196,8 @@ async fn preview(
 /// `GET /api/runs/{id}/attempts/{attempt}/log`: an attempt's whole log, as archived in
 /// storage when it ended (it outlives the pod or process that wrote it).
 async fn archived_log(
-    State(state): State<AppState>,
+    State(pipelines): State<Pipelines>,
+    State(assets): State<Assets>,
     auth: Option<Extension<RequestAuth>>,
     Path((id, attempt)): Path<(String, String)>,
 ) -> Answer {
@@ -209,7 +209,7 @@ async fn archived_log(
     )
     .bind(attempt)
     .bind(id)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&pipelines.pool)
     .await
     .map_err(|e| {
         tracing::error!(error = %e, "cannot read an attempt");
@@ -224,15 +224,10 @@ async fn archived_log(
         )
         .into());
     };
-    let found = state
-        .assets
-        .storage
-        .get_range(&key, None)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, key, "cannot read an archived log");
-            AppError::internal()
-        })?;
+    let found = assets.storage.get_range(&key, None).await.map_err(|e| {
+        tracing::error!(error = %e, key, "cannot read an archived log");
+        AppError::internal()
+    })?;
     let body = axum::body::Body::from_stream(found.into_stream());
     Ok((
         [
@@ -288,24 +283,24 @@ pub async fn describe(pool: &sqlx::PgPool, id: Uuid) -> Result<Option<Value>, sq
 }
 
 async fn cancel(
-    State(state): State<AppState>,
+    State(pipelines): State<Pipelines>,
     auth: Option<Extension<RequestAuth>>,
     Path(id): Path<String>,
 ) -> Answer {
     let (p, who) = principal(auth)?;
     let id = parse_id(&id)?;
-    runs::cancel(&state.pool, id, &submitter(&p, &who)).await?;
+    runs::cancel(&pipelines.pool, id, &submitter(&p, &who)).await?;
     Ok(Json(json!({"id": id, "cancelled": true})).into_response())
 }
 
 async fn retry(
-    State(state): State<AppState>,
+    State(pipelines): State<Pipelines>,
     auth: Option<Extension<RequestAuth>>,
     Path((id, name)): Path<(String, String)>,
 ) -> Answer {
     let (p, who) = principal(auth)?;
     let id = parse_id(&id)?;
-    runs::retry_stage(&state.pool, id, &name, &submitter(&p, &who)).await?;
+    runs::retry_stage(&pipelines.pool, id, &name, &submitter(&p, &who)).await?;
     Ok(Json(json!({"id": id, "retried": name})).into_response())
 }
 
@@ -317,7 +312,7 @@ struct Resubmit {
 }
 
 async fn resubmit(
-    State(state): State<AppState>,
+    State(pipelines): State<Pipelines>,
     auth: Option<Extension<RequestAuth>>,
     Path(id): Path<String>,
     bytes: Bytes,
@@ -330,6 +325,6 @@ async fn resubmit(
         body(&bytes)?
     };
     let by = submitter(&p, &who);
-    let new = runs::resubmit(&state.pool, &state.pipeline_caps, id, &changes.params, &by).await?;
+    let new = runs::resubmit(&pipelines.pool, &pipelines.caps, id, &changes.params, &by).await?;
     Ok(created(new))
 }
