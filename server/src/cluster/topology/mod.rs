@@ -64,6 +64,9 @@ pub use fold::FOLD_ABOVE;
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use app::architecture::EdgeKind;
     use chrono::Utc;
 
     use super::spec::{names_service, selector_matches};
