@@ -34,6 +34,7 @@ pub struct EndpointView {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct CheckView {
     pub at: DateTime<Utc>,
     pub ok: bool,

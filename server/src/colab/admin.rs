@@ -10,44 +10,54 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::comfyui::address::{normalise, redact};
 use super::Colab;
 use crate::audit::Who;
+use crate::comfyui::address::{normalise, redact};
+use crate::db::OrAppError as _;
 
-type Row = (
-    Uuid,
-    String,
-    String,
-    String,
-    String,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    Option<String>,
-    Option<DateTime<Utc>>,
-    Option<Value>,
-    Option<Value>,
-);
+/// An endpoint as the admin page shows it.
+#[derive(sqlx::FromRow)]
+struct EndpointRow {
+    id: Uuid,
+    url: String,
+    source: String,
+    actor_label: String,
+    state: String,
+    received_at: DateTime<Utc>,
+    verified_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    end_reason: Option<String>,
+    last_heartbeat_at: Option<DateTime<Utc>>,
+    verification: Option<Value>,
+    publication: Option<Value>,
+}
+
+/// The healthy endpoint, for a verification on demand.
+#[derive(sqlx::FromRow)]
+struct HealthyRow {
+    id: Uuid,
+    url: String,
+}
 
 const COLUMNS: &str =
     "id, url, source, actor_label, state, received_at, verified_at, ended_at, end_reason,
      last_heartbeat_at, verification, publication";
 
-fn view(r: Row) -> EndpointView {
-    let (
+fn view(r: EndpointRow) -> EndpointView {
+    let EndpointRow {
         id,
         url,
         source,
-        actor,
+        actor_label: actor,
         state,
         received_at,
         verified_at,
         ended_at,
         end_reason,
-        heartbeat,
+        last_heartbeat_at: heartbeat,
         verification,
         publication,
-    ) = r;
+    } = r;
     let v = verification.unwrap_or(Value::Null);
     let text = |k: &str| v[k].as_str().map(str::to_owned);
     let publication = publication.map(|p| {
@@ -95,11 +105,6 @@ fn view(r: Row) -> EndpointView {
         python_version: text("python_version"),
         publication,
     }
-}
-
-fn db(e: sqlx::Error) -> AppError {
-    tracing::error!(error = %e, "colab database error");
-    AppError::Unavailable("The database did not answer; try again.".into())
 }
 
 fn who(actor: &Actor) -> Who {
@@ -171,57 +176,45 @@ atexit.register(lambda: report("down", URL))
 #[async_trait]
 impl ColabBackend for Colab {
     async fn overview(&self, _actor: &Actor) -> Result<ColabOverview, AppError> {
-        let current: Option<Row> = sqlx::query_as(&format!(
+        let current: Option<EndpointRow> = sqlx::query_as(&format!(
             "select {COLUMNS} from colab_endpoints where state in ('verifying', 'healthy')"
         ))
         .fetch_optional(&self.pool)
         .await
-        .map_err(db)?;
-        let checks: Vec<(DateTime<Utc>, bool, Option<i32>, Option<String>, Option<String>, Option<i32>)> = match &current {
+        .or_app()?;
+        let checks: Vec<CheckView> = match &current {
             Some(c) => sqlx::query_as(
                 "select at, ok, latency_ms, class, detail, queue_remaining from
                    (select * from endpoint_checks where endpoint_id = $1 order by at desc limit 40) c
                  order by at",
             )
-            .bind(c.0)
+            .bind(c.id)
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?,
+            .or_app()?,
             None => vec![],
         };
-        let history: Vec<Row> = sqlx::query_as(&format!(
+        let history: Vec<EndpointRow> = sqlx::query_as(&format!(
             "select {COLUMNS} from colab_endpoints order by received_at desc limit 25"
         ))
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .or_app()?;
         let fallback: Option<String> =
             sqlx::query_scalar("select fallback_url from colab_settings")
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(db)?
+                .or_app()?
                 .flatten();
         let active_secrets: i64 = sqlx::query_scalar(
             "select count(*) from colab_webhook_secrets where retires_at is null or retires_at > now()",
         )
         .fetch_one(&self.pool)
         .await
-        .map_err(db)?;
+        .or_app()?;
         Ok(ColabOverview {
             current: current.map(view),
-            checks: checks
-                .into_iter()
-                .map(
-                    |(at, ok, latency_ms, class, detail, queue_remaining)| CheckView {
-                        at,
-                        ok,
-                        latency_ms,
-                        class,
-                        detail,
-                        queue_remaining,
-                    },
-                )
-                .collect(),
+            checks,
             history: history.into_iter().map(view).collect(),
             fallback: fallback.as_deref().map(redact),
             active_secrets,
@@ -240,7 +233,7 @@ impl ColabBackend for Colab {
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(db)?;
+                .or_app()?;
         let url = url.ok_or_else(|| AppError::NotFound("No such endpoint.".into()))?;
         crate::audit::record(
             &self.pool,
@@ -250,7 +243,7 @@ impl ColabBackend for Colab {
             json!({ "endpoint_id": id }),
         )
         .await
-        .map_err(db)?;
+        .or_app()?;
         Ok(url)
     }
 
@@ -260,19 +253,19 @@ impl ColabBackend for Colab {
             .to_string();
         let who = who(actor);
         let id = Uuid::now_v7();
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.or_app()?;
         sqlx::query("select pg_advisory_xact_lock($1)")
             .bind(super::LOCK_KEY)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
+            .or_app()?;
         sqlx::query(
             "update colab_endpoints set state = 'replaced', ended_at = now(), end_reason = 'set by hand: replaced'
              where state in ('verifying', 'healthy')",
         )
         .execute(&mut *tx)
         .await
-        .map_err(db)?;
+        .or_app()?;
         sqlx::query(
             "insert into colab_endpoints (id, url, source, actor_user_id, actor_token_id, actor_label, reported_at, state)
              values ($1, $2, 'admin', $3, $4, $5, now(), 'verifying')",
@@ -284,7 +277,7 @@ impl ColabBackend for Colab {
         .bind(&who.label)
         .execute(&mut *tx)
         .await
-        .map_err(db)?;
+        .or_app()?;
         crate::audit::record(
             &mut *tx,
             &who,
@@ -293,8 +286,8 @@ impl ColabBackend for Colab {
             json!({ "endpoint_id": id }),
         )
         .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        .or_app()?;
+        tx.commit().await.or_app()?;
         self.spawn_verification(id, url);
         self.show_on_diagram().await;
         Ok(())
@@ -308,12 +301,12 @@ impl ColabBackend for Colab {
     }
 
     async fn reverify(&self, actor: &Actor) -> Result<(), AppError> {
-        let current: Option<(Uuid, String)> =
+        let current: Option<HealthyRow> =
             sqlx::query_as("select id, url from colab_endpoints where state = 'healthy'")
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(db)?;
-        let (id, url) = current
+                .or_app()?;
+        let HealthyRow { id, url } = current
             .ok_or_else(|| AppError::Conflict("There is no healthy endpoint to verify.".into()))?;
         let outcome = self.prober.system_stats(&url).await;
         let (ok, detail) = match &outcome {
@@ -328,7 +321,7 @@ impl ColabBackend for Colab {
             .bind(&detail)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .or_app()?;
         }
         sqlx::query("insert into endpoint_checks (endpoint_id, kind, ok, class, detail) values ($1, 'verify', $2, $3, $4)")
             .bind(id)
@@ -337,7 +330,7 @@ impl ColabBackend for Colab {
             .bind(outcome.as_ref().err().map(|e| e.to_string()))
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .or_app()?;
         crate::audit::record(
             &self.pool,
             &who(actor),
@@ -346,7 +339,7 @@ impl ColabBackend for Colab {
             json!({ "ok": ok }),
         )
         .await
-        .map_err(db)?;
+        .or_app()?;
         self.show_on_diagram().await;
         match outcome {
             Ok(_) => Ok(()),
@@ -357,7 +350,7 @@ impl ColabBackend for Colab {
     }
 
     async fn rotate_secret(&self, actor: &Actor) -> Result<RotatedSecret, AppError> {
-        let secret = Colab::rotate_secret(self, &who(actor)).await.map_err(db)?;
+        let secret = Colab::rotate_secret(self, &who(actor)).await.or_app()?;
         let webhook = format!(
             "{}{}",
             self.public_url.trim_end_matches('/'),

@@ -218,7 +218,7 @@ async fn attribute(
         ))
         .and_then(Value::as_str);
     // Slate's own restart or rollback.
-    let event: Option<(Uuid, String)> = sqlx::query_as(
+    let event: Option<SlateEvent> = sqlx::query_as(
         "select e.id, e.actor_label from deploy_events e
          where e.source = 'slate' and e.outcome = 'done' and e.namespace = $1 and e.kind = $2
            and e.name = $3 and e.at > $4 - interval '10 minutes'
@@ -235,7 +235,11 @@ async fn attribute(
     .bind(&s.template)
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some((event, actor)) = event {
+    if let Some(SlateEvent {
+        id: event,
+        actor_label: actor,
+    }) = event
+    {
         sqlx::query(
             "update deploy_revisions set source = 'slate', slate_event = $2, actor = $3 where id = $1",
         )
@@ -262,7 +266,7 @@ async fn attribute(
     if introduced.is_empty() {
         return Ok(());
     }
-    let run: Option<(String, String)> = sqlx::query_as(
+    let run: Option<CiRun> = sqlx::query_as(
         "select run_id, actor from ci_deploys
          where images && $1 and created_at <= $2 + interval '2 minutes'
            and created_at >= $2 - interval '1 hour'
@@ -272,10 +276,24 @@ async fn attribute(
     .bind(s.created_at)
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some((run, actor)) = run {
-        link_ci(tx, id, &run, &actor).await?;
+    if let Some(CiRun { run_id, actor }) = run {
+        link_ci(tx, id, &run_id, &actor).await?;
     }
     Ok(())
+}
+
+/// One of Slate's own restarts or rollbacks that a new revision may be the result of.
+#[derive(sqlx::FromRow)]
+struct SlateEvent {
+    id: Uuid,
+    actor_label: String,
+}
+
+/// A CI run that may have shipped a revision's images.
+#[derive(sqlx::FromRow)]
+struct CiRun {
+    run_id: String,
+    actor: String,
 }
 
 /// The images of a revision that its previous revision did not have (all of them for a
