@@ -501,19 +501,16 @@ async fn a_crash_mid_patch_keeps_what_arrived_and_the_upload_resumes() {
         .send();
     let pending = tokio::spawn(patch);
     tx.unbounded_send(Ok(data[..70_000].to_vec())).unwrap();
-    let partial = app
-        .config
-        .data_dir
-        .join("uploads")
-        .join(url.rsplit('/').next().unwrap());
+    // The writer buffers what it receives, so the file shows nothing yet: wait for the
+    // request to hold the upload, the sign that it is being received.
     eventually(
-        "the first 70 000 bytes on disk",
+        "the PATCH to hold the upload",
         Duration::from_secs(4),
         || async {
-            seen(
-                std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0),
-                |len| *len == 70_000,
-            )
+            sqlx::query_scalar::<_, bool>("select lease_until is not null from uploads")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap()
         },
     )
     .await;

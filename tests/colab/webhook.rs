@@ -490,18 +490,20 @@ async fn an_accepted_endpoint_is_published_to_the_cluster_and_audited() {
         ]
     );
     // The restart's new revision of ComfyUI is attributed to the publication.
-    let attributed = eventually("ComfyUI's revision 2", Duration::from_secs(5), || async {
-        sqlx::query_as::<_, (String, Option<String>)>(
+    // A revision is first stored as the cluster's, then attributed when its cause is known.
+    let attributed = eventually("ComfyUI's revision 2 to be attributed", Duration::from_secs(5), || async {
+        let row = sqlx::query_as::<_, (String, Option<String>)>(
             "select source, actor from deploy_revisions where workload = 'comfyui' and revision = 2",
         )
         .fetch_optional(&app.pool)
         .await
-        .unwrap()
+        .unwrap();
+        seen(row, |row| row.as_ref().is_some_and(|(source, _)| source != "cluster"))
     })
     .await;
     assert_eq!(
         attributed,
-        ("slate".into(), Some("slate (colab endpoint)".into()))
+        Some(("slate".into(), Some("slate (colab endpoint)".into())))
     );
     app.stop().await;
     let _ = std::fs::remove_file(kubeconfig);
