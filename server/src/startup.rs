@@ -110,11 +110,16 @@ impl Application {
             let colab = colab.clone();
             move || colab.clone().monitor(every)
         });
-        let (caps, pipeline_tasks) =
-            crate::pipelines::start(config, &pool, &assets, colab.prober.clone(), &cluster).await?;
-        for handle in pipeline_tasks {
-            tasks.adopt("pipelines", handle);
-        }
+        let caps = crate::pipelines::start(
+            config,
+            &pool,
+            &assets,
+            colab.prober.clone(),
+            &cluster,
+            &notifications,
+            &tasks,
+        )
+        .await?;
 
         let state = AppState {
             leptos_options: leptos_options(config, addr),

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use server::notify::{Channel, Notifications};
 use server::pipelines::attempt::Attempt;
 use server::pipelines::queue::Outcome;
 use server::pipelines::{Dispatcher, Executor, Queue};
@@ -76,10 +77,13 @@ async fn instances(url: &str, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
             .await
             .unwrap();
         let wake = Arc::new(Notify::new());
-        tasks.push(server::pipelines::listen(
-            pool.clone(),
+        // Each instance as a replica: its own LISTEN connection and wake-ups.
+        let notifications = Notifications::new();
+        tasks.push(tokio::spawn(notifications.clone().listen(pool.clone())));
+        tasks.push(tokio::spawn(server::pipelines::wake_on_queued(
+            notifications.subscribe(Channel::StageQueued),
             HashMap::from([("local".to_owned(), wake.clone())]),
-        ));
+        )));
         let dispatcher = Arc::new(Dispatcher {
             pool,
             queue: "local".into(),

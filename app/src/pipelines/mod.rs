@@ -1,8 +1,7 @@
-//! Pipelines: versioned templates (a DAG of stages with typed parameters), their
-//! validation, and the built-in templates that reflect the film pipeline.
-//!
-//! Only the model is here so far; submission, the queue, the executors and the pages
-//! come with the rest of the pipelines issue (nothing of it is in the UI yet).
+//! Pipelines in the UI and on the wire: templates (`template`: a DAG of typed stages with
+//! typed parameters, and its rules), the states of runs, stages and attempts as the
+//! database stores them, the views the pages show (`pages`) and the server functions
+//! behind them (`api`).
 
 pub mod api;
 pub mod pages;
@@ -12,8 +11,94 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Run states, in the order the runs page counts them.
-pub const RUN_STATES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+/// Declares a state enum stored as text (`runs.state`, …): the same lower-case words in
+/// SQL, in JSON and in the UI.
+macro_rules! text_state {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "ssr", derive(sqlx::Type))]
+        #[cfg_attr(feature = "ssr", sqlx(type_name = "text", rename_all = "lowercase"))]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every state, in the order pages list them.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<$name> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_state! {
+    /// A run's state (`runs.state`).
+    RunState {
+        Queued => "queued",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+}
+
+text_state! {
+    /// A stage's state (`run_stages.state`): waiting for the stages before it, then as a
+    /// run; `skipped` when the run ended before it could start.
+    StageState {
+        Waiting => "waiting",
+        Queued => "queued",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Cancelled => "cancelled",
+        Skipped => "skipped",
+    }
+}
+
+text_state! {
+    /// An attempt's state (`stage_attempts.state`); `lost` when its runner stopped.
+    AttemptState {
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Cancelled => "cancelled",
+        Lost => "lost",
+    }
+}
+
+impl RunState {
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Failed | RunState::Cancelled
+        )
+    }
+}
+
+impl StageState {
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            StageState::Succeeded
+                | StageState::Failed
+                | StageState::Cancelled
+                | StageState::Skipped
+        )
+    }
+}
 
 /// A template to choose from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,12 +124,13 @@ pub struct TemplateForm {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct RunSummary {
     pub id: Uuid,
     pub template: String,
     pub version: i32,
     pub title: String,
-    pub state: String,
+    pub state: RunState,
     pub submitted_by: String,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -72,7 +158,7 @@ pub struct RunFilter {
 pub struct RunsView {
     pub runs: Vec<RunSummary>,
     /// (state, count) over every run.
-    pub counts: Vec<(String, i64)>,
+    pub counts: Vec<(RunState, i64)>,
     pub templates: Vec<TemplateSummary>,
     /// The server's clock when this was read (durations of running work end here; the
     /// browser's clock is not used, so server and browser render the same text).
@@ -80,11 +166,12 @@ pub struct RunsView {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct StageView {
     pub name: String,
     pub executor: String,
     pub needs: Vec<String>,
-    pub state: String,
+    pub state: StageState,
     pub attempt: i32,
     pub attempts_max: i32,
     pub progress: Option<f32>,
@@ -97,6 +184,7 @@ pub struct StageView {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct OutputView {
     pub asset: Uuid,
     pub name: String,
@@ -106,6 +194,7 @@ pub struct OutputView {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct LogLine {
     pub stage: String,
     pub stream: String,
@@ -130,11 +219,12 @@ pub struct RunDetail {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct AttemptView {
     pub id: Uuid,
     pub stage: String,
     pub number: i32,
-    pub state: String,
+    pub state: AttemptState,
     /// What the executor called the work (a process, a Job, a ComfyUI prompt).
     pub reference: Option<String>,
     pub error: Option<String>,

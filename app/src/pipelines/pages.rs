@@ -86,7 +86,7 @@ pub fn RunsPage() -> impl IntoView {
             {move || data.get().map(|r| match r {
                 Err(e) => view! { <ErrorNote error=e/> }.into_any(),
                 Ok(v) => {
-                    let counts = RUN_STATES.iter().map(|s| {
+                    let counts = RunState::ALL.iter().map(|s| {
                         let n = v.counts.iter().find(|(state, _)| state == s).map(|c| c.1).unwrap_or(0);
                         let href = format!("/runs?state={s}");
                         view! { <A href=href attr:class="chip">{format!("{s} {n}")}</A> }
@@ -101,7 +101,7 @@ pub fn RunsPage() -> impl IntoView {
                                     <label for="r-state">"State"</label>
                                     <select id="r-state" name="state">
                                         <option value="">"Any"</option>
-                                        {RUN_STATES.into_iter().map(|s| view! { <option value=s selected=move || value("state")() == s>{s}</option> }).collect_view()}
+                                        {RunState::ALL.iter().map(|s| s.as_str()).map(|s| view! { <option value=s selected=move || value("state")() == s>{s}</option> }).collect_view()}
                                     </select>
                                 </div>
                                 <div class="field">
@@ -136,7 +136,7 @@ pub fn RunsPage() -> impl IntoView {
                                             {v.runs.into_iter().map(|r| { let bar = progress_bar(r.progress, format!("{} progress", r.title)); view! {
                                                 <tr data-run=r.id.to_string()>
                                                     <td><A href=format!("/runs/{}", r.id)>{r.title.clone()}</A><br/><span class="muted">{format!("{} v{}", r.template, r.version)}</span></td>
-                                                    <td>{state_pill(&r.state)}</td>
+                                                    <td>{state_pill(r.state.as_str())}</td>
                                                     <td>{bar}<span class="muted">{format!("{} of {} stages", r.stages_done, r.stages_total)}</span></td>
                                                     <td><Time at=r.created_at/><br/><span class="muted">{r.submitted_by.clone()}</span></td>
                                                     <td>{duration(r.started_at, r.finished_at, now)}</td>
@@ -394,7 +394,7 @@ fn run_view(
 ) -> impl IntoView {
     let s = d.summary.clone();
     let id = s.id;
-    let finished = matches!(s.state.as_str(), "succeeded" | "failed" | "cancelled");
+    let finished = s.state.is_finished();
     let depth = depths(&d.stages);
     let columns = depth.iter().copied().max().map(|m| m + 1).unwrap_or(0);
     let graph = (0..columns)
@@ -405,13 +405,13 @@ fn run_view(
                 .zip(&depth)
                 .filter(|(_, dep)| **dep == col)
                 .map(|(st, _)| {
-                    let can_retry = d.can_change && finished && matches!(st.state.as_str(), "failed" | "cancelled");
+                    let can_retry = d.can_change && finished && matches!(st.state, StageState::Failed | StageState::Cancelled);
                     let stage = st.name.clone();
                     view! {
                         <li class=format!("stage stage-{}", st.state) data-stage=st.name.clone()>
-                            <div class="stage-head"><strong>{st.name.clone()}</strong>{state_pill(&st.state)}</div>
+                            <div class="stage-head"><strong>{st.name.clone()}</strong>{state_pill(st.state.as_str())}</div>
                             <span class="muted">{format!("{} · attempt {} of {}", st.executor, st.attempt.max(1).min(st.attempts_max), st.attempts_max)}</span>
-                            {progress_bar(st.progress.unwrap_or(if st.state == "succeeded" { 1.0 } else { 0.0 }), format!("{} progress", st.name))}
+                            {progress_bar(st.progress.unwrap_or(if st.state == StageState::Succeeded { 1.0 } else { 0.0 }), format!("{} progress", st.name))}
                             <span class="muted">{format!("queued {} · ran {}", duration(st.queued_at, st.started_at, d.now), duration(st.started_at, st.finished_at, d.now))}</span>
                             {st.status.clone().map(|m| view! { <span class="stage-status">{m}</span> })}
                             {st.preview_at.map(|at| view! {
@@ -437,7 +437,7 @@ fn run_view(
     view! {
         <PageHeader title=s.title.clone() subtitle=format!("{} version {} · submitted by {}", s.template, s.version, s.submitted_by)/>
         <section class="card run-head" id="run-head">
-            {state_pill(&s.state)}
+            {state_pill(s.state.as_str())}
             {progress_bar(s.progress, "Run progress".into())}
             <span class="muted">{format!("{} of {} stages done · took {}", s.stages_done, s.stages_total, duration(s.started_at, s.finished_at, d.now))}</span>
             <div class="actions">
@@ -492,7 +492,7 @@ fn run_view(
                                 <tr data-attempt=a.id.to_string()>
                                     <td>{a.stage.clone()}</td>
                                     <td>{a.number}</td>
-                                    <td>{state_pill(&a.state)}{a.error.clone().map(|e| view! { <br/><span class="muted">{e}</span> })}</td>
+                                    <td>{state_pill(a.state.as_str())}{a.error.clone().map(|e| view! { <br/><span class="muted">{e}</span> })}</td>
                                     <td><Time at=a.started_at/><br/><span class="muted">{duration(Some(a.started_at), a.finished_at, d.now)}</span></td>
                                     <td><code>{a.reference.clone().unwrap_or_default()}</code></td>
                                     <td>{if a.has_log {

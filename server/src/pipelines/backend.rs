@@ -42,47 +42,22 @@ fn summary(s: &Stored) -> TemplateSummary {
     }
 }
 
-type SummaryRow = (
-    Uuid,
-    String,
-    i32,
-    String,
-    String,
-    String,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    i64,
-    i64,
-    f64,
-    Uuid,
-);
-
-const SUMMARY: &str = "select r.id, p.name, p.version, p.title, r.state, u.email, r.created_at, r.started_at,
-        r.finished_at,
-        (select count(*) from run_stages s where s.run_id = r.id and s.state = 'succeeded'),
-        (select count(*) from run_stages s where s.run_id = r.id),
-        coalesce((select avg(case when s.state = 'succeeded' then 1 else coalesce(s.progress, 0) end)
-                  from run_stages s where s.run_id = r.id), 0)::float8,
-        r.submitted_by
-    from runs r join pipelines p on p.id = r.pipeline_id join users u on u.id = r.submitted_by";
-
-fn run_summary(r: SummaryRow) -> RunSummary {
-    RunSummary {
-        id: r.0,
-        template: r.1,
-        version: r.2,
-        title: r.3,
-        state: r.4,
-        submitted_by: r.5,
-        created_at: r.6,
-        started_at: r.7,
-        finished_at: r.8,
-        stages_done: r.9,
-        stages_total: r.10,
-        progress: r.11 as f32,
-    }
+/// A run's summary as the pages show it, with its submitter's id.
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    #[sqlx(flatten)]
+    summary: RunSummary,
+    submitter_id: Uuid,
 }
+
+const SUMMARY: &str = "select r.id, p.name as template, p.version, p.title, r.state,
+        u.email as submitted_by, r.created_at, r.started_at, r.finished_at,
+        (select count(*) from run_stages s where s.run_id = r.id and s.state = 'succeeded') as stages_done,
+        (select count(*) from run_stages s where s.run_id = r.id) as stages_total,
+        coalesce((select avg(case when s.state = 'succeeded' then 1 else coalesce(s.progress, 0) end)
+                  from run_stages s where s.run_id = r.id), 0)::float4 as progress,
+        r.submitted_by as submitter_id
+    from runs r join pipelines p on p.id = r.pipeline_id join users u on u.id = r.submitted_by";
 
 impl Pipelines {
     fn who(actor: &Actor) -> Who {
@@ -129,7 +104,7 @@ impl PipelinesBackend for Pipelines {
         .fetch_all(&self.pool)
         .await
         .map_err(crate::db::app_error)?;
-        let counts: Vec<(String, i64)> =
+        let counts: Vec<(app::pipelines::RunState, i64)> =
             sqlx::query_as("select state, count(*) from runs group by state")
                 .fetch_all(&self.pool)
                 .await
@@ -138,7 +113,7 @@ impl PipelinesBackend for Pipelines {
             .await
             .map_err(crate::db::app_error)?;
         Ok(RunsView {
-            runs: rows.into_iter().map(run_summary).collect(),
+            runs: rows.into_iter().map(|r| r.summary).collect(),
             counts,
             templates: templates.iter().map(summary).collect(),
             now: Utc::now(),
@@ -154,8 +129,7 @@ impl PipelinesBackend for Pipelines {
         let Some(row) = row else {
             return Err(AppError::NotFound(format!("There is no run {id}.")));
         };
-        let owner = row.12;
-        let summary = run_summary(row);
+        let (owner, summary) = (row.submitter_id, row.summary);
         let (pipeline, params): (Uuid, Value) =
             sqlx::query_as("select pipeline_id, params from runs where id = $1")
                 .bind(id)
@@ -216,43 +190,18 @@ impl PipelinesBackend for Pipelines {
                 (p.label().to_owned(), text)
             })
             .collect();
-        type StageRow = (
-            String,
-            String,
-            Vec<String>,
-            String,
-            i32,
-            i32,
-            Option<f32>,
-            Option<String>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-        );
-        let stages: Vec<StageRow> = sqlx::query_as(
-            "select name, executor, needs, state, attempt, attempts_max, progress, status_message,
-                    queued_at, started_at, finished_at, preview_at
+        let stages: Vec<StageView> = sqlx::query_as(
+            "select name, executor, needs, state, attempt, attempts_max, progress,
+                    status_message as status, queued_at, started_at, finished_at, preview_at
              from run_stages where run_id = $1 order by id",
         )
         .bind(id)
         .fetch_all(&self.pool)
         .await
         .map_err(crate::db::app_error)?;
-        type AttemptRow = (
-            Uuid,
-            String,
-            i32,
-            String,
-            Option<String>,
-            Option<String>,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-            bool,
-        );
-        let attempts: Vec<AttemptRow> = sqlx::query_as(
-            "select a.id, s.name, a.number, a.state, a.executor_ref, a.error, a.started_at,
-                    a.finished_at, a.log_key is not null
+        let attempts: Vec<AttemptView> = sqlx::query_as(
+            "select a.id, s.name as stage, a.number, a.state, a.executor_ref as reference, a.error,
+                    a.started_at, a.finished_at, a.log_key is not null as has_log
              from stage_attempts a join run_stages s on s.id = a.stage_id
              where s.run_id = $1 order by a.started_at, a.id",
         )
@@ -260,8 +209,8 @@ impl PipelinesBackend for Pipelines {
         .fetch_all(&self.pool)
         .await
         .map_err(crate::db::app_error)?;
-        let outputs: Vec<(Uuid, String, String, String, bool)> = sqlx::query_as(
-            "select a.id, a.name, a.state, s.name, (v.thumbnail_key is not null)
+        let outputs: Vec<OutputView> = sqlx::query_as(
+            "select a.id as asset, a.name, a.state, s.name as stage, (v.thumbnail_key is not null) as has_thumbnail
              from run_outputs o join assets a on a.id = o.asset_id join run_stages s on s.id = o.stage_id
              left join asset_versions v on v.id = a.current_version_id
              where o.run_id = $1 order by o.created_at, a.name",
@@ -270,8 +219,8 @@ impl PipelinesBackend for Pipelines {
         .fetch_all(&self.pool)
         .await
         .map_err(crate::db::app_error)?;
-        let mut log: Vec<(String, String, String)> = sqlx::query_as(
-            "select s.name, l.stream, l.line from stage_logs l
+        let mut log: Vec<LogLine> = sqlx::query_as(
+            "select s.name as stage, l.stream, l.line from stage_logs l
              join stage_attempts a on a.id = l.attempt_id join run_stages s on s.id = a.stage_id
              where s.run_id = $1 order by l.id desc limit 300",
         )
@@ -283,55 +232,10 @@ impl PipelinesBackend for Pipelines {
         Ok(RunDetail {
             summary,
             params,
-            stages: stages
-                .into_iter()
-                .map(|s| StageView {
-                    name: s.0,
-                    executor: s.1,
-                    needs: s.2,
-                    state: s.3,
-                    attempt: s.4,
-                    attempts_max: s.5,
-                    progress: s.6,
-                    status: s.7,
-                    queued_at: s.8,
-                    started_at: s.9,
-                    finished_at: s.10,
-                    preview_at: s.11,
-                })
-                .collect(),
-            outputs: outputs
-                .into_iter()
-                .map(|o| OutputView {
-                    asset: o.0,
-                    name: o.1,
-                    state: o.2,
-                    stage: o.3,
-                    has_thumbnail: o.4,
-                })
-                .collect(),
-            attempts: attempts
-                .into_iter()
-                .map(|a| AttemptView {
-                    id: a.0,
-                    stage: a.1,
-                    number: a.2,
-                    state: a.3,
-                    reference: a.4,
-                    error: a.5,
-                    started_at: a.6,
-                    finished_at: a.7,
-                    has_log: a.8,
-                })
-                .collect(),
-            log: log
-                .into_iter()
-                .map(|(stage, stream, line)| LogLine {
-                    stage,
-                    stream,
-                    line,
-                })
-                .collect(),
+            stages,
+            outputs,
+            attempts,
+            log,
             can_change: runs::may_change(owner, actor.principal.user_id, actor.principal.role),
             now: Utc::now(),
         })

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -197,43 +197,39 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Wakes the dispatchers of this process when any replica queues work of their kind.
-pub fn listen(pool: PgPool, wakes: HashMap<String, Arc<Notify>>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut delay = Duration::from_secs(1);
-        loop {
-            match sqlx::postgres::PgListener::connect_with(&pool).await {
-                Ok(mut listener) => {
-                    if listener.listen("stage_queued").await.is_ok() {
-                        delay = Duration::from_secs(1);
-                        while let Ok(n) = listener.recv().await {
-                            if let Some(w) = wakes.get(n.payload()) {
-                                w.notify_one();
-                            }
-                        }
-                    }
+/// Wakes the dispatchers of this process when any replica queues work of their queue
+/// (`NOTIFY stage_queued`, its payload the queue), until the notifications end.
+pub async fn wake_on_queued(
+    mut queued: broadcast::Receiver<String>,
+    wakes: HashMap<String, Arc<Notify>>,
+) {
+    loop {
+        match queued.recv().await {
+            Ok(queue) => {
+                if let Some(wake) = wakes.get(&queue) {
+                    wake.notify_one();
                 }
-                Err(err) => tracing::debug!(error = %err, "queue listener cannot connect"),
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(30));
+            // Some were missed: every dispatcher looks (each claims only what there is).
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                wakes.values().for_each(|w| w.notify_one())
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
         }
-    })
+    }
 }
 
-/// Gives back lapsed stages every few seconds.
-pub fn spawn_reconciler(pool: PgPool) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            match queue::reconcile(&pool).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    n,
-                    "stages whose runner stopped were given back to the queue"
-                ),
-                Err(err) => tracing::warn!(error = %err, "cannot reconcile lapsed stages"),
-            }
-            tokio::time::sleep(Duration::from_secs(5)).await;
+/// Gives back lapsed stages every few seconds, for as long as it runs.
+pub async fn reconcile(pool: PgPool) {
+    loop {
+        match queue::reconcile(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                n,
+                "stages whose runner stopped were given back to the queue"
+            ),
+            Err(err) => tracing::warn!(error = %err, "cannot reconcile lapsed stages"),
         }
-    })
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }

@@ -21,12 +21,13 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-pub use dispatcher::{listen, spawn_reconciler, Dispatcher};
+pub use dispatcher::{reconcile, wake_on_queued, Dispatcher};
 pub use executor::{Capabilities, Executor, Queue, Registry};
 
+use crate::notify::{Channel, Notifications};
+use crate::tasks::Tasks;
 use executors::{comfyui, kubernetes, local};
 use workspace::Workspace;
 
@@ -71,21 +72,27 @@ pub fn registry(
     })
 }
 
-/// Seeds the built-in templates and starts this replica's dispatchers (one per queue
-/// served here), the reconciler and the queue listener.
+/// Seeds the built-in templates and starts, under the supervisor, this replica's
+/// dispatchers (one per queue served here), the reconciler, and the wake-ups from
+/// `stage_queued`.
 pub async fn start(
     config: &crate::config::Config,
     pool: &PgPool,
     assets: &crate::assets::Assets,
     prober: crate::comfyui::probe::Prober,
     cluster: &crate::cluster::Cluster,
-) -> anyhow::Result<(Capabilities, Vec<JoinHandle<()>>)> {
+    notifications: &Notifications,
+    tasks: &Tasks,
+) -> anyhow::Result<Capabilities> {
     store::seed_builtins(pool)
         .await
         .map_err(|e| anyhow::anyhow!("cannot save the built-in pipeline templates: {e:?}"))?;
     std::fs::create_dir_all(config.work())?;
     let registry = registry(config, pool, assets, prober, cluster)?;
-    let mut tasks = vec![spawn_reconciler(pool.clone())];
+    tasks.keep("pipelines reconciler", {
+        let pool = pool.clone();
+        move || reconcile(pool.clone())
+    });
     let mut wakes = HashMap::new();
     for (queue, executor) in registry.queues() {
         let wake = Arc::new(Notify::new());
@@ -98,8 +105,13 @@ pub async fn start(
             runner: Uuid::now_v7(),
             wake,
         });
-        tasks.push(tokio::spawn(dispatcher.run()));
+        tasks.keep(format!("dispatcher {}", queue.name), move || {
+            dispatcher.clone().run()
+        });
     }
-    tasks.push(listen(pool.clone(), wakes));
-    Ok((registry.capabilities, tasks))
+    tasks.keep("pipelines wake-ups", {
+        let notifications = notifications.clone();
+        move || wake_on_queued(notifications.subscribe(Channel::StageQueued), wakes.clone())
+    });
+    Ok(registry.capabilities)
 }

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use app::pipelines::RunState;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -122,7 +123,7 @@ pub async fn claim(
     // The claims are made: what follows must not lose them, so it reports its errors
     // instead of returning them (`reconcile` settles a run left unsettled).
     for run in failed_runs {
-        if let Err(e) = settle_run(pool, run, "failed").await {
+        if let Err(e) = settle_run(pool, run, RunState::Failed).await {
             tracing::warn!(%run, error = %e, "cannot settle a run whose stage could not be claimed");
         }
     }
@@ -146,7 +147,7 @@ pub async fn claim(
 
 /// Ends a run with a stage that failed for good (`settle_failed`), locking the run
 /// before its stages.
-async fn settle_run(pool: &PgPool, run: Uuid, state: &str) -> Result<(), sqlx::Error> {
+async fn settle_run(pool: &PgPool, run: Uuid, state: RunState) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("select 1 from runs where id = $1 for update")
         .bind(run)
@@ -315,9 +316,9 @@ pub async fn finish(
             .fetch_one(&mut *tx)
             .await?;
             if cancelled {
-                settle_failed(&mut tx, claim.run_id, "cancelled").await?;
+                settle_failed(&mut tx, claim.run_id, RunState::Cancelled).await?;
             } else if failed {
-                settle_failed(&mut tx, claim.run_id, "failed").await?;
+                settle_failed(&mut tx, claim.run_id, RunState::Failed).await?;
             } else {
                 promote(&mut tx, claim.run_id).await?;
             }
@@ -354,7 +355,7 @@ pub async fn finish(
             ))
             .execute(&mut *tx)
             .await?;
-            settle_failed(&mut tx, claim.run_id, "failed").await?;
+            settle_failed(&mut tx, claim.run_id, RunState::Failed).await?;
         }
         Outcome::Cancelled => {
             sqlx::query(
@@ -365,7 +366,7 @@ pub async fn finish(
             .bind(claim.stage_id)
             .execute(&mut *tx)
             .await?;
-            settle_failed(&mut tx, claim.run_id, "cancelled").await?;
+            settle_failed(&mut tx, claim.run_id, RunState::Cancelled).await?;
         }
     }
     tx.commit().await?;
@@ -406,7 +407,11 @@ async fn promote(tx: &mut PgConnection, run: Uuid) -> Result<(), sqlx::Error> {
 
 /// A stage failed for good (or was cancelled): the stages that were still to come are
 /// skipped and the run ends with `state` once nothing of it is running.
-async fn settle_failed(tx: &mut PgConnection, run: Uuid, state: &str) -> Result<(), sqlx::Error> {
+async fn settle_failed(
+    tx: &mut PgConnection,
+    run: Uuid,
+    state: RunState,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update run_stages set state = 'skipped', status_message = 'Not run: an earlier stage did not succeed.'
          where run_id = $1 and state in ('waiting', 'queued')",
@@ -460,7 +465,7 @@ pub async fn reconcile(pool: &PgPool) -> Result<u64, sqlx::Error> {
             .bind(stage)
             .execute(&mut *tx)
             .await?;
-            settle_failed(&mut tx, *run, "cancelled").await?;
+            settle_failed(&mut tx, *run, RunState::Cancelled).await?;
         } else if attempt < max || *outlives {
             sqlx::query(
                 "update run_stages set state = 'queued', queued_at = now(), ready_at = now(),
@@ -484,7 +489,7 @@ pub async fn reconcile(pool: &PgPool) -> Result<u64, sqlx::Error> {
             .bind(stage)
             .execute(&mut *tx)
             .await?;
-            settle_failed(&mut tx, *run, "failed").await?;
+            settle_failed(&mut tx, *run, RunState::Failed).await?;
         }
     }
     tx.commit().await?;
@@ -500,7 +505,7 @@ pub async fn reconcile(pool: &PgPool) -> Result<u64, sqlx::Error> {
     .fetch_all(pool)
     .await?;
     for run in unsettled {
-        settle_run(pool, run, "failed").await?;
+        settle_run(pool, run, RunState::Failed).await?;
     }
     Ok(lapsed.len() as u64)
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use app::accounts::Role;
 use app::error::AppError;
 use app::pipelines::template::{ParamType, Template, MAX_SEED};
+use app::pipelines::{RunState, StageState};
 use rand::Rng as _;
 use serde_json::{json, Map, Value};
 use sqlx::{PgConnection, PgPool};
@@ -246,8 +247,8 @@ async fn owner_check(
     tx: &mut PgConnection,
     run: Uuid,
     by: &Submitter<'_>,
-) -> Result<String, AppError> {
-    let row: Option<(String, Uuid)> =
+) -> Result<RunState, AppError> {
+    let row: Option<(RunState, Uuid)> =
         sqlx::query_as("select state, submitted_by from runs where id = $1 for update")
             .bind(run)
             .fetch_optional(&mut *tx)
@@ -265,7 +266,7 @@ async fn owner_check(
 pub async fn cancel(pool: &PgPool, run: Uuid, by: &Submitter<'_>) -> Result<(), AppError> {
     let mut tx = pool.begin().await.map_err(crate::db::app_error)?;
     let state = owner_check(&mut tx, run, by).await?;
-    if matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
+    if state.is_finished() {
         return Err(AppError::Conflict(format!(
             "This run has already finished ({state}); there is nothing to cancel."
         )));
@@ -318,7 +319,7 @@ pub async fn retry_stage(
 ) -> Result<(), AppError> {
     let mut tx = pool.begin().await.map_err(crate::db::app_error)?;
     let run_state = owner_check(&mut tx, run, by).await?;
-    let row: Option<(String,)> =
+    let row: Option<(StageState,)> =
         sqlx::query_as("select state from run_stages where run_id = $1 and name = $2 for update")
             .bind(run)
             .bind(stage)
@@ -330,8 +331,8 @@ pub async fn retry_stage(
             "This run has no stage \"{stage}\"."
         )));
     };
-    if !matches!(state.as_str(), "failed" | "cancelled")
-        || !matches!(run_state.as_str(), "failed" | "cancelled")
+    if !matches!(state, StageState::Failed | StageState::Cancelled)
+        || !matches!(run_state, RunState::Failed | RunState::Cancelled)
     {
         return Err(AppError::Conflict(format!(
             "Only a failed or cancelled stage of a finished run can be retried; \"{stage}\" is {state}."
