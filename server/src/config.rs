@@ -144,7 +144,7 @@ pub struct Config {
     #[arg(long, env = "SLATE_PG_BIN_DIR", global = true)]
     pub pg_bin_dir: Option<PathBuf>,
 
-    /// Where finished files go: unset for <data dir>/storage, or a URL such as
+    /// Where finished files go: unset for `<data dir>/storage`, or a URL such as
     /// s3://bucket/prefix, gs://bucket, az://container, file:///srv/slate (credentials from
     /// the provider's usual environment variables, e.g. AWS_ACCESS_KEY_ID).
     #[arg(long, env = "SLATE_STORAGE", global = true)]
@@ -234,7 +234,7 @@ pub struct Config {
     pub comfyui_prompts: i64,
 
     /// The directory stages work in (inputs, outputs, logs): `<data dir>/work` unless set.
-    /// With a cluster it must be on the volume `SLATE_JOB_WORK_CLAIM` names, mounted at
+    /// With a cluster it must be on the volume `SLATE_JOB_WORK_VOLUME` names, mounted at
     /// this same path, because Jobs see it there too.
     #[arg(long, env = "SLATE_WORK_DIR", global = true)]
     pub work_dir: Option<PathBuf>,

@@ -117,7 +117,7 @@ impl Application {
             colab.prober.clone(),
             &cluster,
             &notifications,
-            &tasks,
+            tasks,
         )
         .await?;
 

@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! kubectl apply -k k8s/overlays/dev
-//! KUBECONFIG=~/.kube/config cargo test -p slate-tests --test cluster real -- --ignored
+//! KUBECONFIG=~/.kube/config cargo test -p slate-tests --test suite -- --ignored cluster::real
 //! ```
 
 use app::architecture::Source;

@@ -12,8 +12,8 @@ use serde_json::json;
 use sqlx::Connection as _;
 use uuid::Uuid;
 
-use crate::comfyui::address::redact;
 use super::{Colab, LOCK_KEY};
+use crate::comfyui::address::redact;
 
 /// Failed checks in a row that mark an endpoint down.
 pub const FAILURES_FOR_DOWN: i64 = 3;

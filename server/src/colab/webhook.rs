@@ -20,9 +20,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::comfyui::address::{normalise, redact};
 use super::signature::{self, SignatureError};
 use super::Colab;
+use crate::comfyui::address::{normalise, redact};
 
 pub const PATH: &str = "/api/colab/endpoint";
 /// Largest body accepted (a URL and a few ids).

@@ -38,7 +38,7 @@ pub struct LocalExecutor {
 
 /// Refuses a stage whose program an admin has not allowed.
 pub fn admit(stage: &str, local: &LocalStage, allowed: &[String]) -> Result<(), AppError> {
-    if allowed.iter().any(|p| *p == local.program) {
+    if allowed.contains(&local.program) {
         return Ok(());
     }
     Err(AppError::invalid(format!(
