@@ -344,7 +344,7 @@ pub struct Config {
     )]
     pub colab_allowed_hosts: String,
 
-    /// TESTS ONLY: accept Colab endpoints at http://127.0.0.1:<port>. Never set this on a
+    /// TESTS ONLY: accept Colab endpoints at `http://127.0.0.1:<port>`. Never set this on a
     /// real Slate: it lets a webhook make Slate fetch from its own machine.
     #[arg(
         long,

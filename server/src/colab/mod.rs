@@ -1,8 +1,8 @@
 //! The ComfyUI endpoint on Google Colab, behind a Cloudflare quick tunnel whose URL
-//! changes on every start: the signed webhook the notebook reports to, the URL rules and
-//! the SSRF-safe probe, verification before an endpoint is accepted, and its history.
-//! (Publication to the cluster, the health monitor with failover and the admin page are
-//! the next steps of the Colab issue and are not here yet.)
+//! changes on every start: the signed webhook the notebook reports to (`webhook`,
+//! `signature`), verification before an endpoint is accepted, its history, publication to
+//! the cluster (`publish`), the health monitor with failover (`monitor`) and the admin
+//! page's backend (`admin`). Reaching ComfyUI itself is `crate::comfyui`.
 
 pub mod admin;
 pub mod monitor;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use app::backend::RequestAuth;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -18,10 +18,14 @@ use super::headers::{check_version, number, parse_metadata, text, upload_headers
 use super::store::{load, stored_offset};
 use super::writer::append;
 use super::{Concat, UploadRow, EXTENSIONS, OCTET_STREAM, TUS_VERSION};
+use crate::assets::Assets;
 use crate::audit::{self, Who};
-use crate::http::AppState;
 
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Assets: FromRef<S>,
+{
     Router::new()
         .route("/api/uploads", post(create).options(options))
         .route(
@@ -49,7 +53,7 @@ fn principal(auth: &RequestAuth) -> TusResult<app::accounts::Principal> {
         .ok_or_else(|| TusError::new(401, "Sign in first."))
 }
 
-async fn options(State(state): State<AppState>) -> Response {
+async fn options(State(state): State<Assets>) -> Response {
     let mut res = StatusCode::NO_CONTENT.into_response();
     let h = res.headers_mut();
     h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
@@ -58,22 +62,22 @@ async fn options(State(state): State<AppState>) -> Response {
         "tus-checksum-algorithm",
         HeaderValue::from_static("sha1,sha256"),
     );
-    if let Ok(v) = HeaderValue::from_str(&state.assets.config.max_upload_bytes.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&state.config.max_upload_bytes.to_string()) {
         h.insert("tus-max-size", v);
     }
     res
 }
 
 async fn head_upload(
-    State(state): State<AppState>,
+    State(state): State<Assets>,
     Extension(auth): Extension<RequestAuth>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> TusResult<Response> {
     check_version(&headers)?;
     let who = principal(&auth)?;
-    let row = load(&state.assets, &id, who.user_id).await?;
-    let offset = stored_offset(&state.assets, &row).await?;
+    let row = load(&state, &id, who.user_id).await?;
+    let offset = stored_offset(&state, &row).await?;
     let mut res = StatusCode::OK.into_response();
     upload_headers(&mut res, &row, offset);
     let h = res.headers_mut();
@@ -105,14 +109,14 @@ async fn head_upload(
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<Assets>,
     Extension(auth): Extension<RequestAuth>,
     headers: HeaderMap,
     body: Body,
 ) -> TusResult<Response> {
     check_version(&headers)?;
     let who = principal(&auth)?;
-    let assets = &state.assets;
+    let assets = &state;
     let concat = text(&headers, "upload-concat").map(str::trim);
     let metadata_raw = text(&headers, "upload-metadata").map(str::to_owned);
     let metadata = match &metadata_raw {
@@ -198,14 +202,14 @@ async fn create(
 }
 
 async fn create_final(
-    state: &AppState,
+    state: &Assets,
     auth: &RequestAuth,
     owner: Uuid,
     list: &str,
     metadata: BTreeMap<String, String>,
     metadata_raw: Option<String>,
 ) -> TusResult<Response> {
-    let assets = &state.assets;
+    let assets = &state;
     let mut parts: Vec<UploadRow> = Vec::new();
     for url in list.split_whitespace() {
         let id = url
@@ -288,7 +292,7 @@ async fn create_final(
 }
 
 async fn method_override(
-    State(state): State<AppState>,
+    State(state): State<Assets>,
     auth: Extension<RequestAuth>,
     path: Path<String>,
     headers: HeaderMap,
@@ -309,7 +313,7 @@ async fn method_override(
 }
 
 async fn patch(
-    State(state): State<AppState>,
+    State(state): State<Assets>,
     Extension(auth): Extension<RequestAuth>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -323,7 +327,7 @@ async fn patch(
         ));
     }
     let who = principal(&auth)?;
-    let mut row = load(&state.assets, &id, who.user_id).await?;
+    let mut row = load(&state, &id, who.user_id).await?;
     if row.concat == "final" {
         return Err(TusError::new(
             403,
@@ -332,7 +336,7 @@ async fn patch(
     }
     let offset = number(&headers, "upload-offset")?
         .ok_or_else(|| TusError::new(400, "Upload-Offset is required."))?;
-    let current = stored_offset(&state.assets, &row).await?;
+    let current = stored_offset(&state, &row).await?;
     if offset != current {
         return Err(TusError::new(
             409,
@@ -345,7 +349,7 @@ async fn patch(
                 return Err(TusError::new(400, "Upload-Length cannot change once set."))
             }
             Some(_) => {}
-            None => state.assets.declare_length(&mut row, len).await?,
+            None => state.declare_length(&mut row, len).await?,
         }
     }
     if row.state == "complete" {
@@ -361,14 +365,14 @@ async fn patch(
 }
 
 async fn terminate(
-    State(state): State<AppState>,
+    State(state): State<Assets>,
     Extension(auth): Extension<RequestAuth>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> TusResult<Response> {
     check_version(&headers)?;
     let who = principal(&auth)?;
-    let row = load(&state.assets, &id, who.user_id).await?;
+    let row = load(&state, &id, who.user_id).await?;
     let done = || {
         TusError::new(
             409,
@@ -379,21 +383,21 @@ async fn terminate(
         return Err(done());
     }
     // Taken and kept: no PATCH starts on what is being removed.
-    let Some((lease, _)) = state.assets.take_lease(row.id).await? else {
+    let Some((lease, _)) = state.take_lease(row.id).await? else {
         return Err(TusError::new(
             423,
             "A request is writing to this upload; try again shortly.",
         ));
     };
     // Read again under the lease: a PATCH may have finished it meanwhile.
-    let row = load(&state.assets, &id, who.user_id).await?;
+    let row = load(&state, &id, who.user_id).await?;
     if row.state != "receiving" || row.length == Some(row.received) {
-        state.assets.release_lease(row.id, lease).await?;
+        state.release_lease(row.id, lease).await?;
         return Err(done());
     }
-    state.assets.discard_upload(&row, "terminated").await?;
+    state.discard_upload(&row, "terminated").await?;
     audit::record(
-        &state.assets.pool,
+        &state.pool,
         &Who::principal(&who, auth.client_addr),
         "upload.terminate",
         Some(format!("upload:{}", row.id)),

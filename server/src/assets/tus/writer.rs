@@ -15,7 +15,6 @@ use super::headers::{number, parse_checksum, Checksum};
 use super::store::stored_offset;
 use super::{UploadRow, GRANT_STEP, LEASE};
 use crate::assets::Assets;
-use crate::http::AppState;
 
 /// How far a PATCH may write.
 #[derive(Clone, Copy)]
@@ -30,13 +29,13 @@ enum Limit {
 /// Appends the request body at the stored offset, which must be `expected`, and returns
 /// the new offset. Holds the upload's lease meanwhile (a second PATCH gets 423).
 pub(super) async fn append(
-    state: &AppState,
+    state: &Assets,
     row: &mut UploadRow,
     headers: &HeaderMap,
     body: Body,
     expected: u64,
 ) -> TusResult<u64> {
-    let assets = &state.assets;
+    let assets = &state;
     let mut checksum = parse_checksum(headers)?;
     let declared = number(headers, header::CONTENT_LENGTH.as_str())?;
     let Some((lease, length)) = assets.take_lease(row.id).await? else {
