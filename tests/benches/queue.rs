@@ -36,8 +36,8 @@ impl Executor for NoOp {
         Vec::new()
     }
 
-    async fn run(&self, _: &Attempt, _: watch::Receiver<bool>) -> Outcome {
-        Outcome::Succeeded
+    async fn run(&self, _: &Attempt, _: watch::Receiver<bool>) -> Result<Outcome, String> {
+        Ok(Outcome::Succeeded)
     }
 }
 

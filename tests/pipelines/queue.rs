@@ -11,7 +11,8 @@ use server::pipelines::attempt::Attempt;
 use server::pipelines::queue::Outcome;
 use server::pipelines::runs::Submitter;
 use server::pipelines::{Dispatcher, Executor, Queue};
-use slate_tests::{spawn_app_with, TestApp};
+use slate_tests::wait::try_eventually;
+use slate_tests::{eventually, seen, spawn_app_with, TestApp};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
@@ -34,7 +35,11 @@ impl Executor for Recorder {
         Vec::new()
     }
 
-    async fn run(&self, attempt: &Attempt, mut cancel: watch::Receiver<bool>) -> Outcome {
+    async fn run(
+        &self,
+        attempt: &Attempt,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Result<Outcome, String> {
         let claim = &attempt.claim;
         self.calls
             .lock()
@@ -60,7 +65,7 @@ impl Executor for Recorder {
             }
             _ = cancel.wait_for(|c| *c) => Outcome::Cancelled,
         };
-        outcome
+        Ok(outcome)
     }
 }
 
@@ -85,23 +90,25 @@ fn dispatcher(pool: &sqlx::PgPool, capacity: i64, executor: Arc<Recorder>) -> Ar
 }
 
 async fn wait_runs(pool: &sqlx::PgPool, state: &str, n: i64) {
-    for _ in 0..600 {
+    let what = format!("{n} runs to be {state}");
+    let done = try_eventually(&what, Duration::from_secs(30), || async {
         let done: i64 = sqlx::query_scalar("select count(*) from runs where state = $1")
             .bind(state)
             .fetch_one(pool)
             .await
             .unwrap();
-        if done >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        seen(done, |d| *d >= n)
+    })
+    .await;
+    let Err(timed_out) = done else {
+        return;
+    };
     let states: Vec<(String, i64)> =
         sqlx::query_as("select state, count(*) from run_stages group by state")
             .fetch_all(pool)
             .await
             .unwrap();
-    panic!("fewer than {n} runs {state}; stages: {states:?}");
+    panic!("{timed_out}; stages: {states:?}");
 }
 
 #[tokio::test]
@@ -163,21 +170,17 @@ async fn a_chain_runs_in_order_and_a_failure_is_retried_after_a_backoff() {
     });
     let d = tokio::spawn(dispatcher(&app.pool, 4, recorder.clone()).run());
     // s1's first attempt fails: it waits its backoff, with the reason.
-    let mut message = String::new();
-    for _ in 0..200 {
-        let row: Option<(String, Option<String>)> = sqlx::query_as(
-            "select state, status_message from run_stages where run_id = $1 and name = 's1' and attempt = 1 and state = 'queued'",
+    let message = eventually("s1 queued again after its first attempt", Duration::from_secs(10), || async {
+        let row: Option<Option<String>> = sqlx::query_scalar(
+            "select status_message from run_stages where run_id = $1 and name = 's1' and attempt = 1 and state = 'queued'",
         )
         .bind(run)
         .fetch_optional(&app.pool)
         .await
         .unwrap();
-        if let Some((_, m)) = row {
-            message = m.unwrap_or_default();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        row.map(Option::unwrap_or_default)
+    })
+    .await;
     assert_eq!(
         message,
         "Attempt 1 of 2 failed (exit status 1); trying again in 5 s."
@@ -212,12 +215,7 @@ async fn a_runner_that_dies_gives_its_stage_back_and_cancel_stops_running_work()
         ..Default::default()
     });
     let first = tokio::spawn(dispatcher(&app.pool, 1, slow.clone()).run());
-    for _ in 0..200 {
-        if slow.calls.lock().unwrap().len() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_calls(&slow, 1).await;
     // The replica dies; its lease lapses (made to lapse now rather than in 30 s).
     first.abort();
     sqlx::query("update run_stages set lease_until = now() - interval '1 second'")
@@ -245,12 +243,7 @@ async fn a_runner_that_dies_gives_its_stage_back_and_cancel_stops_running_work()
 
     // Another replica takes it up; then the run is cancelled while it runs.
     let second = tokio::spawn(dispatcher(&app.pool, 1, slow.clone()).run());
-    for _ in 0..200 {
-        if slow.calls.lock().unwrap().len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_calls(&slow, 2).await;
     assert_eq!(slow.calls.lock().unwrap()[1].1, 2, "the second attempt");
     let (who, id) = super::admin(&app).await;
     let by = by_admin(&who, id);
@@ -287,17 +280,15 @@ async fn cancel_and_wait(app: &TestApp, run: Uuid, by: &Submitter<'_>) -> bool {
     server::pipelines::runs::cancel(&app.pool, run, by)
         .await
         .unwrap();
-    for _ in 0..600 {
-        let running = app
-            .count(&format!(
-                "select count(*) from run_stages where run_id = '{run}' and state = 'running'"
-            ))
-            .await;
-        if running == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let running =
+        format!("select count(*) from run_stages where run_id = '{run}' and state = 'running'");
+    // It may not stop at all (that is what the callers check): the wait gives up quietly.
+    let _ = try_eventually(
+        "the run's stages to stop",
+        Duration::from_secs(30),
+        || async { seen(app.count(&running).await, |n| *n == 0) },
+    )
+    .await;
     let finished: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("select finished_at from runs where id = $1")
             .bind(run)
@@ -309,14 +300,15 @@ async fn cancel_and_wait(app: &TestApp, run: Uuid, by: &Submitter<'_>) -> bool {
 
 /// Waits until `recorder` was given `n` attempts.
 async fn wait_calls(recorder: &Recorder, n: usize) {
-    for _ in 0..600 {
-        if recorder.calls.lock().unwrap().len() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let calls = recorder.calls.lock().unwrap().clone();
-    panic!("fewer than {n} attempts were claimed: {calls:?}");
+    eventually(
+        &format!("{n} attempts to be claimed"),
+        Duration::from_secs(30),
+        || async {
+            let calls = recorder.calls.lock().unwrap().clone();
+            seen(calls, |c| c.len() >= n)
+        },
+    )
+    .await;
 }
 
 async fn stage_of(pool: &sqlx::PgPool, run: Uuid) -> Uuid {
@@ -445,11 +437,15 @@ impl Executor for PanicsFirst {
         Vec::new()
     }
 
-    async fn run(&self, _attempt: &Attempt, _cancel: watch::Receiver<bool>) -> Outcome {
+    async fn run(
+        &self,
+        _attempt: &Attempt,
+        _cancel: watch::Receiver<bool>,
+    ) -> Result<Outcome, String> {
         if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
             panic!("boom");
         }
-        Outcome::Succeeded
+        Ok(Outcome::Succeeded)
     }
 }
 
@@ -509,13 +505,17 @@ impl Executor for Gated {
         Vec::new()
     }
 
-    async fn run(&self, attempt: &Attempt, _cancel: watch::Receiver<bool>) -> Outcome {
+    async fn run(
+        &self,
+        attempt: &Attempt,
+        _cancel: watch::Receiver<bool>,
+    ) -> Result<Outcome, String> {
         let claim = &attempt.claim;
         if claim.name == "s0" {
-            return Outcome::Failed("exit status 1".into());
+            return Ok(Outcome::Failed("exit status 1".into()));
         }
         let _ = self.gate.clone().wait_for(|open| *open).await;
-        Outcome::Succeeded
+        Ok(Outcome::Succeeded)
     }
 }
 
@@ -535,19 +535,20 @@ async fn a_run_whose_stage_failed_while_another_ran_ends_when_that_one_succeeds(
         })
         .run(),
     );
-    let mut states: Vec<String> = Vec::new();
-    for _ in 0..600 {
-        states = sqlx::query_scalar("select state from run_stages where run_id = $1 order by name")
-            .bind(run)
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
-        if states == ["failed", "running"] {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(states, ["failed", "running"]);
+    eventually(
+        "s0 failed while s1 runs",
+        Duration::from_secs(30),
+        || async {
+            let states: Vec<String> =
+                sqlx::query_scalar("select state from run_stages where run_id = $1 order by name")
+                    .bind(run)
+                    .fetch_all(&app.pool)
+                    .await
+                    .unwrap();
+            seen(states, |s| s == &["failed", "running"])
+        },
+    )
+    .await;
     open.send(true).unwrap();
     assert_eq!(super::wait_run(&app, run).await, "failed");
     d.abort();

@@ -168,7 +168,10 @@ async fn run_caught(
             Ok(attempt) => attempt,
             Err(e) => return Outcome::Failed(e),
         };
-        executor.run(&attempt, cancel).await
+        executor
+            .run(&attempt, cancel)
+            .await
+            .unwrap_or_else(Outcome::Failed)
     };
     match std::panic::AssertUnwindSafe(work.instrument(span.clone()))
         .catch_unwind()

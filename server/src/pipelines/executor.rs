@@ -32,8 +32,13 @@ pub trait Executor: Send + Sync + 'static {
     fn queues(&self) -> Vec<Queue>;
 
     /// Runs one attempt to its end. `cancel` turns true when the run is cancelled: the
-    /// executor then stops the work and returns [`Outcome::Cancelled`].
-    async fn run(&self, attempt: &Attempt, cancel: watch::Receiver<bool>) -> Outcome;
+    /// executor then stops the work and returns [`Outcome::Cancelled`]. An error is the
+    /// attempt's failure, in words shown on the run's page.
+    async fn run(
+        &self,
+        attempt: &Attempt,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<Outcome, String>;
 }
 
 /// What this Slate can run, for refusing at submission a run that never could. Each

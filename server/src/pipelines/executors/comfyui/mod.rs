@@ -492,11 +492,12 @@ impl Executor for ComfyExecutor {
         }]
     }
 
-    async fn run(&self, attempt: &Attempt, cancel: watch::Receiver<bool>) -> Outcome {
-        match self.attempt(attempt, cancel).await {
-            Ok(outcome) => outcome,
-            Err(e) => Outcome::Failed(e),
-        }
+    async fn run(
+        &self,
+        attempt: &Attempt,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<Outcome, String> {
+        self.attempt(attempt, cancel).await
     }
 }
 

@@ -405,11 +405,12 @@ impl Executor for KubeExecutor {
         ]
     }
 
-    async fn run(&self, attempt: &Attempt, cancel: watch::Receiver<bool>) -> Outcome {
-        match self.attempt(attempt, cancel).await {
-            Ok(outcome) => outcome,
-            Err(e) => Outcome::Failed(e),
-        }
+    async fn run(
+        &self,
+        attempt: &Attempt,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<Outcome, String> {
+        self.attempt(attempt, cancel).await
     }
 }
 
