@@ -5,7 +5,7 @@
 //! throwaway one); each test creates its own database on it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub mod fake_comfy;
 pub mod fake_kube;
@@ -102,9 +102,33 @@ pub fn test_config(database_url: &str) -> Config {
     // Never a real cluster by accident: cluster tests point at their fake API server.
     config.kube = server::config::KubeMode::Off;
     config.kubeconfig = None;
-    config.data_dir =
-        std::env::temp_dir().join(format!("slate-test-{}", uuid::Uuid::now_v7().simple()));
+    config.data_dir = test_data_root().join(uuid::Uuid::now_v7().simple().to_string());
     config
+}
+
+/// Where this test process keeps its apps' data directories: `slate-tests/<pid>` under
+/// the temporary directory. A test app's directory outlives the app (a test may restart
+/// it on the same directory), so nothing is removed per test; instead, the first call in
+/// each process removes the directories of test processes that are no longer running.
+pub fn test_data_root() -> PathBuf {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let parent = std::env::temp_dir().join("slate-tests");
+        if let Ok(entries) = std::fs::read_dir(&parent) {
+            for entry in entries.flatten() {
+                let finished = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+                if finished {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        parent.join(std::process::id().to_string())
+    })
+    .clone()
 }
 
 /// Runs one `#[ignore]`d test of this test binary in a child process with `env` added to
