@@ -4,6 +4,7 @@
 
 mod api;
 mod comfy;
+mod comfy_real;
 mod kube;
 mod local;
 mod queue;

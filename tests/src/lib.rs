@@ -7,9 +7,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub mod comfyui_peer;
 pub mod fake_comfy;
 pub mod fake_kube;
 pub mod kube_fixtures;
+pub mod realkube;
 pub mod tus;
 pub mod wait;
 

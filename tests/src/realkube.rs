@@ -1,0 +1,1 @@
+//! The real Kubernetes control plane from ../shared/realkube as a test peer.
