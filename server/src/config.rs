@@ -8,6 +8,13 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use url::Url;
 
+/// The parser of every on/off setting: true/false, 1/0, yes/no, on/off (and y/n, t/f),
+/// in any case, so that `SLATE_TRUST_PROXY=1` or `=yes` means what it says instead of
+/// being refused; anything else is refused with the accepted words.
+fn boolish() -> clap::builder::BoolishValueParser {
+    clap::builder::BoolishValueParser::new()
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -112,11 +119,13 @@ pub struct Config {
     #[arg(long, env = "SLATE_MAX_BODY_BYTES", default_value_t = 256 * 1024, global = true)]
     pub max_body_bytes: usize,
 
-    /// Take the client address from X-Forwarded-For (only behind a trusted proxy).
+    /// Take the client address from X-Forwarded-For (only behind a trusted proxy). Like
+    /// every on/off setting it takes true/false, 1/0, yes/no or on/off, in any case.
     #[arg(
         long,
         env = "SLATE_TRUST_PROXY",
         default_value_t = false,
+        value_parser = boolish(),
         global = true
     )]
     pub trust_proxy: bool,
@@ -345,11 +354,13 @@ pub struct Config {
     pub colab_allowed_hosts: String,
 
     /// TESTS ONLY: accept Colab endpoints at `http://127.0.0.1:<port>`. Never set this on a
-    /// real Slate: it lets a webhook make Slate fetch from its own machine.
+    /// real Slate: it lets a webhook make Slate fetch from its own machine. Takes
+    /// true/false, 1/0, yes/no or on/off, in any case.
     #[arg(
         long,
         env = "SLATE_COLAB_ALLOW_LOOPBACK",
         default_value_t = false,
+        value_parser = boolish(),
         global = true,
         hide = true
     )]
@@ -456,6 +467,58 @@ impl Config {
         match beside_binary {
             Some(dir) if dir.exists() => dir,
             _ => self.site_dir.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use crate::cli::Cli;
+
+    /// Every on/off setting, read from its variable, takes the usual spellings (and
+    /// refuses others). Each flag is pointed at a variable of this test's own, so that no
+    /// other test sees it.
+    #[test]
+    fn every_boolean_setting_takes_the_usual_spellings() {
+        let flags: Vec<String> = Cli::command()
+            .get_arguments()
+            .filter(|a| matches!(a.get_action(), clap::ArgAction::SetTrue))
+            .filter(|a| a.get_env().is_some())
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(
+            flags.len() >= 2,
+            "trust_proxy and colab_allow_loopback: {flags:?}"
+        );
+        for flag in &flags {
+            // clap takes a variable's name as a `&'static str`.
+            let var: &'static str = Box::leak(
+                format!("SLATE_BOOLEAN_SPELLING_TEST_{}", flag.to_ascii_uppercase())
+                    .into_boxed_str(),
+            );
+            let read = |text: &str| {
+                std::env::set_var(var, text);
+                let matches = Cli::command()
+                    .mut_args(|a| {
+                        if a.get_id() == flag.as_str() {
+                            a.env(var)
+                        } else {
+                            a.env(None)
+                        }
+                    })
+                    .try_get_matches_from(["slate"]);
+                std::env::remove_var(var);
+                matches.ok().map(|m| m.get_flag(flag))
+            };
+            for yes in ["true", "TRUE", "1", "yes", "Yes", "on", "ON"] {
+                assert_eq!(read(yes), Some(true), "{flag} = {yes}");
+            }
+            for no in ["false", "False", "0", "no", "NO", "off", "Off"] {
+                assert_eq!(read(no), Some(false), "{flag} = {no}");
+            }
+            assert_eq!(read("maybe"), None, "{flag} = maybe is refused");
         }
     }
 }

@@ -67,7 +67,7 @@ async fn tunnel_failures_are_classified() {
     comfy.set_mode(Mode::Huge);
     assert_eq!(
         p.system_stats(&comfy.url()).await.unwrap_err(),
-        ProbeError::TooLarge
+        ProbeError::TooLarge(server::comfyui::probe::MAX_BODY)
     );
     comfy.kill();
     eventually(

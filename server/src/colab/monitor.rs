@@ -1,10 +1,12 @@
 //! The health monitor: one replica at a time (a PostgreSQL advisory lock held on its own
 //! connection is the lease), it probes the current endpoint with the cheap `GET /prompt`
 //! every interval, records each check, marks the endpoint down after three failures in a
-//! row (or when the notebook said `down`), and fails over: to the configured fallback,
-//! else to the most recent endpoint that was healthy before and verifies again. The
-//! replacement is published like any accepted endpoint; a new `up` from the notebook
-//! takes over again through the webhook.
+//! row (or when the notebook said `down`), and fails over: to the endpoint it lost, when
+//! that answers again (ComfyUI restarted behind the same tunnel, as Colab does after an
+//! out-of-memory crash), else to the configured fallback, else to the most recent
+//! endpoint that was healthy before and verifies again. The replacement is published like
+//! any accepted endpoint (the lost one needs no publication: nothing replaced it); a new
+//! `up` or a heartbeat from the notebook takes over again through the webhook.
 
 use std::time::Duration;
 
@@ -153,16 +155,70 @@ impl Colab {
         .bind(lost)
         .fetch_all(&self.pool)
         .await?;
-        let lost_url: String = sqlx::query_scalar("select url from colab_endpoints where id = $1")
-            .bind(lost)
-            .fetch_one(&self.pool)
-            .await?;
-        let candidates = fallback
-            .into_iter()
-            .chain(previous)
-            .filter(|u| *u != lost_url);
+        let (lost_url, lost_source, lost_notebook, lost_publication): (
+            String,
+            String,
+            Option<String>,
+            Option<serde_json::Value>,
+        ) = sqlx::query_as(
+            "select url, source, notebook_id, publication from colab_endpoints where id = $1",
+        )
+        .bind(lost)
+        .fetch_one(&self.pool)
+        .await?;
+        // The lost endpoint first: while nothing replaced it, it is still the one the
+        // notebook runs and the cluster was given.
+        let candidates = std::iter::once(lost_url.clone()).chain(
+            fallback
+                .into_iter()
+                .chain(previous)
+                .filter(|u| *u != lost_url),
+        );
         for url in candidates {
+            let again = url == lost_url;
             match self.prober.system_stats(&url).await {
+                Ok((stats, _)) if again => {
+                    let id = Uuid::now_v7();
+                    let mut tx = self.pool.begin().await?;
+                    sqlx::query("select pg_advisory_xact_lock($1)")
+                        .bind(LOCK_KEY)
+                        .execute(&mut *tx)
+                        .await?;
+                    let taken: bool = sqlx::query_scalar(
+                        "select exists(select 1 from colab_endpoints where state in ('verifying', 'healthy'))",
+                    )
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if taken {
+                        return Ok(());
+                    }
+                    sqlx::query(
+                        "insert into colab_endpoints (id, url, source, notebook_id, actor_label, reported_at, state,
+                             verification, verified_at, publication, published_at)
+                         select $1, $2, $3, $4, 'slate (the endpoint answers again)', now(), 'healthy', $5, now(),
+                             $6, published_at from colab_endpoints where id = $7",
+                    )
+                    .bind(id)
+                    .bind(&url)
+                    .bind(&lost_source)
+                    .bind(&lost_notebook)
+                    .bind(json!(stats))
+                    .bind(&lost_publication)
+                    .bind(lost)
+                    .execute(&mut *tx)
+                    .await?;
+                    crate::audit::record(
+                        &mut *tx,
+                        &crate::audit::Who::system(),
+                        "colab.endpoint_back",
+                        Some(redact(&url)),
+                        json!({ "endpoint_id": id, "was": lost }),
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    tracing::info!(endpoint = %redact(&url), "the lost colab endpoint answers again; it is current again");
+                    return Ok(());
+                }
                 Ok((stats, _)) => {
                     let id = Uuid::now_v7();
                     let mut tx = self.pool.begin().await?;
@@ -200,7 +256,7 @@ impl Colab {
                     return self.publish(id, &url).await;
                 }
                 Err(e) => {
-                    tracing::info!(endpoint = %redact(&url), error = %e, "failover candidate does not answer");
+                    tracing::debug!(endpoint = %redact(&url), error = %e, "failover candidate does not answer");
                 }
             }
         }

@@ -2,7 +2,9 @@
 //! (`heartbeat`) and that it stops (`down`). Authenticated by its signature alone (no
 //! session, no token), rate-limited, and idempotent: an event id is accepted once, and
 //! events are applied in the order of their signed times, so a late `up` for an old URL
-//! never replaces a newer one. Refusals say little to the caller and everything to the
+//! never replaces a newer one. A heartbeat for an endpoint that was marked down, and that
+//! nothing newer than a fallback replaced, brings it back (verified again): ComfyUI
+//! restarted behind the same tunnel and the notebook says it lives. Refusals say little to the caller and everything to the
 //! log.
 
 use std::collections::HashMap;
@@ -377,6 +379,25 @@ impl Colab {
             (Some(_), None) => true,
             _ => false,
         };
+        // The endpoint a heartbeat brings back: this URL (or without one, this
+        // notebook's), down, and replaced by nothing but a fallback since.
+        let back: Option<String> = if event == "heartbeat" && !is_current(url) {
+            sqlx::query_scalar(
+                "select e.url from colab_endpoints e
+                 where e.state = 'down' and e.source = 'webhook'
+                   and (e.url = $1 or ($1 is null and e.notebook_id = $2))
+                   and not exists (select 1 from colab_endpoints n
+                                   where n.received_at > e.received_at and n.source <> 'fallback')
+                 order by e.received_at desc limit 1",
+            )
+            .bind(url)
+            .bind(notebook_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        } else {
+            None
+        };
+        let url = back.as_deref().or(url);
         let who = crate::audit::Who {
             user_id: None,
             token_id: None,
@@ -398,7 +419,7 @@ impl Colab {
                     .await?;
                     Applied::Heartbeat(id)
                 }
-                "up" => {
+                "up" | "heartbeat" if event == "up" || back.is_some() => {
                     let url = url.unwrap_or_default();
                     if let Some((old, _)) = &current {
                         sqlx::query(
@@ -426,7 +447,7 @@ impl Colab {
                         &who,
                         "colab.endpoint_reported",
                         Some(redact(url)),
-                        json!({ "endpoint_id": id, "event_id": event_id }),
+                        json!({ "endpoint_id": id, "event_id": event_id, "back_after_down": back.is_some() }),
                     )
                     .await?;
                     Applied::Verifying(id)

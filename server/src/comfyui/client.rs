@@ -6,6 +6,10 @@
 //!
 //! Following here is by polling `/history/{id}` and `/queue`, the path that always
 //! reconciles; live progress comes from ComfyUI's WebSocket (`super::socket`).
+//!
+//! Answers are capped by what real ones weigh (shared/reference/comfyui-workflows.md §9):
+//! `/queue` embeds every queued graph, other clients' included (five 250 KB graphs made
+//! it 1.25 MB), so it gets a cap of its own and only the ids are kept from it.
 
 use std::time::Duration;
 
@@ -18,16 +22,28 @@ use super::probe::{parse_json, ProbeError, Prober, MAX_BODY, TOTAL_TIMEOUT};
 pub const MAX_OUTPUT: usize = 512 * 1024 * 1024;
 /// Largest input uploaded.
 pub const MAX_UPLOAD: usize = 256 * 1024 * 1024;
+/// Largest `/queue` answer read: it holds every queued graph of every client, so a busy
+/// shared endpoint answers megabytes (a 250 KB graph is an ordinary UI export).
+pub const MAX_QUEUE: usize = 64 * 1024 * 1024;
+/// Largest `/history/{id}` answer read: one prompt's entry, which embeds its graph.
+pub const MAX_HISTORY: usize = 16 * 1024 * 1024;
+/// How long a cancelled prompt may stay listed before the cancel is called failed
+/// (an interrupted prompt left the queue 1.1 to 2.5 s after the request on CPU).
+pub const CANCEL_CONFIRM: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ComfyError {
     #[error(transparent)]
     Endpoint(#[from] ProbeError),
-    /// ComfyUI refused the graph (HTTP 400): its message and the nodes at fault.
+    /// ComfyUI refused the graph (HTTP 400): its message and the nodes at fault, in its
+    /// own words. Final: the same graph gets the same answer.
     #[error("ComfyUI refused the workflow: {message}")]
     Rejected { message: String, node_errors: Value },
     #[error("ComfyUI answered something unexpected: {0}")]
     Unexpected(String),
+    /// A cancel that did not take: the prompt may still run on the endpoint.
+    #[error("the cancel did not reach ComfyUI: {0}")]
+    CancelFailed(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +75,13 @@ pub enum PromptState {
     Failed {
         message: String,
     },
+    /// Stopped by an interrupt (`POST /interrupt`): from Slate's cancel, or from another
+    /// client (the Cancel button of ComfyUI's own page). ComfyUI records it as an error
+    /// with `execution_interrupted` and no `execution_error`.
+    Interrupted {
+        /// The node that was running (id and class), when ComfyUI says.
+        node: Option<String>,
+    },
     /// Neither in the queue nor in the history: ComfyUI restarted and forgot it. It must
     /// be submitted again.
     Lost,
@@ -68,6 +91,45 @@ pub enum PromptState {
 pub struct ComfyClient {
     pub prober: Prober,
     pub endpoint: String,
+}
+
+/// ComfyUI's words for a refusal: its message, then each node at fault with its class,
+/// the input and ComfyUI's own detail (`ckpt_name: 'x' not in ['tiny-sd15.safetensors']`),
+/// on one line. Node errors hold the reason on current builds (the top message is only
+/// "Prompt outputs failed validation").
+pub fn refusal(error: &Value, node_errors: &Value) -> String {
+    let mut text = rejected_message(error);
+    let mut nodes: Vec<(&String, &Value)> = node_errors
+        .as_object()
+        .map(|o| o.iter().collect())
+        .unwrap_or_default();
+    // Numeric ids in numeric order ("4" before "10"), others after.
+    nodes.sort_by_key(|(id, _)| (id.parse::<u64>().unwrap_or(u64::MAX), (*id).clone()));
+    for (id, node) in nodes {
+        let class = node["class_type"].as_str().unwrap_or("?");
+        let errors = node["errors"].as_array().cloned().unwrap_or_default();
+        if errors.is_empty() {
+            text.push_str(&format!("; node {id} ({class})"));
+        }
+        for e in errors {
+            let message = e["message"].as_str().unwrap_or("refused").trim();
+            let details = e["details"].as_str().unwrap_or_default().trim();
+            let input = e["extra_info"]["input_name"].as_str().unwrap_or_default();
+            // The detail usually starts with the input's name already, or is just it.
+            let detail = if input.is_empty() || details.starts_with(&format!("{input}:")) {
+                details.to_owned()
+            } else if details.is_empty() || details == input {
+                format!("input {input}")
+            } else {
+                format!("input {input}: {details}")
+            };
+            text.push_str(&format!("; node {id} ({class}): {message}"));
+            if !detail.is_empty() {
+                text.push_str(&format!(": {detail}"));
+            }
+        }
+    }
+    text.replace(['\n', '\r'], " ")
 }
 
 fn rejected_message(error: &Value) -> String {
@@ -134,9 +196,10 @@ impl ComfyClient {
             )
             .await?;
         if status == 400 {
+            let node_errors = answer.get("node_errors").cloned().unwrap_or(Value::Null);
             return Err(ComfyError::Rejected {
-                message: rejected_message(&answer["error"]),
-                node_errors: answer.get("node_errors").cloned().unwrap_or(Value::Null),
+                message: refusal(&answer["error"], &node_errors),
+                node_errors,
             });
         }
         let prompt_id = answer["prompt_id"]
@@ -150,40 +213,77 @@ impl ComfyClient {
         })
     }
 
-    /// The ids running and pending.
+    /// The ids running and pending. Only the ids are kept: the graphs each entry embeds
+    /// are skipped while parsing, so a large queue costs its bytes, not a tree of them.
     pub async fn queue(&self) -> Result<(Vec<String>, Vec<String>), ComfyError> {
-        let q = self.prober.get_json(&self.endpoint, "/queue").await?.json;
-        let ids = |key: &str| -> Vec<String> {
-            q[key]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|item| item.get(1).and_then(Value::as_str).map(str::to_owned))
-                .collect()
-        };
-        Ok((ids("queue_running"), ids("queue_pending")))
+        let (_, body, _) = self
+            .prober
+            .send(
+                &self.endpoint,
+                "/queue",
+                TOTAL_TIMEOUT,
+                MAX_QUEUE,
+                &[],
+                |c, url| c.get(url),
+            )
+            .await?;
+        let q: QueueIds = serde_json::from_slice(&body).map_err(|_| {
+            parse_json(&body).err().map_or_else(
+                || ComfyError::Unexpected("GET /queue is not a queue".into()),
+                ComfyError::Endpoint,
+            )
+        })?;
+        let ids = |entries: Vec<QueueEntry>| entries.into_iter().filter_map(|e| e.0).collect();
+        Ok((ids(q.queue_running), ids(q.queue_pending)))
+    }
+
+    async fn history(&self, prompt_id: &str) -> Result<Value, ComfyError> {
+        let path = format!("/history/{}", urlencode(prompt_id));
+        let (_, body, _) = self
+            .prober
+            .send(
+                &self.endpoint,
+                &path,
+                TOTAL_TIMEOUT,
+                MAX_HISTORY,
+                &[],
+                |c, url| c.get(url),
+            )
+            .await?;
+        Ok(parse_json(&body)?)
     }
 
     /// Where the prompt is: finished (from the history), running, pending, or lost.
     pub async fn state(&self, prompt_id: &str) -> Result<PromptState, ComfyError> {
-        let history = self
-            .prober
-            .get_json(
-                &self.endpoint,
-                &format!("/history/{}", urlencode(prompt_id)),
-            )
-            .await?
-            .json;
+        let history = self.history(prompt_id).await?;
         if let Some(entry) = history.get(prompt_id) {
             let status = &entry["status"];
             let failed = status["status_str"].as_str() == Some("error");
-            if failed {
-                let message = status["messages"]
+            let message = |kind: &str| {
+                status["messages"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .find(|m| m.get(0).and_then(Value::as_str) == Some("execution_error"))
+                    .find(|m| m.get(0).and_then(Value::as_str) == Some(kind))
                     .and_then(|m| m.get(1))
+                    .cloned()
+            };
+            // "error" without an execution_error is an interrupt, not a failure.
+            if failed && message("execution_error").is_none() {
+                if let Some(stopped) = message("execution_interrupted") {
+                    let node =
+                        stopped["node_id"]
+                            .as_str()
+                            .map(|id| match stopped["node_type"].as_str() {
+                                Some(class) => format!("{id} ({class})"),
+                                None => id.to_owned(),
+                            });
+                    return Ok(PromptState::Interrupted { node });
+                }
+            }
+            if failed {
+                let message = message("execution_error")
+                    .as_ref()
                     .map(|d| {
                         format!(
                             "{} in node {} ({})",
@@ -220,14 +320,7 @@ impl ComfyClient {
         } else {
             // Finished between the two calls? Ask the history once more before calling
             // it lost (success is announced before the history entry is written).
-            let again = self
-                .prober
-                .get_json(
-                    &self.endpoint,
-                    &format!("/history/{}", urlencode(prompt_id)),
-                )
-                .await?
-                .json;
+            let again = self.history(prompt_id).await?;
             if again.get(prompt_id).is_some() {
                 return Box::pin(self.state(prompt_id)).await;
             }
@@ -248,10 +341,7 @@ impl ComfyClient {
             if last.as_ref() != Some(&state) {
                 seen(&state);
             }
-            if matches!(
-                state,
-                PromptState::Succeeded { .. } | PromptState::Failed { .. } | PromptState::Lost
-            ) {
+            if !matches!(state, PromptState::Pending | PromptState::Running) {
                 return Ok(state);
             }
             last = Some(state);
@@ -260,17 +350,43 @@ impl ComfyClient {
     }
 
     /// Cancels a prompt: removed from the queue when pending; interrupted when running
-    /// (checked first: old builds interrupt whatever runs).
+    /// (checked first: old builds interrupt whatever runs). Both calls answer 200 even
+    /// for unknown ids, so the queue is read again until the prompt has left it; a
+    /// prompt still listed after [`CANCEL_CONFIRM`], or an endpoint that cannot be
+    /// asked, is a failed cancel (the prompt may still run there).
     pub async fn cancel(&self, prompt_id: &str) -> Result<(), ComfyError> {
-        let (running, pending) = self.queue().await?;
-        if pending.iter().any(|id| id == prompt_id) {
-            self.post_json("/queue", &json!({ "delete": [prompt_id] }), &[])
-                .await?;
-        } else if running.iter().any(|id| id == prompt_id) {
-            self.post_json("/interrupt", &json!({ "prompt_id": prompt_id }), &[])
-                .await?;
+        let failed = |e: ComfyError| ComfyError::CancelFailed(e.to_string());
+        let deadline = tokio::time::Instant::now() + CANCEL_CONFIRM;
+        let mut asked = false;
+        loop {
+            let (running, pending) = self.queue().await.map_err(failed)?;
+            let is_pending = pending.iter().any(|id| id == prompt_id);
+            let is_running = running.iter().any(|id| id == prompt_id);
+            if !is_pending && !is_running {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ComfyError::CancelFailed(format!(
+                    "ComfyUI still lists the prompt as {} {} s after it was asked to stop it",
+                    if is_running { "running" } else { "pending" },
+                    CANCEL_CONFIRM.as_secs()
+                )));
+            }
+            // Asked again if it moved from pending to running in between.
+            if !asked || is_running {
+                if is_pending {
+                    self.post_json("/queue", &json!({ "delete": [prompt_id] }), &[])
+                        .await
+                        .map_err(|e| failed(e.into()))?;
+                } else {
+                    self.post_json("/interrupt", &json!({ "prompt_id": prompt_id }), &[])
+                        .await
+                        .map_err(|e| failed(e.into()))?;
+                }
+                asked = true;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        Ok(())
     }
 
     /// Uploads an input image; returns the name to use in a `LoadImage` node.
@@ -329,6 +445,54 @@ impl ComfyClient {
     }
 }
 
+/// What Slate reads of `/queue`: the ids, nothing of the graphs.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct QueueIds {
+    queue_running: Vec<QueueEntry>,
+    queue_pending: Vec<QueueEntry>,
+}
+
+/// One `/queue` entry, `[number, prompt_id, graph, extra, outputs]`: the id kept, the
+/// rest skipped unparsed (entries of any length, or odd ones, are accepted).
+struct QueueEntry(Option<String>);
+
+impl<'de> Deserialize<'de> for QueueEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = QueueEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a queue entry")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<QueueEntry, A::Error> {
+                use serde::de::IgnoredAny;
+                let _number: Option<IgnoredAny> = seq.next_element()?;
+                let id = match seq.next_element::<Value>()? {
+                    Some(Value::String(id)) => Some(id),
+                    _ => None,
+                };
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(QueueEntry(id))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<QueueEntry, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(QueueEntry(None))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -354,6 +518,50 @@ mod tests {
                 &json!({"type": "invalid_prompt", "message": "Cannot execute", "details": "node 3 missing"})
             ),
             "Cannot execute: node 3 missing"
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_node_the_input_and_comfyuis_words() {
+        // As ComfyUI 0.3.64 answers a checkpoint it does not have.
+        let error = json!({"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": {}});
+        let node_errors = json!({"4": {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
+            "details": "ckpt_name: 'x.safetensors' not in ['tiny-sd15.safetensors']",
+            "extra_info": {"input_name": "ckpt_name", "received_value": "x.safetensors"}}],
+            "dependent_outputs": ["9"], "class_type": "CheckpointLoaderSimple"},
+            "10": {"errors": [{"type": "value_bigger_than_max", "message": "Value 99999 bigger than max of 16384",
+            "details": "width", "extra_info": {"input_name": "width"}}], "class_type": "EmptyLatentImage"}});
+        assert_eq!(
+            refusal(&error, &node_errors),
+            "Prompt outputs failed validation; \
+             node 4 (CheckpointLoaderSimple): Value not in list: ckpt_name: 'x.safetensors' not in ['tiny-sd15.safetensors']; \
+             node 10 (EmptyLatentImage): Value 99999 bigger than max of 16384: input width"
+        );
+        let missing = json!({"type": "invalid_prompt", "message": "Cannot execute because node VHS_VideoCombine does not exist.", "details": "Node ID '#1'", "extra_info": {}});
+        assert_eq!(
+            refusal(&missing, &json!({})),
+            "Cannot execute because node VHS_VideoCombine does not exist.: Node ID '#1'"
+        );
+        let no_detail = json!({"3": {"errors": [{"message": "Required input is missing", "extra_info": {"input_name": "model"}}], "class_type": "KSampler"}});
+        assert_eq!(
+            refusal(&json!("invalid prompt"), &no_detail),
+            "invalid prompt; node 3 (KSampler): Required input is missing: input model"
+        );
+    }
+
+    #[test]
+    fn only_the_ids_are_read_from_the_queue() {
+        let q: QueueIds = serde_json::from_value(json!({
+            "queue_running": [[0, "a", {"1": {"class_type": "X", "inputs": {}}}, {}, ["9"]]],
+            "queue_pending": [[1, "b", {}, {}, []], [2, 3], {"odd": true}, [4]],
+            "something_new": 1
+        }))
+        .unwrap();
+        let ids = |e: Vec<QueueEntry>| e.into_iter().map(|e| e.0).collect::<Vec<_>>();
+        assert_eq!(ids(q.queue_running), [Some("a".to_owned())]);
+        assert_eq!(
+            ids(q.queue_pending),
+            [Some("b".to_owned()), None, None, None]
         );
     }
 }

@@ -1,8 +1,10 @@
 //! Fetching from an endpoint that arrived over a webhook, safely: Slate resolves the
 //! name itself and refuses private, loopback, link-local, unique-local and CGNAT
 //! addresses, pins the connection to the addresses it checked, follows no redirect,
-//! times out (5 s to connect, 10 s in all) and reads at most 1 MiB. On top of that: the
-//! ComfyUI calls the Colab issue needs, parsed leniently (old builds lack fields).
+//! times out (5 s to connect, 10 s in all) and reads at most 1 MiB (the probes' answers
+//! are a few hundred bytes; the client's calls that embed graphs set caps of their own).
+//! On top of that: the ComfyUI calls the Colab issue needs, parsed leniently (old builds
+//! lack fields).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -41,8 +43,9 @@ pub enum ProbeError {
     Redirect(u16),
     #[error("HTTP {0}")]
     Status(u16),
-    #[error("the answer is larger than {} KiB", MAX_BODY / 1024)]
-    TooLarge,
+    /// The answer passed the cap (in bytes) of its call.
+    #[error("the answer is larger than {} KiB", .0 / 1024)]
+    TooLarge(usize),
     #[error("this does not look like ComfyUI: {0}")]
     NotComfy(String),
 }
@@ -75,7 +78,7 @@ impl ProbeError {
             ProbeError::Slow => "slow",
             ProbeError::Redirect(_) => "redirect",
             ProbeError::Status(_) => "status",
-            ProbeError::TooLarge => "too-large",
+            ProbeError::TooLarge(_) => "too-large",
             ProbeError::NotComfy(_) => "not-comfyui",
         }
     }
@@ -238,7 +241,7 @@ impl Prober {
         while let Some(chunk) = res.chunk().await.map_err(transport)? {
             body.extend_from_slice(&chunk);
             if body.len() > cap {
-                return Err(ProbeError::TooLarge);
+                return Err(ProbeError::TooLarge(cap));
             }
         }
         Ok((status, body, started.elapsed()))

@@ -57,6 +57,8 @@ pub enum SocketEvent {
     Finished { prompt: String },
     /// `prompt` failed.
     Error { prompt: String, message: String },
+    /// `prompt` was interrupted (by Slate's cancel or by another client).
+    Interrupted { prompt: String },
     /// A preview of the image being made (`image/jpeg` or `image/png`).
     Preview { mime: &'static str, bytes: Vec<u8> },
     /// Anything else (status, cached nodes, unknown messages of newer builds).
@@ -107,6 +109,7 @@ pub fn socket_text(text: &str) -> SocketEvent {
                     .trim()
             ),
         },
+        "execution_interrupted" => SocketEvent::Interrupted { prompt },
         _ => SocketEvent::Other,
     }
 }
@@ -165,6 +168,14 @@ mod socket_tests {
             SocketEvent::Other
         );
         assert_eq!(socket_text("not json"), SocketEvent::Other);
+        assert_eq!(
+            socket_text(
+                r#"{"type":"execution_interrupted","data":{"prompt_id":"p1","node_id":"3","node_type":"KSampler","executed":[]}}"#
+            ),
+            SocketEvent::Interrupted {
+                prompt: "p1".into()
+            }
+        );
         let mut frame = vec![0, 0, 0, 1, 0, 0, 0, 2];
         frame.extend_from_slice(b"\x89PNG");
         assert_eq!(

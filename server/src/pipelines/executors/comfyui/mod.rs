@@ -16,7 +16,15 @@
 //! with no node sends Slate to the history at once. The socket is a bonus, never the
 //! truth: the history is polled all along, so a socket that drops (Cloudflare cuts idle
 //! ones) or never opens (an old build, a proxy) costs only the fine progress. A ping every
-//! 20 s keeps it open.
+//! 20 s keeps it open. The stage's bar only moves forward within an attempt: queued,
+//! running, the sampler's steps (most of the bar), then the downloads.
+//!
+//! Some ends are final, whatever attempts are left, because another attempt would only
+//! repeat them: a workflow ComfyUI refuses (HTTP 400: the same graph gets the same
+//! answer; the stage says which node and input, in ComfyUI's words) and a prompt
+//! interrupted from outside Slate (someone pressed Cancel in ComfyUI's own page: the
+//! stage says so, and a person decides whether to run it again). A cancel from Slate that
+//! ComfyUI did not take is reported, not dropped.
 
 mod graph;
 
@@ -44,6 +52,34 @@ pub const QUEUE: &str = "comfyui";
 
 /// Any ComfyUI stage is accepted: the endpoint comes and goes, and a stage waits for it.
 pub fn admit() {}
+
+/// An end that another attempt would only repeat (a refusal) or that someone chose (an
+/// interrupt from outside): the stage fails now, with `reason`, and is not retried.
+fn final_failure(reason: String) -> Outcome {
+    Outcome::Failed(reason)
+}
+
+/// Where the bar stands at each phase of a prompt: queued, running before any step is
+/// heard of, then the sampler's steps take it to [`STEPS_END`]; the downloads fill the rest.
+const QUEUED: f32 = 0.02;
+const RUNNING: f32 = 0.05;
+const STEPS_END: f32 = 0.95;
+
+/// The stage's bar for one attempt: it only moves forward (a second sampler, or a
+/// prompt queued again, starts its steps from 0; the bar waits until they pass it).
+#[derive(Default)]
+struct Bar(f32);
+
+impl Bar {
+    /// The fraction to show, or `None` to leave the bar where it is.
+    fn at(&mut self, fraction: f32) -> Option<f32> {
+        let fraction = fraction.clamp(0.0, 1.0);
+        (fraction > self.0).then(|| {
+            self.0 = fraction;
+            fraction
+        })
+    }
+}
 
 pub struct ComfyExecutor {
     pub files: Workspace,
@@ -111,9 +147,10 @@ impl ComfyExecutor {
         let mut graph = graph(&workflow, &values, &self.checkpoint, &prefix)
             .ok_or_else(|| format!("unknown workflow {workflow}"))?;
         let mut resume = self.left_behind(attempt).await;
+        let mut heard = Heard::default();
         loop {
             let Some((endpoint_id, url)) = self.endpoint().await else {
-                attempt.status("Waiting for the ComfyUI endpoint: none is healthy (is the Colab notebook running?).", Some(0.0)).await;
+                attempt.status("Waiting for the ComfyUI endpoint: none is healthy (is the Colab notebook running?).", None).await;
                 if self.pause(&mut cancel).await {
                     return Ok(Outcome::Cancelled);
                 }
@@ -151,6 +188,10 @@ impl ComfyExecutor {
                     }
                     continue;
                 }
+                Err(e @ ComfyError::Rejected { .. }) => {
+                    tracing::warn!(stage = %claim.name, run = %claim.run_id, error = %e, "ComfyUI refused the workflow; the stage fails without another attempt");
+                    return Ok(final_failure(e.to_string()));
+                }
                 Err(e) => return Ok(Outcome::Failed(e.to_string())),
             };
             attempt
@@ -167,12 +208,14 @@ impl ComfyExecutor {
                     endpoint_id,
                     &mut cancel,
                     &mut socket,
+                    &mut heard,
                 )
                 .await?
             {
                 Followed::Done(outcome) => return Ok(outcome),
                 Followed::Outputs(files) => {
-                    self.keep(attempt, &client, &files, &graph, &prompt).await?;
+                    self.keep(attempt, &client, &files, &graph, &prompt, &mut heard.bar)
+                        .await?;
                     return Ok(Outcome::Succeeded);
                 }
                 // Queue it again (on whichever endpoint is healthy now).
@@ -263,7 +306,7 @@ impl ComfyExecutor {
         client: &ComfyClient,
         prompt: &str,
         event: SocketEvent,
-        last_preview: &mut Option<tokio::time::Instant>,
+        heard: &mut Heard,
     ) -> bool {
         match event {
             SocketEvent::Progress {
@@ -271,17 +314,20 @@ impl ComfyExecutor {
                 value,
                 max,
             } if p == prompt || p.is_empty() => {
-                let fraction = 0.05 + 0.9 * (value.min(max) as f32 / max as f32);
+                heard.steps = true;
+                let fraction =
+                    RUNNING + (STEPS_END - RUNNING) * (value.min(max) as f32 / max as f32);
                 attempt
                     .status(
                         &format!("Generating on ComfyUI: step {value} of {max}."),
-                        Some(fraction),
+                        heard.bar.at(fraction),
                     )
                     .await;
                 false
             }
             SocketEvent::Preview { mime, bytes } => {
                 // At most one preview a second: they can come with every step.
+                let last_preview = &mut heard.last_preview;
                 if last_preview.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     *last_preview = Some(tokio::time::Instant::now());
                     attempt.preview(mime, bytes).await;
@@ -301,9 +347,9 @@ impl ComfyExecutor {
                 }
                 false
             }
-            SocketEvent::Finished { prompt: p } | SocketEvent::Error { prompt: p, .. } => {
-                p == prompt
-            }
+            SocketEvent::Finished { prompt: p }
+            | SocketEvent::Error { prompt: p, .. }
+            | SocketEvent::Interrupted { prompt: p } => p == prompt,
             _ => false,
         }
     }
@@ -337,11 +383,7 @@ impl ComfyExecutor {
             };
             match event {
                 Some(event) => {
-                    heard.steps |= matches!(&event, SocketEvent::Progress { .. });
-                    if self
-                        .heard(attempt, client, prompt, event, &mut heard.last_preview)
-                        .await
-                    {
+                    if self.heard(attempt, client, prompt, event, heard).await {
                         return *cancel.borrow();
                     }
                 }
@@ -362,18 +404,24 @@ impl ComfyExecutor {
         endpoint: Uuid,
         cancel: &mut watch::Receiver<bool>,
         socket: &mut Option<mpsc::Receiver<SocketEvent>>,
+        heard: &mut Heard,
     ) -> Result<Followed, String> {
-        let mut heard = Heard::default();
+        heard.steps = false;
         loop {
             if *cancel.borrow() {
-                let _ = client.cancel(prompt).await;
-                return Ok(Followed::Done(Outcome::Cancelled));
+                return Ok(Followed::Done(self.cancel(attempt, client, prompt).await));
             }
             match client.state(prompt).await {
-                Ok(PromptState::Pending) => attempt.status("Queued on ComfyUI.", Some(0.05)).await,
+                Ok(PromptState::Pending) => {
+                    attempt
+                        .status("Queued on ComfyUI.", heard.bar.at(QUEUED))
+                        .await
+                }
                 // The socket's steps are finer than this, once it has given any.
                 Ok(PromptState::Running) if !heard.steps => {
-                    attempt.status("Generating on ComfyUI.", Some(0.5)).await
+                    attempt
+                        .status("Generating on ComfyUI.", heard.bar.at(RUNNING))
+                        .await
                 }
                 Ok(PromptState::Running) => {}
                 Ok(PromptState::Succeeded { outputs }) => return Ok(Followed::Outputs(outputs)),
@@ -382,11 +430,21 @@ impl ComfyExecutor {
                         "ComfyUI: {message}"
                     ))))
                 }
+                // Slate's own cancel never gets here (it ends the attempt at once): this
+                // interrupt came from another client, a person at ComfyUI's page.
+                Ok(PromptState::Interrupted { node }) => {
+                    let reason = format!(
+                        "Interrupted in ComfyUI, not by Slate (someone pressed Cancel in ComfyUI's page, or another client sent POST /interrupt){}; not retried: run the stage again to go on.",
+                        node.map(|n| format!(" while node {n} ran")).unwrap_or_default()
+                    );
+                    tracing::warn!(stage = %attempt.claim.name, run = %attempt.claim.run_id, prompt, "a ComfyUI prompt was interrupted from outside Slate");
+                    return Ok(Followed::Done(final_failure(reason)));
+                }
                 Ok(PromptState::Lost) => {
                     attempt
                         .status(
                             "ComfyUI restarted and forgot the prompt; queueing it again.",
-                            Some(0.0),
+                            None,
                         )
                         .await;
                     return Ok(Followed::Lost);
@@ -397,7 +455,7 @@ impl ComfyExecutor {
                         attempt
                             .status(
                                 "The ComfyUI endpoint changed; queueing the prompt on the new one.",
-                                Some(0.0),
+                                None,
                             )
                             .await;
                         return Ok(Followed::Lost);
@@ -409,11 +467,28 @@ impl ComfyExecutor {
                 Err(e) => return Ok(Followed::Done(Outcome::Failed(e.to_string()))),
             }
             if self
-                .wait(attempt, client, prompt, cancel, socket, &mut heard)
+                .wait(attempt, client, prompt, cancel, socket, heard)
                 .await
             {
-                let _ = client.cancel(prompt).await;
-                return Ok(Followed::Done(Outcome::Cancelled));
+                return Ok(Followed::Done(self.cancel(attempt, client, prompt).await));
+            }
+        }
+    }
+
+    /// Cancels the prompt on ComfyUI. A cancel that did not take (the endpoint cannot be
+    /// asked, or still lists the prompt) fails the attempt saying so, since the prompt
+    /// may still be running there; the run stays cancelled.
+    async fn cancel(&self, attempt: &Attempt, client: &ComfyClient, prompt: &str) -> Outcome {
+        attempt
+            .status("Cancelling: asking ComfyUI to stop the prompt.", None)
+            .await;
+        match client.cancel(prompt).await {
+            Ok(()) => Outcome::Cancelled,
+            Err(e) => {
+                tracing::warn!(stage = %attempt.claim.name, run = %attempt.claim.run_id, prompt, error = %e, "a ComfyUI prompt could not be cancelled");
+                Outcome::Failed(format!(
+                    "Cancelled in Slate, but {e}: the prompt may still be running on the endpoint"
+                ))
             }
         }
     }
@@ -427,6 +502,7 @@ impl ComfyExecutor {
         files: &[OutputFile],
         graph: &Value,
         prompt: &str,
+        bar: &mut Bar,
     ) -> Result<(), String> {
         let (claim, stored) = (&attempt.claim, &attempt.stored);
         let out = self.files.stage_dir(claim).join("out");
@@ -446,6 +522,13 @@ impl ComfyExecutor {
             "seed": graph["3"]["inputs"]["seed"],
         });
         for (i, file) in files.iter().enumerate() {
+            let done = STEPS_END + (1.0 - STEPS_END) * (i as f32 / files.len() as f32);
+            attempt
+                .status(
+                    &format!("Downloading the outputs: {} of {}.", i + 1, files.len()),
+                    bar.at(done),
+                )
+                .await;
             let bytes = client
                 .download(file)
                 .await
@@ -468,13 +551,15 @@ struct Image {
     bytes: Vec<u8>,
 }
 
-/// What the socket has given while a prompt is followed.
+/// What the socket has given while a prompt is followed, and the attempt's bar.
 #[derive(Default)]
 struct Heard {
     /// When the last preview was kept (they are kept at most once a second).
     last_preview: Option<tokio::time::Instant>,
-    /// Whether it gave steps (then they, not the coarse polling, move the bar).
+    /// Whether it gave steps for this prompt (then they, not the coarse polling, move
+    /// the bar).
     steps: bool,
+    bar: Bar,
 }
 
 enum Followed {
@@ -524,6 +609,19 @@ mod tests {
                 "{hostile}: {on_disk}"
             );
         }
+    }
+
+    #[test]
+    fn the_bar_only_moves_forward() {
+        let mut bar = Bar::default();
+        assert_eq!(bar.at(QUEUED), Some(QUEUED));
+        assert_eq!(bar.at(RUNNING), Some(RUNNING));
+        // The first step of a second sampler (or of a prompt queued again) is behind.
+        assert_eq!(bar.at(0.5), Some(0.5));
+        assert_eq!(bar.at(0.16), None);
+        assert_eq!(bar.at(RUNNING), None);
+        assert_eq!(bar.at(0.6), Some(0.6));
+        assert_eq!(bar.at(7.0), Some(1.0), "never past the end");
     }
 
     #[test]
