@@ -106,6 +106,7 @@ fn bench_render() {
     let source = Source::Live {
         unreachable_since: None,
         synced: true,
+        unwatched: Vec::new(),
     };
     let external = External::default();
     let runs = 30;

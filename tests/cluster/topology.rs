@@ -38,7 +38,8 @@ fn synced(t: &Topology) -> bool {
         t.source,
         Source::Live {
             synced: true,
-            unreachable_since: None
+            unreachable_since: None,
+            ..
         }
     )
 }

@@ -4,6 +4,7 @@
 
 mod ci;
 mod history;
+mod realkube;
 mod scenario;
 
 use std::path::PathBuf;

@@ -16,6 +16,20 @@ pub fn base_manifests() -> Vec<Value> {
         .expect("the base builds")
         .into_iter()
         .filter(|d| d["kind"] != "Namespace")
+        .map(|d| {
+            // The fake plays a current cluster, which serves (and stores) autoscalers as
+            // autoscaling/v2; the manifests use v1 (served by every version since 1.20).
+            if d["kind"] == "HorizontalPodAutoscaler" {
+                let mut v2 = serde_json::to_value(
+                    server::cluster::objects::hpa_as_v2(d).expect("the autoscaler reads"),
+                )
+                .expect("JSON");
+                v2["kind"] = json!("HorizontalPodAutoscaler");
+                v2
+            } else {
+                d
+            }
+        })
         .collect()
 }
 

@@ -29,6 +29,10 @@ fn source_line(t: &Topology) -> String {
             "live, cluster unreachable since {} (last known state), {when}",
             since.format("%Y-%m-%d %H:%M:%S UTC")
         ),
+        Source::Live { unwatched, .. } if !unwatched.is_empty() => {
+            let kinds: Vec<&str> = unwatched.iter().map(|u| u.kind.as_str()).collect();
+            format!("live (not watched: {}), {when}", kinds.join(", "))
+        }
         Source::Live { .. } => format!("live, {when}"),
         Source::Desired { why } => format!("desired state from the k8s/ manifests ({why})"),
     }

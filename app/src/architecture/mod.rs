@@ -217,11 +217,23 @@ pub enum Source {
     Live {
         /// Set while the API server cannot be reached; the state shown is the last known.
         unreachable_since: Option<DateTime<Utc>>,
-        /// False until every watcher has listed once.
+        /// False until every watched kind has listed once.
         synced: bool,
+        /// Kinds left out of the view, each with the reason (the API server does not
+        /// serve it, or Slate may not read it); everything else is still live.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unwatched: Vec<Unwatched>,
     },
     /// Parsed from the `k8s/` manifests built into Slate: what should run, not what runs.
     Desired { why: String },
+}
+
+/// A kind the live view does not watch, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unwatched {
+    /// The resource's plural name, as the API server spells it (`horizontalpodautoscalers`).
+    pub kind: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -430,6 +442,7 @@ mod tests {
             source: Source::Live {
                 unreachable_since: None,
                 synced: true,
+                unwatched: Vec::new(),
             },
             generated_at: Utc::now(),
             objects: nodes.len(),

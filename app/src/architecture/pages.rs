@@ -182,6 +182,19 @@ fn status_bar(t: &Topology) -> impl IntoView {
             ),
         ),
     };
+    let unwatched = match &t.source {
+        Source::Live { unwatched, .. } if !unwatched.is_empty() => Some(view! {
+            <div class="notice warn" id="cluster-unwatched">
+                "Not watched, so not drawn: "
+                <ul>
+                    {unwatched.iter().map(|u| view! {
+                        <li><code>{u.kind.clone()}</code>" — "{u.reason.clone()}</li>
+                    }).collect_view()}
+                </ul>
+            </div>
+        }),
+        _ => None,
+    };
     let counts = t.health_counts();
     let folded = t.folded.then(|| view! {
         <span class="muted">"Large namespace: Services and configuration are folded into the workloads that use them."</span>
@@ -189,6 +202,7 @@ fn status_bar(t: &Topology) -> impl IntoView {
     view! {
         <div class="arch-status">
             <div class=class role="status" id="cluster-status">{text}</div>
+            {unwatched}
             <div class="arch-summary">
                 <span class="muted">{format!("{} objects, {} boxes · updated ", t.objects, t.nodes.len())}<Time at=t.generated_at/></span>
                 <span class="health-counts">

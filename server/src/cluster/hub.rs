@@ -125,6 +125,7 @@ mod tests {
             source: Source::Live {
                 unreachable_since: None,
                 synced: true,
+                unwatched: Vec::new(),
             },
             generated_at: chrono::Utc::now(),
             objects: 1,

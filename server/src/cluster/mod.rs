@@ -235,7 +235,8 @@ impl Cluster {
                 c.source(),
                 Source::Live {
                     synced: true,
-                    unreachable_since: None
+                    unreachable_since: None,
+                    ..
                 }
             )
         })

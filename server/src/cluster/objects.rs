@@ -87,12 +87,75 @@ impl Objects {
                     }));
                 }
                 "Job" => o.jobs.push(parse(doc)?),
-                "HorizontalPodAutoscaler" => o.hpas.push(parse(doc)?),
+                "HorizontalPodAutoscaler" => o.hpas.push(Arc::new(
+                    hpa_as_v2(doc.clone()).map_err(|e| format!("HorizontalPodAutoscaler: {e}"))?,
+                )),
                 "Event" => o.events.push(parse(doc)?),
                 "ControllerRevision" => o.controller_revisions.push(parse(doc)?),
                 _ => {}
             }
         }
         Ok(o)
+    }
+}
+
+/// A HorizontalPodAutoscaler of `autoscaling/v2`, `v2beta2` or `v1` in the v2 type, which
+/// the topology reads. v2beta2 has v2's shape; v1's single CPU target becomes v2's
+/// Resource metric, as the API server itself converts it.
+pub fn hpa_as_v2(mut object: Value) -> Result<HorizontalPodAutoscaler, serde_json::Error> {
+    if object["apiVersion"] == "autoscaling/v1" {
+        if let Some(spec) = object["spec"].as_object_mut() {
+            if let Some(cpu) = spec.remove("targetCPUUtilizationPercentage") {
+                spec.insert(
+                    "metrics".into(),
+                    serde_json::json!([{"type": "Resource", "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": cpu},
+                    }}]),
+                );
+            }
+        }
+        if let Some(status) = object["status"].as_object_mut() {
+            status.remove("currentCPUUtilizationPercentage");
+        }
+    }
+    object["apiVersion"] = Value::String("autoscaling/v2".into());
+    serde_json::from_value(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autoscalers_of_every_served_version_read_as_v2() {
+        let v1 = serde_json::json!({
+            "apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "ffmpeg"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ffmpeg"},
+                     "minReplicas": 1, "maxReplicas": 8, "targetCPUUtilizationPercentage": 70},
+            "status": {"currentReplicas": 2, "desiredReplicas": 3, "currentCPUUtilizationPercentage": 91}
+        });
+        let hpa = hpa_as_v2(v1).unwrap();
+        assert_eq!(
+            (
+                hpa.spec.as_ref().unwrap().min_replicas,
+                hpa.spec.as_ref().unwrap().max_replicas
+            ),
+            (Some(1), 8)
+        );
+        let metric = &hpa.spec.as_ref().unwrap().metrics.as_ref().unwrap()[0];
+        assert_eq!(
+            metric.resource.as_ref().unwrap().target.average_utilization,
+            Some(70)
+        );
+        assert_eq!(hpa.status.unwrap().desired_replicas, 3);
+
+        let v2beta2 = serde_json::json!({
+            "apiVersion": "autoscaling/v2beta2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "ffmpeg"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "ffmpeg"}, "maxReplicas": 4}
+        });
+        assert_eq!(hpa_as_v2(v2beta2).unwrap().spec.unwrap().max_replicas, 4);
     }
 }

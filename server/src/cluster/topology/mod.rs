@@ -93,6 +93,7 @@ mod tests {
         let live = Source::Live {
             unreachable_since: None,
             synced: true,
+            unwatched: Vec::new(),
         };
         let t = build(&objects, "ai-film", live, &External::default(), Utc::now());
         assert!(t.folded);

@@ -174,7 +174,9 @@ impl KubeExecutor {
 
         // The log: lines from the follower into `stage_logs`, the whole of it kept.
         let (events, recorder) = attempt.record::<Report>();
-        let skip = Arc::new(AtomicUsize::new(0));
+        // Lines of the current pod already recorded. A pod that is replaced (deleted,
+        // evicted) keeps the lines followed from it, and the next one starts at zero.
+        let mut skip = Arc::new(AtomicUsize::new(0));
         let mut follower: Option<(String, tokio::task::JoinHandle<()>)> = None;
         let mut feed = self.cluster.feed();
         let mut absent_since = tokio::time::Instant::now();
@@ -217,8 +219,15 @@ impl KubeExecutor {
                 Seen::Running { pod, node } => {
                     seen_once = true;
                     if follower.as_ref().map(|(p, _)| p) != Some(&pod) {
-                        if let Some((_, task)) = follower.take() {
+                        if let Some((before, task)) = follower.take() {
                             task.abort();
+                            skip = Arc::new(AtomicUsize::new(0));
+                            let _ = events
+                                .send(Report::Log {
+                                    stream: Stream::Stderr,
+                                    line: format!("# pod {before} was replaced by pod {pod}"),
+                                })
+                                .await;
                         }
                         let task = self.follow(pod.clone(), skip.clone(), events.clone(), &command);
                         follower = Some((pod, task));

@@ -1,0 +1,223 @@
+//! The live view against the real Kubernetes 1.20 control plane (../shared/realkube),
+//! as Slate's own ServiceAccount, so the Role in `k8s/` is enforced by the API server:
+//! the dev overlay applied for real, a kind Slate may not read left out on its own, and
+//! the API server stopped and started again mid-watch.
+
+use std::time::Duration;
+
+use app::architecture::{Source, Topology};
+use app::backend::ClusterBackend as _;
+use server::cluster::{Cluster, Target};
+use slate_tests::eventually;
+use slate_tests::realkube::{client_for, Namespace, RealKube};
+
+/// Slate's live view of `ns`, as the `slate` ServiceAccount.
+async fn watch(ns: &Namespace) -> (Cluster, Vec<tokio::task::JoinHandle<()>>) {
+    let client = client_for(&ns.kubeconfig).await;
+    Cluster::start_with(Target::Cluster(client), &ns.name)
+}
+
+/// Waits until the topology satisfies `ok` (the real controllers and the fake kubelet
+/// take seconds, more on a busy machine).
+async fn until(cluster: &Cluster, what: &str, ok: impl Fn(&Topology) -> bool) -> Topology {
+    eventually(what, Duration::from_secs(90), || async {
+        let t = cluster.topology();
+        if ok(&t) {
+            Ok(t)
+        } else {
+            Err(app::architecture::export::ascii(&t))
+        }
+    })
+    .await
+}
+
+fn live_and_synced(t: &Topology) -> bool {
+    matches!(
+        t.source,
+        Source::Live {
+            synced: true,
+            unreachable_since: None,
+            ..
+        }
+    )
+}
+
+fn unwatched(t: &Topology) -> Vec<(String, String)> {
+    match &t.source {
+        Source::Live { unwatched, .. } => unwatched
+            .iter()
+            .map(|u| (u.kind.clone(), u.reason.clone()))
+            .collect(),
+        Source::Desired { .. } => Vec::new(),
+    }
+}
+
+fn stop(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        t.abort();
+    }
+}
+
+#[tokio::test]
+async fn realkube_the_dev_overlay_applied_for_real_is_drawn_live_as_slates_service_account() {
+    let kube = RealKube::shared().await;
+    let ns = kube.namespace(true).await;
+    let (cluster, tasks) = watch(&ns).await;
+    // Kubernetes 1.20 serves no autoscaling/v2: the autoscaler is read as v2beta2 and
+    // drawn like every other kind, and nothing is left out.
+    let t = until(&cluster, "the dev overlay, live", |t| {
+        live_and_synced(t)
+            && t.node("Deployment/ffmpeg")
+                .is_some_and(|n| n.facts.iter().any(|f| f == "autoscaled 1–8"))
+            && t.node("Deployment/slate").is_some_and(|n| n.pods > 0)
+    })
+    .await;
+    println!("{}", app::architecture::export::ascii(&t));
+    assert_eq!(unwatched(&t), Vec::<(String, String)>::new());
+    for id in [
+        "Deployment/comfyui",
+        "StatefulSet/postgres",
+        "Service/slate",
+        "PersistentVolumeClaim/models",
+        "Ingress/slate",
+    ] {
+        assert!(t.node(id).is_some(), "{id} is drawn");
+    }
+    // The real controllers made the ReplicaSets and pods, and the fake kubelet ran them.
+    let pods = kube
+        .kubectl(&["-n", &ns.name, "get", "pods", "-o", "name"])
+        .await;
+    assert!(pods.lines().count() >= 5, "pods: {pods}");
+    stop(tasks);
+}
+
+#[tokio::test]
+async fn realkube_a_kind_slate_may_not_read_is_left_out_alone_with_the_reason() {
+    let kube = RealKube::shared().await;
+    let ns = kube.namespace(false).await;
+    kube.kubectl(&[
+        "-n",
+        &ns.name,
+        "create",
+        "deployment",
+        "web",
+        "--image=registry.example/web:1",
+    ])
+    .await;
+    // The Role without its autoscaling rule: the API server now answers 403 for HPAs.
+    kube.kubectl(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "role",
+        "slate",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/rules/4/apiGroups/0","value":"autoscaling"},{"op":"remove","path":"/rules/4"}]"#,
+    ])
+    .await;
+    let (cluster, tasks) = watch(&ns).await;
+    let t = until(&cluster, "live, without autoscalers", |t| {
+        live_and_synced(t) && t.node("Deployment/web").is_some() && !unwatched(t).is_empty()
+    })
+    .await;
+    let left_out = unwatched(&t);
+    assert_eq!(left_out.len(), 1, "{left_out:?}");
+    assert_eq!(left_out[0].0, "horizontalpodautoscalers");
+    assert!(
+        left_out[0].1.contains("forbidden"),
+        "the API server's reason: {left_out:?}"
+    );
+    // The rest is live: a new Deployment appears.
+    kube.kubectl(&[
+        "-n",
+        &ns.name,
+        "create",
+        "deployment",
+        "api",
+        "--image=registry.example/api:1",
+    ])
+    .await;
+    until(&cluster, "the new Deployment", |t| {
+        live_and_synced(t) && t.node("Deployment/api").is_some()
+    })
+    .await;
+    stop(tasks);
+}
+
+#[tokio::test]
+async fn realkube_the_api_server_stopped_and_started_again_mid_watch() {
+    let kube = RealKube::private("restart").await;
+    let ns = kube.namespace(false).await;
+    kube.kubectl(&[
+        "-n",
+        &ns.name,
+        "create",
+        "deployment",
+        "web",
+        "--image=registry.example/web:1",
+    ])
+    .await;
+    let (cluster, tasks) = watch(&ns).await;
+    until(&cluster, "live", |t| {
+        live_and_synced(t) && t.node("Deployment/web").is_some()
+    })
+    .await;
+
+    kube.stop().await;
+    let t = until(&cluster, "unreachable", |t| {
+        matches!(
+            t.source,
+            Source::Live {
+                unreachable_since: Some(_),
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(
+        t.node("Deployment/web").is_some(),
+        "the last known state is kept"
+    );
+
+    kube.start_again().await;
+    until(&cluster, "live again", live_and_synced).await;
+    // Back, and the watches resume or relist (410 Gone for versions from before the
+    // restart): that is not an outage, so the view must not flip back to unreachable
+    // while a change made now comes through. Every published topology is looked at (a
+    // rebuild is debounced by far longer than a look takes).
+    kube.kubectl(&[
+        "-n",
+        &ns.name,
+        "create",
+        "deployment",
+        "api",
+        "--image=registry.example/api:1",
+    ])
+    .await;
+    let mut flips = Vec::new();
+    eventually(
+        "the Deployment made after the restart",
+        Duration::from_secs(90),
+        || {
+            let t = cluster.topology();
+            if let Source::Live {
+                unreachable_since: Some(since),
+                ..
+            } = t.source
+            {
+                if !flips.contains(&since) {
+                    flips.push(since);
+                }
+            }
+            let done = t.node("Deployment/api").is_some() && live_and_synced(&t);
+            async move { done }
+        },
+    )
+    .await;
+    assert!(
+        flips.is_empty(),
+        "the view flipped to unreachable after it was back, at {flips:?}"
+    );
+    stop(tasks);
+}
