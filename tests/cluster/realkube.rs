@@ -9,7 +9,7 @@ use app::architecture::{Source, Topology};
 use app::backend::ClusterBackend as _;
 use server::cluster::{Cluster, Target};
 use slate_tests::eventually;
-use slate_tests::realkube::{client_for, Namespace, RealKube};
+use slate_tests::realkube::{client_for, Contents, Namespace, RealKube};
 
 /// Slate's live view of `ns`, as the `slate` ServiceAccount.
 async fn watch(ns: &Namespace) -> (Cluster, Vec<tokio::task::JoinHandle<()>>) {
@@ -61,7 +61,7 @@ fn stop(tasks: Vec<tokio::task::JoinHandle<()>>) {
 #[tokio::test]
 async fn realkube_the_dev_overlay_applied_for_real_is_drawn_live_as_slates_service_account() {
     let kube = RealKube::shared().await;
-    let ns = kube.namespace(true).await;
+    let ns = kube.namespace(Contents::Overlay).await;
     let (cluster, tasks) = watch(&ns).await;
     // Kubernetes 1.20 serves no autoscaling/v2: the autoscaler is read as v2beta2 and
     // drawn like every other kind, and nothing is left out.
@@ -94,7 +94,7 @@ async fn realkube_the_dev_overlay_applied_for_real_is_drawn_live_as_slates_servi
 #[tokio::test]
 async fn realkube_a_kind_slate_may_not_read_is_left_out_alone_with_the_reason() {
     let kube = RealKube::shared().await;
-    let ns = kube.namespace(false).await;
+    let ns = kube.namespace(Contents::Rbac).await;
     kube.kubectl(&[
         "-n",
         &ns.name,
@@ -148,7 +148,7 @@ async fn realkube_a_kind_slate_may_not_read_is_left_out_alone_with_the_reason() 
 #[tokio::test]
 async fn realkube_the_api_server_stopped_and_started_again_mid_watch() {
     let kube = RealKube::private("restart").await;
-    let ns = kube.namespace(false).await;
+    let ns = kube.namespace(Contents::Rbac).await;
     kube.kubectl(&[
         "-n",
         &ns.name,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use slate_tests::realkube::RealKube;
+use slate_tests::realkube::{Contents, RealKube};
 use slate_tests::{eventually, spawn_app_with, TestApp, ADMIN_EMAIL};
 
 use super::text;
@@ -83,7 +83,7 @@ async fn replicaset_revisions(kube: &RealKube, ns: &str) -> Vec<i64> {
 #[tokio::test]
 async fn realkube_revisions_restart_and_rollback_after_pruning_through_the_real_controller() {
     let kube = RealKube::shared().await;
-    let ns = kube.namespace(false).await;
+    let ns = kube.namespace(Contents::Rbac).await;
     kube.kubectl(&[
         "-n",
         &ns.name,

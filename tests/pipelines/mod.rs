@@ -8,6 +8,7 @@ mod comfy_real;
 mod kube;
 mod local;
 mod queue;
+mod realkube;
 mod scripts;
 mod submit;
 

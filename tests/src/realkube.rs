@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
+/// How long a Job's pod runs (see `up`).
+pub const JOB_POD_SECONDS: u32 = 12;
+
 /// One running cluster.
 pub struct RealKube {
     pub state: PathBuf,
@@ -29,9 +32,34 @@ pub struct RealKube {
 /// A namespace made for one test, with Slate's ServiceAccount, Role and RoleBinding from
 /// `k8s/base/slate-rbac.yaml`, and a kubeconfig holding that account's token: Slate
 /// started with it is authorised by the API server's own RBAC.
+/// Deleted (in the background) when dropped, so that the shared cluster's nodes do not
+/// fill up with earlier tests' pods.
 pub struct Namespace {
     pub name: String,
     pub kubeconfig: PathBuf,
+    kubectl: PathBuf,
+    admin: PathBuf,
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.admin)
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .output();
+    }
+}
+
+/// What a test namespace holds besides Slate's RBAC.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Contents {
+    /// Only the ServiceAccount, Role and RoleBinding.
+    Rbac,
+    /// And the dev overlay's claims and ConfigMaps (what a stage's Job mounts).
+    Volumes,
+    /// The whole dev overlay.
+    Overlay,
 }
 
 fn dir_from_env() -> PathBuf {
@@ -160,7 +188,11 @@ impl RealKube {
                 .arg("--state")
                 .arg(&self.state)
                 .arg("--port-base")
-                .arg(self.api_port.to_string()),
+                .arg(self.api_port.to_string())
+                // Job pods run this long under the fake kubelet: time for a test to act
+                // on a running pod (fail it, delete it, watch its log).
+                .arg("--run-seconds")
+                .arg(JOB_POD_SECONDS.to_string()),
             "realkube up.sh",
         );
         std::fs::write(self.state.join("api-port"), self.api_port.to_string())
@@ -220,12 +252,12 @@ impl RealKube {
             .expect("kubectl runs")
     }
 
-    /// A new namespace with Slate's RBAC (and, with `overlay`, the whole dev overlay
-    /// applied into it), and the `slate` ServiceAccount's kubeconfig.
-    pub async fn namespace(&self, overlay: bool) -> Namespace {
+    /// A new namespace with Slate's RBAC and `contents` from the dev overlay, and the
+    /// `slate` ServiceAccount's kubeconfig.
+    pub async fn namespace(&self, contents: Contents) -> Namespace {
         let name = format!("t-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
         self.kubectl(&["create", "namespace", &name]).await;
-        let docs = if overlay {
+        let docs = if contents != Contents::Rbac {
             server::cluster::kustomize::build(
                 &server::cluster::kustomize::embedded(),
                 "overlays/dev",
@@ -242,7 +274,20 @@ impl RealKube {
         // writing these documents back as YAML could change them.
         let mut items = Vec::new();
         for mut doc in docs {
-            if doc["kind"] == "Namespace" {
+            let kind = doc["kind"].as_str().unwrap_or_default();
+            let wanted = match contents {
+                Contents::Rbac => true,
+                Contents::Volumes => [
+                    "ServiceAccount",
+                    "Role",
+                    "RoleBinding",
+                    "PersistentVolumeClaim",
+                    "ConfigMap",
+                ]
+                .contains(&kind),
+                Contents::Overlay => kind != "Namespace",
+            };
+            if !wanted {
                 continue;
             }
             doc["metadata"]["namespace"] = name.clone().into();
@@ -261,7 +306,12 @@ impl RealKube {
         self.kubectl(&["apply", "-f", file.to_str().expect("a UTF-8 path")])
             .await;
         let kubeconfig = self.service_account_kubeconfig(&name, "slate").await;
-        Namespace { name, kubeconfig }
+        Namespace {
+            name,
+            kubeconfig,
+            kubectl: self.bin.join("kubectl"),
+            admin: self.admin_kubeconfig(),
+        }
     }
 
     /// A kubeconfig for a ServiceAccount, with the token from the Secret Kubernetes 1.20
