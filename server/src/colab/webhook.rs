@@ -3,8 +3,8 @@
 //! session, no token), rate-limited, and idempotent: an event id is accepted once, and
 //! events are applied in the order of their signed times, so a late `up` for an old URL
 //! never replaces a newer one. A heartbeat for an endpoint that was marked down, and that
-//! nothing newer than a fallback replaced, brings it back (verified again): ComfyUI
-//! restarted behind the same tunnel and the notebook says it lives. Refusals say little to the caller and everything to the
+//! nothing newer than a fallback replaced, brings it back (verified again, like an `up`):
+//! ComfyUI restarted behind the same tunnel and the notebook says it lives. Refusals say little to the caller and everything to the
 //! log.
 
 use std::collections::HashMap;
@@ -380,12 +380,14 @@ impl Colab {
             _ => false,
         };
         // The endpoint a heartbeat brings back: this URL (or without one, this
-        // notebook's), down, and replaced by nothing but a fallback since.
+        // notebook's), down (or rejected when it was verified before: a heartbeat came
+        // while ComfyUI was still starting), and replaced by nothing but a fallback since.
         let back: Option<String> = if event == "heartbeat" && !is_current(url) {
             sqlx::query_scalar(
                 "select e.url from colab_endpoints e
-                 where e.state = 'down' and e.source = 'webhook'
+                 where e.state in ('down', 'rejected') and e.source <> 'fallback'
                    and (e.url = $1 or ($1 is null and e.notebook_id = $2))
+                   and exists (select 1 from colab_endpoints v where v.url = e.url and v.verified_at is not null)
                    and not exists (select 1 from colab_endpoints n
                                    where n.received_at > e.received_at and n.source <> 'fallback')
                  order by e.received_at desc limit 1",
