@@ -1,7 +1,8 @@
 //! The live view against the real Kubernetes 1.20 control plane (../shared/realkube),
 //! as Slate's own ServiceAccount, so the Role in `k8s/` is enforced by the API server:
-//! the dev overlay applied for real, a kind Slate may not read left out on its own, and
-//! the API server stopped and started again mid-watch.
+//! the dev overlay applied for real, a kind Slate may not read left out on its own, the
+//! API server stopped and started again mid-watch, and the Colab endpoint published into
+//! a real Secret with its consumers restarted through the real Deployment controller.
 
 use std::time::Duration;
 
@@ -220,4 +221,87 @@ async fn realkube_the_api_server_stopped_and_started_again_mid_watch() {
         "the view flipped to unreachable after it was back, at {flips:?}"
     );
     stop(tasks);
+}
+
+#[tokio::test]
+async fn realkube_the_colab_endpoint_is_published_into_a_real_secret_and_its_consumers_roll() {
+    use base64::Engine as _;
+    use server::colab::publish::{Publisher, Target as Into};
+
+    let kube = RealKube::shared().await;
+    let ns = kube.namespace(Contents::Overlay).await;
+    let revision = |name: &'static str| {
+        let ns = ns.name.clone();
+        async move {
+            let d: serde_json::Value = serde_json::from_str(
+                &kube
+                    .kubectl(&["-n", &ns, "get", "deployment", name, "-o", "json"])
+                    .await,
+            )
+            .unwrap();
+            d["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
+    eventually(
+        "ComfyUI's first revision",
+        Duration::from_secs(60),
+        || async { revision("comfyui").await == "1" },
+    )
+    .await;
+    let secret_url = || {
+        let ns = ns.name.clone();
+        async move {
+            let encoded = kube
+                .kubectl(&[
+                    "-n",
+                    &ns,
+                    "get",
+                    "secret",
+                    "comfyui-endpoint",
+                    "-o",
+                    "jsonpath={.data.COMFYUI_URL}",
+                ])
+                .await;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .unwrap();
+            String::from_utf8(bytes).unwrap()
+        }
+    };
+    // As Slate's ServiceAccount: the Role must allow every call the publication makes.
+    let publisher = Publisher {
+        client: client_for(&ns.kubeconfig).await,
+        namespace: ns.name.clone(),
+        target: Into::Secret("comfyui-endpoint".into()),
+    };
+    let first = publisher
+        .publish("https://quiet-river.trycloudflare.com/")
+        .await
+        .unwrap();
+    assert!(first.created);
+    assert_eq!(first.restarted, ["comfyui"]);
+    assert_eq!(secret_url().await, "https://quiet-river.trycloudflare.com/");
+    // The real Deployment controller rolled ComfyUI (a new revision); Blender, which
+    // does not read the endpoint, was left alone.
+    eventually(
+        "ComfyUI's restart to roll out",
+        Duration::from_secs(60),
+        || async { revision("comfyui").await == "2" },
+    )
+    .await;
+    assert_eq!(revision("blender").await, "1");
+
+    let second = publisher
+        .publish("https://bright-lake.trycloudflare.com/")
+        .await
+        .unwrap();
+    assert!(!second.created, "patched in place");
+    assert_eq!(secret_url().await, "https://bright-lake.trycloudflare.com/");
+    eventually("the second restart", Duration::from_secs(60), || async {
+        revision("comfyui").await == "3"
+    })
+    .await;
 }
