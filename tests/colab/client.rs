@@ -127,4 +127,29 @@ async fn cancelling_removes_a_pending_prompt_and_interrupts_only_a_running_one()
     // Cancelling something that already finished sends nothing.
     c.cancel("finished-long-ago").await.unwrap();
     assert_eq!(comfy.controls().len(), 2);
+    // The interrupted prompt says so, and is not a failure.
+    assert!(matches!(
+        c.state(&first.prompt_id).await.unwrap(),
+        PromptState::Interrupted { node: Some(ref n) } if n == "3 (KSampler)"
+    ));
+
+    // A cancel that does not take is an error, not silence: the prompt stays listed...
+    comfy.ignore_interrupts();
+    let stuck = c.submit(&graph("EmptyImage"), "c").await.unwrap();
+    let err = c
+        .cancel_within(&stuck.prompt_id, Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ComfyError::CancelFailed(ref m) if m.contains("still lists the prompt as running")),
+        "{err:?}"
+    );
+    assert_eq!(comfy.controls().len(), 3, "asked once, then watched");
+    // ...or the endpoint cannot be asked.
+    comfy.set_mode(Mode::Cloudflare(530));
+    let err = c.cancel(&stuck.prompt_id).await.unwrap_err();
+    assert!(
+        matches!(err, ComfyError::CancelFailed(ref m) if m.contains("tunnel is gone")),
+        "{err:?}"
+    );
 }

@@ -1,6 +1,7 @@
 //! The keyframes-to-animatic template end to end: its ComfyUI stage against the fake
 //! ComfyUI (waiting while no endpoint is healthy, then generating), its FFmpeg stage with
-//! the real ffmpeg over the downloaded keyframes.
+//! the real ffmpeg over the downloaded keyframes; and what the real ComfyUI will not do
+//! on cue (a socket that drops, an endpoint dying at the moment of a cancel).
 
 use std::time::Duration;
 
@@ -426,5 +427,63 @@ async fn a_comfyui_error_fails_the_stage_with_its_message_and_an_endpoint_that_d
         2,
         "the first held the failed and the lost one"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancel_that_does_not_reach_comfyui_is_reported_not_dropped() {
+    let app = spawn_app_with(|c| {
+        c.colab_allow_loopback = true;
+        c.colab_verify_seconds = 2;
+        c.comfyui_poll_ms = 100;
+    })
+    .await;
+    let secret = slate_tests::colab_secret(&app).await;
+    let comfy = FakeComfy::start(Mode::Current).await;
+    slate_tests::colab_up(&app, &secret, "k-1", &comfy.url()).await;
+    comfy.hold();
+    let run = keyframes(&app, 11).await;
+    eventually("step 3", Duration::from_secs(10), || async {
+        seen(keyframes_stage(&app, run).await.1, |said| {
+            said.contains("step 3 of 4")
+        })
+    })
+    .await;
+    // The tunnel dies just as the run is cancelled: ComfyUI cannot be told.
+    comfy.set_mode(Mode::Cloudflare(530));
+    let (who, id) = admin(&app).await;
+    let by = server::pipelines::runs::Submitter {
+        who: &who,
+        user_id: id,
+        role: app::accounts::Role::Admin,
+        token: None,
+    };
+    server::pipelines::runs::cancel(&app.pool, run, &by)
+        .await
+        .unwrap();
+    let (state, message): (String, String) = eventually(
+        "the stage to stop",
+        Duration::from_secs(30),
+        || async {
+            let row: (String, Option<String>) = sqlx::query_as(
+                "select state, status_message from run_stages where run_id = $1 and name = 'keyframes'",
+            )
+            .bind(run)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            seen((row.0, row.1.unwrap_or_default()), |r| r.0 != "running")
+        },
+    )
+    .await;
+    assert_eq!(state, "failed", "{message}");
+    assert!(
+        message.contains("Cancelled in Slate, but the cancel did not reach ComfyUI")
+            && message.contains("tunnel is gone")
+            && message.contains("may still be running"),
+        "{message}"
+    );
+    assert_eq!(super::run_state(&app, run).await, "cancelled");
+    comfy.release();
     app.stop().await;
 }

@@ -1,7 +1,8 @@
 //! A fake ComfyUI on 127.0.0.1 for the Colab tests: it answers `/system_stats`,
 //! `/prompt` and `/queue` like a current build or like a mid-2024 one, and misbehaves on
 //! cue the way a Colab runtime behind a Cloudflare quick tunnel does (HTML error pages,
-//! 530/502/429/524, slow answers, redirects, dying mid-check). It counts requests.
+//! 530/502/429/524, slow answers, redirects, dying mid-check), and on cue does what the
+//! real one will not (ignoring an interrupt). It counts requests.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +55,8 @@ pub struct Prompt {
     polls: usize,
     /// Told over a socket: its history appears once the socket has said it finished.
     telling: bool,
+    /// Stopped by `POST /interrupt`: it leaves the queue, its history says so.
+    interrupted: bool,
 }
 
 struct Inner {
@@ -73,6 +76,8 @@ struct Inner {
     opened: Mutex<Vec<String>>,
     /// While true, prompts told over a socket stop before their last step.
     hold: tokio::sync::watch::Sender<bool>,
+    /// Whether `POST /interrupt` is answered 200 and ignored (a cancel that never takes).
+    deaf: std::sync::atomic::AtomicBool,
 }
 
 /// What the fake sends on a socket.
@@ -111,6 +116,7 @@ impl FakeComfy {
             drop_after: Mutex::new(None),
             opened: Mutex::default(),
             hold: tokio::sync::watch::channel(false).0,
+            deaf: std::sync::atomic::AtomicBool::new(false),
         });
         let app = Router::new()
             .route("/system_stats", get(system_stats))
@@ -178,6 +184,12 @@ impl FakeComfy {
 
     pub fn release(&self) {
         self.inner.hold.send_replace(false);
+    }
+
+    /// From now on `POST /interrupt` answers 200 and changes nothing: a cancel that does
+    /// not take (the prompt stays listed as running).
+    pub fn ignore_interrupts(&self) {
+        self.inner.deaf.store(true, Ordering::SeqCst);
     }
 
     /// The client ids of the sockets opened so far.
@@ -347,6 +359,7 @@ async fn submit(State(inner): State<Arc<Inner>>, Json(body): Json<serde_json::Va
         client_id: body["client_id"].as_str().map(str::to_owned),
         polls: 0,
         telling,
+        interrupted: false,
     });
     Json(json!({"prompt_id": id, "number": prompts.len(), "node_errors": {}})).into_response()
 }
@@ -370,7 +383,12 @@ async fn history(
         return Json(json!({})).into_response();
     }
     let broken = p.graph.to_string().contains("\"Broken\"");
-    let entry = if broken {
+    let entry = if p.interrupted {
+        json!({"prompt": [], "outputs": {}, "status": {"status_str": "error", "completed": false, "messages": [
+            ["execution_start", {"prompt_id": id}],
+            ["execution_interrupted", {"prompt_id": id, "node_id": "3", "node_type": "KSampler", "executed": []}]
+        ]}})
+    } else if broken {
         json!({"prompt": [], "outputs": {}, "status": {"status_str": "error", "completed": false, "messages": [
             ["execution_start", {"prompt_id": id}],
             ["execution_error", {"prompt_id": id, "node_id": "7", "node_type": "Broken", "exception_message": "CUDA out of memory\n", "exception_type": "torch.OutOfMemoryError"}]
@@ -413,7 +431,18 @@ async fn interrupt(
         .pub_requests
         .lock()
         .unwrap()
-        .push(("/interrupt".into(), body));
+        .push(("/interrupt".into(), body.clone()));
+    if !inner.deaf.load(Ordering::SeqCst) {
+        // The running prompt (the first still waiting) stops; the id, when given, must be it.
+        let mut prompts = inner.prompts.lock().unwrap();
+        if let Some(p) = prompts.iter_mut().find(|p| p.polls < 2) {
+            if body["prompt_id"].as_str().is_none_or(|id| id == p.id) {
+                p.interrupted = true;
+                p.telling = false;
+                p.polls = 2;
+            }
+        }
+    }
     StatusCode::OK.into_response()
 }
 
@@ -538,7 +567,7 @@ async fn tell(inner: Arc<Inner>, tx: tokio::sync::mpsc::UnboundedSender<Frame>, 
         .lock()
         .unwrap()
         .iter_mut()
-        .find(|p| p.id == id)
+        .find(|p| p.id == id && !p.interrupted)
     {
         p.telling = false;
         p.polls = 1;

@@ -355,9 +355,15 @@ impl ComfyClient {
     /// prompt still listed after [`CANCEL_CONFIRM`], or an endpoint that cannot be
     /// asked, is a failed cancel (the prompt may still run there).
     pub async fn cancel(&self, prompt_id: &str) -> Result<(), ComfyError> {
+        self.cancel_within(prompt_id, CANCEL_CONFIRM).await
+    }
+
+    /// [`ComfyClient::cancel`], giving ComfyUI `within` to let the prompt go.
+    pub async fn cancel_within(&self, prompt_id: &str, within: Duration) -> Result<(), ComfyError> {
         let failed = |e: ComfyError| ComfyError::CancelFailed(e.to_string());
-        let deadline = tokio::time::Instant::now() + CANCEL_CONFIRM;
-        let mut asked = false;
+        let deadline = tokio::time::Instant::now() + within;
+        // What was asked last: to delete it (pending) or to interrupt it (running).
+        let mut asked: Option<bool> = None;
         loop {
             let (running, pending) = self.queue().await.map_err(failed)?;
             let is_pending = pending.iter().any(|id| id == prompt_id);
@@ -369,21 +375,20 @@ impl ComfyClient {
                 return Err(ComfyError::CancelFailed(format!(
                     "ComfyUI still lists the prompt as {} {} s after it was asked to stop it",
                     if is_running { "running" } else { "pending" },
-                    CANCEL_CONFIRM.as_secs()
+                    within.as_secs_f32()
                 )));
             }
-            // Asked again if it moved from pending to running in between.
-            if !asked || is_running {
-                if is_pending {
-                    self.post_json("/queue", &json!({ "delete": [prompt_id] }), &[])
-                        .await
-                        .map_err(|e| failed(e.into()))?;
+            // Asked once, and again only if it started running in between.
+            if asked != Some(is_running) {
+                let (path, body) = if is_running {
+                    ("/interrupt", json!({ "prompt_id": prompt_id }))
                 } else {
-                    self.post_json("/interrupt", &json!({ "prompt_id": prompt_id }), &[])
-                        .await
-                        .map_err(|e| failed(e.into()))?;
-                }
-                asked = true;
+                    ("/queue", json!({ "delete": [prompt_id] }))
+                };
+                self.post_json(path, &body, &[])
+                    .await
+                    .map_err(|e| failed(e.into()))?;
+                asked = Some(is_running);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
