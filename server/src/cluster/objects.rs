@@ -137,14 +137,8 @@ mod tests {
             "status": {"currentReplicas": 2, "desiredReplicas": 3, "currentCPUUtilizationPercentage": 91}
         });
         let hpa = hpa_as_v2(v1).unwrap();
-        assert_eq!(
-            (
-                hpa.spec.as_ref().unwrap().min_replicas,
-                hpa.spec.as_ref().unwrap().max_replicas
-            ),
-            (Some(1), 8)
-        );
-        let metric = &hpa.spec.as_ref().unwrap().metrics.as_ref().unwrap()[0];
+        assert_eq!((hpa.spec.min_replicas, hpa.spec.max_replicas), (Some(1), 8));
+        let metric = &hpa.spec.metrics.as_ref().unwrap()[0];
         assert_eq!(
             metric.resource.as_ref().unwrap().target.average_utilization,
             Some(70)
@@ -156,6 +150,6 @@ mod tests {
             "metadata": {"name": "ffmpeg"},
             "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "ffmpeg"}, "maxReplicas": 4}
         });
-        assert_eq!(hpa_as_v2(v2beta2).unwrap().spec.unwrap().max_replicas, 4);
+        assert_eq!(hpa_as_v2(v2beta2).unwrap().spec.max_replicas, 4);
     }
 }
