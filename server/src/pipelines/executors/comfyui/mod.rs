@@ -157,7 +157,7 @@ impl ComfyExecutor {
                 continue;
             };
             let client = ComfyClient::new(self.prober.clone(), &url);
-            let mut socket = self.open_socket(&url, claim).await;
+            heard.socket = self.open_socket(&url, claim).await;
             let queued = match resume.take() {
                 Some((prompt, on)) if on == endpoint_id => Ok(prompt),
                 // Its images first (under the names this endpoint gives them), then the graph.
@@ -207,7 +207,6 @@ impl ComfyExecutor {
                     &prompt,
                     endpoint_id,
                     &mut cancel,
-                    &mut socket,
                     &mut heard,
                 )
                 .await?
@@ -361,12 +360,11 @@ impl ComfyExecutor {
         client: &ComfyClient,
         prompt: &str,
         cancel: &mut watch::Receiver<bool>,
-        socket: &mut Option<mpsc::Receiver<SocketEvent>>,
         heard: &mut Heard,
     ) -> bool {
         let until = tokio::time::Instant::now() + self.poll;
         loop {
-            let event = match socket.as_mut() {
+            let event = match heard.socket.as_mut() {
                 Some(rx) => {
                     let got = tokio::select! {
                         _ = tokio::time::sleep_until(until) => None,
@@ -390,7 +388,7 @@ impl ComfyExecutor {
                 None => {
                     // The socket dropped: polling alone from here.
                     tracing::info!("ComfyUI's socket closed; following by polling");
-                    *socket = None;
+                    heard.socket = None;
                 }
             }
         }
@@ -403,7 +401,6 @@ impl ComfyExecutor {
         prompt: &str,
         endpoint: Uuid,
         cancel: &mut watch::Receiver<bool>,
-        socket: &mut Option<mpsc::Receiver<SocketEvent>>,
         heard: &mut Heard,
     ) -> Result<Followed, String> {
         heard.steps = false;
@@ -466,10 +463,7 @@ impl ComfyExecutor {
                 }
                 Err(e) => return Ok(Followed::Done(Outcome::Failed(e.to_string()))),
             }
-            if self
-                .wait(attempt, client, prompt, cancel, socket, heard)
-                .await
-            {
+            if self.wait(attempt, client, prompt, cancel, heard).await {
                 return Ok(Followed::Done(self.cancel(attempt, client, prompt).await));
             }
         }
@@ -551,9 +545,11 @@ struct Image {
     bytes: Vec<u8>,
 }
 
-/// What the socket has given while a prompt is followed, and the attempt's bar.
+/// The endpoint's socket (`None`: following by polling alone), what it has given while
+/// a prompt is followed, and the attempt's bar.
 #[derive(Default)]
 struct Heard {
+    socket: Option<mpsc::Receiver<SocketEvent>>,
     /// When the last preview was kept (they are kept at most once a second).
     last_preview: Option<tokio::time::Instant>,
     /// Whether it gave steps for this prompt (then they, not the coarse polling, move
