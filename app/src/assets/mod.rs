@@ -53,12 +53,33 @@ pub fn format_duration(seconds: f64) -> String {
     }
 }
 
+text_state! {
+    /// An asset's or a version's state (`assets.state`, `asset_versions.state`): its
+    /// bytes arriving, being probed and previewed, usable, or refused with a reason.
+    AssetState {
+        Uploading => "uploading",
+        Processing => "processing",
+        Ready => "ready",
+        Failed => "failed",
+    }
+}
+
+text_state! {
+    /// A tus upload's state (`uploads.state`).
+    UploadState {
+        Receiving => "receiving",
+        Complete => "complete",
+        Terminated => "terminated",
+        Expired => "expired",
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AssetCard {
     pub id: Uuid,
     pub name: String,
     pub kind: String,
-    pub state: String,
+    pub state: AssetState,
     pub failure: Option<String>,
     pub owner_email: String,
     pub tags: Vec<String>,
@@ -140,7 +161,7 @@ mod tests {
 pub struct VersionView {
     pub id: Uuid,
     pub number: i32,
-    pub state: String,
+    pub state: AssetState,
     pub failure: Option<String>,
     pub original_name: String,
     pub size: Option<i64>,

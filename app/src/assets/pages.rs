@@ -160,7 +160,7 @@ fn AssetTile(card: AssetCard) -> impl IntoView {
                     Some(src) => view! { <img src=src alt="" loading="lazy"/> }.into_any(),
                     None => view! { <span class=format!("kind-glyph kind-{}", card.kind)>{kind_label(&card.kind)}</span> }.into_any(),
                 }}
-                {(card.state != "ready").then(|| view! { <span class=format!("state-badge state-{}", card.state)>{state_label(&card.state)}</span> })}
+                {(card.state != AssetState::Ready).then(|| view! { <span class=format!("state-badge state-{}", card.state)>{state_label(card.state)}</span> })}
             </div>
             <div class="tile-body">
                 <div class="tile-name" title=title>{card.name.clone()}</div>
@@ -196,12 +196,12 @@ pub fn kind_label(kind: &str) -> &'static str {
     }
 }
 
-fn state_label(state: &str) -> &'static str {
+fn state_label(state: AssetState) -> &'static str {
     match state {
-        "uploading" => "Uploading",
-        "processing" => "Processing…",
-        "failed" => "Failed",
-        _ => "Ready",
+        AssetState::Uploading => "Uploading",
+        AssetState::Processing => "Processing…",
+        AssetState::Failed => "Failed",
+        AssetState::Ready => "Ready",
     }
 }
 
@@ -549,9 +549,9 @@ fn asset_view(
     };
     view! {
         <PageHeader title=card.name.clone() subtitle=format!("{} · uploaded by {}", kind_label(&card.kind), card.owner_email)/>
-        {(card.state != "ready").then(|| view! {
-            <div class=format!("notice {}", if card.state == "failed" { "error" } else { "info" }) role="status" id="asset-state">
-                <strong>{state_label(&card.state)}</strong>
+        {(card.state != AssetState::Ready).then(|| view! {
+            <div class=format!("notice {}", if card.state == AssetState::Failed { "error" } else { "info" }) role="status" id="asset-state">
+                <strong>{state_label(card.state)}</strong>
                 {card.failure.clone().map(|f| view! { <span>{f}</span> })}
             </div>
         })}
@@ -608,7 +608,7 @@ fn asset_view(
                             <td>{v.original_name.clone()}</td>
                             <td>{v.size.map(|s| format_bytes(s as u64)).unwrap_or_default()}</td>
                             <td>
-                                {state_label(&v.state)}
+                                {state_label(v.state)}
                                 {v.failure.clone().map(|f| view! { <div class="muted small">{f}</div> })}
                             </td>
                             <td><Time at=v.created_at/></td>

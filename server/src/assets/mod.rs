@@ -10,6 +10,7 @@ pub mod processing;
 pub mod storage;
 pub mod tus;
 
+use app::assets::UploadState;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,7 +124,7 @@ impl Assets {
         .await
         .map_err(tus::db_error)?;
         for row in &expired {
-            self.discard_upload(row, "expired").await?;
+            self.discard_upload(row, UploadState::Expired).await?;
             tracing::info!(upload = %row.id, received = row.received, "expired upload removed");
         }
         Ok(expired.len())

@@ -1,6 +1,7 @@
 //! Reading and writing the tus headers: version, numbers, `Upload-Metadata`,
 //! `Upload-Checksum`, and the offset and expiry a response reports.
 
+use app::assets::UploadState;
 use std::collections::BTreeMap;
 
 use axum::http::{HeaderMap, HeaderValue};
@@ -66,7 +67,7 @@ pub(super) fn upload_headers(res: &mut Response, row: &UploadRow, offset: u64) {
     if let Ok(v) = HeaderValue::from_str(&offset.to_string()) {
         h.insert("upload-offset", v);
     }
-    if row.state == "receiving" {
+    if row.state == UploadState::Receiving {
         if let Ok(v) = HeaderValue::from_str(&http_date(row.expires_at)) {
             h.insert("upload-expires", v);
         }

@@ -9,6 +9,7 @@ mod routes;
 mod store;
 mod writer;
 
+use app::assets::UploadState;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -38,7 +39,7 @@ pub struct UploadRow {
     pub received: i64,
     pub metadata_raw: Option<String>,
     pub concat: String,
-    pub state: String,
+    pub state: UploadState,
     pub version_id: Option<Uuid>,
     pub expires_at: DateTime<Utc>,
     /// The final upload this finished partial is being joined into.

@@ -1,6 +1,7 @@
 //! The `/api/uploads` router and its handlers: OPTIONS, creation (plain, partial,
 //! final), HEAD, PATCH (and the POST method override) and termination.
 
+use app::assets::UploadState;
 use std::collections::BTreeMap;
 
 use app::backend::RequestAuth;
@@ -187,7 +188,7 @@ async fn create(
             Err(err) => {
                 // The client never learned where this upload is: nothing to resume, so
                 // nothing is left behind (no placeholder, no pending slot).
-                assets.discard_upload(&row, "terminated").await?;
+                assets.discard_upload(&row, UploadState::Terminated).await?;
                 return Err(err);
             }
         }
@@ -232,7 +233,7 @@ async fn create_final(
                 format!("Upload {id} is not a partial upload."),
             ));
         }
-        if row.state != "complete" {
+        if row.state != UploadState::Complete {
             return Err(TusError::new(
                 400,
                 format!("Partial upload {id} is not complete yet."),
@@ -275,7 +276,7 @@ async fn create_final(
     .await;
     if let Err(err) = joined {
         // The parts are released and stay as they were: the client may try again.
-        assets.discard_upload(&row, "terminated").await?;
+        assets.discard_upload(&row, UploadState::Terminated).await?;
         return Err(err);
     }
     assets.complete(row.id, total as i64).await?;
@@ -352,7 +353,7 @@ async fn patch(
             None => state.declare_length(&mut row, len).await?,
         }
     }
-    if row.state == "complete" {
+    if row.state == UploadState::Complete {
         // Nothing more can be appended; an empty PATCH at the end is harmless.
         let mut res = StatusCode::NO_CONTENT.into_response();
         upload_headers(&mut res, &row, current);
@@ -379,7 +380,7 @@ async fn terminate(
             "This upload is complete; it can no longer be cancelled.",
         )
     };
-    if row.state != "receiving" {
+    if row.state != UploadState::Receiving {
         return Err(done());
     }
     // Taken and kept: no PATCH starts on what is being removed.
@@ -391,11 +392,11 @@ async fn terminate(
     };
     // Read again under the lease: a PATCH may have finished it meanwhile.
     let row = load(&state, &id, who.user_id).await?;
-    if row.state != "receiving" || row.length == Some(row.received) {
+    if row.state != UploadState::Receiving || row.length == Some(row.received) {
         state.release_lease(row.id, lease).await?;
         return Err(done());
     }
-    state.discard_upload(&row, "terminated").await?;
+    state.discard_upload(&row, UploadState::Terminated).await?;
     audit::record(
         &state.pool,
         &Who::principal(&who, auth.client_addr),

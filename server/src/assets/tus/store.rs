@@ -1,6 +1,7 @@
 //! The `uploads` table and the rows it touches: finding an upload, its lease, its
 //! offset, the owner's quota and pending cap, creation, completion and discarding.
 
+use app::assets::UploadState;
 use std::collections::BTreeMap;
 
 use chrono::Utc;
@@ -25,10 +26,10 @@ pub(super) async fn load(assets: &Assets, id: &str, owner: Uuid) -> TusResult<Up
     .await
     .map_err(db)?;
     let row = row.ok_or_else(not_found)?;
-    match row.state.as_str() {
-        "terminated" => Err(not_found()),
-        "expired" => Err(TusError::new(410, "This upload expired; start it again.")),
-        "receiving" if row.expires_at < Utc::now() => {
+    match row.state {
+        UploadState::Terminated => Err(not_found()),
+        UploadState::Expired => Err(TusError::new(410, "This upload expired; start it again.")),
+        UploadState::Receiving if row.expires_at < Utc::now() => {
             Err(TusError::new(410, "This upload expired; start it again."))
         }
         _ => Ok(row),
@@ -37,7 +38,7 @@ pub(super) async fn load(assets: &Assets, id: &str, owner: Uuid) -> TusResult<Up
 
 /// The durable offset: what the partial file holds (never beyond the length).
 pub(super) async fn stored_offset(assets: &Assets, row: &UploadRow) -> TusResult<u64> {
-    if row.state != "receiving" {
+    if row.state != UploadState::Receiving {
         return Ok(row.received as u64);
     }
     let on_disk = match tokio::fs::metadata(assets.partial_path(row.id)).await {
@@ -468,7 +469,7 @@ impl Assets {
     pub(in crate::assets) async fn discard_upload(
         &self,
         row: &UploadRow,
-        new_state: &str,
+        new_state: UploadState,
     ) -> TusResult<()> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         // A partial being joined keeps its data until the join ends.

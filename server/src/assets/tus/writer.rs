@@ -1,6 +1,7 @@
 //! Writing a PATCH body into the partial file under the upload's lease: the offset
 //! check, the length or quota limit, checksums, and truncation when a chunk is refused.
 
+use app::assets::UploadState;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -109,7 +110,7 @@ pub(super) async fn append(
     assets.record_offset(row, new_offset, lease).await?;
     if complete {
         assets.complete(row.id, new_offset as i64).await?;
-        row.state = "complete".into();
+        row.state = UploadState::Complete;
     }
     Ok(new_offset)
 }
