@@ -378,8 +378,17 @@ impl PipelinesBackend for Pipelines {
     }
 
     async fn template_versions(&self) -> Result<Vec<TemplateVersions>, AppError> {
-        let rows: Vec<(String, String, i32, DateTime<Utc>, bool, Option<String>)> = sqlx::query_as(
-            "select p.name, p.title, p.version, p.created_at, p.builtin, u.email
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            name: String,
+            title: String,
+            version: i32,
+            at: DateTime<Utc>,
+            builtin: bool,
+            author: Option<String>,
+        }
+        let rows: Vec<Row> = sqlx::query_as(
+            "select p.name, p.title, p.version, p.created_at as at, p.builtin, u.email as author
              from pipelines p left join users u on u.id = p.created_by
              order by p.name, p.version desc",
         )
@@ -387,7 +396,15 @@ impl PipelinesBackend for Pipelines {
         .await
         .map_err(crate::db::app_error)?;
         let mut out: Vec<TemplateVersions> = Vec::new();
-        for (name, title, version, at, builtin, by) in rows {
+        for Row {
+            name,
+            title,
+            version,
+            at,
+            builtin,
+            author: by,
+        } in rows
+        {
             match out.last_mut() {
                 Some(t) if t.name == name => t.versions.push((version, at, builtin, by)),
                 _ => out.push(TemplateVersions {

@@ -439,16 +439,35 @@ pub async fn reconcile(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // Work that outlives Slate (a Job, a ComfyUI prompt) is followed by the next attempt
     // rather than started again, so losing its runner does not use up an attempt.
-    let lapsed: Vec<(Uuid, Uuid, i32, i32, bool, bool)> = sqlx::query_as(
-        "select s.id, s.run_id, s.attempt, s.attempts_max, s.cancel_requested,
+    #[derive(sqlx::FromRow)]
+    struct Lapsed {
+        stage: Uuid,
+        run: Uuid,
+        attempt: i32,
+        max: i32,
+        cancel: bool,
+        outlives: bool,
+    }
+    let lapsed: Vec<Lapsed> = sqlx::query_as(
+        "select s.id as stage, s.run_id as run, s.attempt, s.attempts_max as max,
+                s.cancel_requested as cancel,
                 exists (select 1 from stage_attempts a where a.stage_id = s.id and a.state = 'running'
                         and (a.executor_ref like 'job %' or a.executor_ref like 'comfyui %'))
+                    as outlives
          from run_stages s
          where s.state = 'running' and s.lease_until < now() for update of s skip locked",
     )
     .fetch_all(&mut *tx)
     .await?;
-    for (stage, run, attempt, max, cancel, outlives) in &lapsed {
+    for Lapsed {
+        stage,
+        run,
+        attempt,
+        max,
+        cancel,
+        outlives,
+    } in &lapsed
+    {
         sqlx::query(
             "update stage_attempts set state = 'lost', finished_at = now(),
                  error = 'Slate stopped while this attempt ran (its lease lapsed).'
