@@ -259,7 +259,11 @@ async fn open_colab(
 }
 
 fn open_assets(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<Assets> {
-    let storage = Storage::open(config.storage.as_deref(), &config.data_dir)?;
+    let storage = Storage::open(
+        config.storage.as_deref(),
+        &config.data_dir,
+        Storage::provider_environment(),
+    )?;
     tracing::info!(storage = storage.describe(), "asset storage");
     let settings = AssetsConfig {
         max_upload_bytes: config.upload_max_bytes,

@@ -35,9 +35,14 @@ const CHUNK: usize = 8 * 1024 * 1024;
 
 impl Storage {
     /// `SLATE_STORAGE`: unset means `<data dir>/storage`; a URL (`s3://bucket/prefix`,
-    /// `gs://…`, `az://…`, `file:///…`) picks that store, credentials from the provider's
-    /// usual environment variables.
-    pub fn open(setting: Option<&str>, data_dir: &Path) -> Result<Self, StorageError> {
+    /// `gs://…`, `az://…`, `file:///…`) picks that store, configured by `provider`: the
+    /// provider's own settings (`AWS_*`, `GOOGLE_*`, `AZURE_*`), which the binary takes
+    /// from its environment (`provider_environment`).
+    pub fn open(
+        setting: Option<&str>,
+        data_dir: &Path,
+        provider: Vec<(String, String)>,
+    ) -> Result<Self, StorageError> {
         match setting.filter(|s| !s.is_empty()) {
             None => {
                 let root = data_dir.join("storage");
@@ -52,13 +57,8 @@ impl Storage {
                     std::fs::create_dir_all(&root)?;
                     return Self::local(&root);
                 }
-                // Only the providers' own variables (AWS_*, GOOGLE_*, AZURE_*) configure the store.
-                let options = std::env::vars()
-                    .filter(|(k, _)| {
-                        ["AWS_", "GOOGLE_", "AZURE_"]
-                            .iter()
-                            .any(|p| k.starts_with(p))
-                    })
+                let options = provider
+                    .into_iter()
                     .map(|(k, v)| (k.to_ascii_lowercase(), v));
                 let (store, prefix) = object_store::parse_url_opts(&parsed, options)
                     .map_err(|e| StorageError::BadUrl(format!("{url}: {e}")))?;
@@ -76,6 +76,18 @@ impl Storage {
                 })
             }
         }
+    }
+
+    /// The object stores' own variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`) from this
+    /// process's environment, where their SDKs and tools read them too; nothing else.
+    pub fn provider_environment() -> Vec<(String, String)> {
+        std::env::vars()
+            .filter(|(k, _)| {
+                ["AWS_", "GOOGLE_", "AZURE_"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
+            .collect()
     }
 
     fn local(root: &Path) -> Result<Self, StorageError> {
