@@ -6,7 +6,7 @@
 //! `SLATE_TEST_COMFYUI_DIR`, and at exit stops every instance under `$DIR/state/*`. The
 //! shared instance is started here on first use (`start` is idempotent, so parallel test
 //! processes share it) and outlives the process; a private one is stopped when its guard
-//! drops. Every instance is started and stopped by the scripts, which act on the PID they
+//! drops, and its state directory removed. Every instance is started and stopped by the scripts, which act on the PID they
 //! recorded only.
 
 use std::net::TcpListener;
@@ -249,8 +249,12 @@ impl ComfyPeer {
 impl Drop for ComfyPeer {
     fn drop(&mut self) {
         if self.private {
-            if let Err(e) = script("stop", &self.dir, self.port) {
-                eprintln!("{e}");
+            match script("stop", &self.dir, self.port) {
+                // Its inputs, outputs and database are of no use to anyone else.
+                Ok(_) => {
+                    let _ = std::fs::remove_dir_all(self.state());
+                }
+                Err(e) => eprintln!("{e}"),
             }
         }
     }
