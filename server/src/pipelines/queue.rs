@@ -246,6 +246,10 @@ pub async fn renew(pool: &PgPool, runner: Uuid, stages: &[Uuid]) -> Result<Vec<U
 pub enum Outcome {
     Succeeded,
     Failed(String),
+    /// Failed in a way another attempt would only repeat (ComfyUI refusing a workflow),
+    /// or that someone outside Slate chose (an interrupt pressed in ComfyUI's own page):
+    /// the stage fails now, whatever attempts are left.
+    FailedForGood(String),
     Cancelled,
 }
 
@@ -284,7 +288,7 @@ pub async fn finish(
     };
     let (attempt_state, error) = match outcome {
         Outcome::Succeeded => ("succeeded", None),
-        Outcome::Failed(e) => ("failed", Some(e.clone())),
+        Outcome::Failed(e) | Outcome::FailedForGood(e) => ("failed", Some(e.clone())),
         Outcome::Cancelled => ("cancelled", None),
     };
     sqlx::query(
@@ -342,7 +346,7 @@ pub async fn finish(
             .execute(&mut *tx)
             .await?;
         }
-        Outcome::Failed(e) => {
+        Outcome::Failed(e) | Outcome::FailedForGood(e) => {
             sqlx::query(
                 "update run_stages set state = 'failed', finished_at = now(), lease_owner = null,
                      lease_until = null, status_message = $2

@@ -56,7 +56,7 @@ pub fn admit() {}
 /// An end that another attempt would only repeat (a refusal) or that someone chose (an
 /// interrupt from outside): the stage fails now, with `reason`, and is not retried.
 fn final_failure(reason: String) -> Outcome {
-    Outcome::Failed(reason)
+    Outcome::FailedForGood(reason)
 }
 
 /// Where the bar stands at each phase of a prompt: queued, running before any step is
