@@ -104,7 +104,9 @@ impl Application {
                 crate::deploys::revisions::run(cluster.clone(), pool.clone())
             });
         }
-        let colab = open_colab(config, &pool, publisher, &cluster, addr).await;
+        let colab = open_colab(config, &pool, publisher, &cluster, addr)
+            .await
+            .with_tasks(tasks);
         let every = Duration::from_secs(config.colab_check_seconds.max(1));
         tasks.keep("colab monitor", {
             let colab = colab.clone();

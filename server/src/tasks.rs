@@ -139,6 +139,28 @@ impl Tasks {
         });
     }
 
+    /// Runs `task` once under the supervisor: stopped at shutdown, its panic logged by
+    /// name. For work started by a request that must not outlive the server unseen (the
+    /// verification of a reported endpoint).
+    pub fn once<Fut>(&self, name: impl Into<Arc<str>>, task: Fut)
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let name = name.into();
+        let stop = self.stop.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                ended = AssertUnwindSafe(task).catch_unwind() => {
+                    if let Err(panic) = ended {
+                        tracing::error!(task = %name, panic = %message(&*panic),
+                            "a background task panicked");
+                    }
+                }
+            }
+        });
+    }
+
     /// The tasks still running.
     pub fn len(&self) -> usize {
         self.tracker.len()

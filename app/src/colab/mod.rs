@@ -12,6 +12,18 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+text_state! {
+    /// A reported endpoint's state (`colab_endpoints.state`): being verified, current and
+    /// healthy, refused by verification, lost by the monitor, or replaced by a newer one.
+    EndpointState {
+        Verifying => "verifying",
+        Healthy => "healthy",
+        Rejected => "rejected",
+        Down => "down",
+        Replaced => "replaced",
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EndpointView {
     pub id: Uuid,
@@ -19,7 +31,7 @@ pub struct EndpointView {
     pub redacted: String,
     pub source: String,
     pub actor: String,
-    pub state: String,
+    pub state: EndpointState,
     pub received_at: DateTime<Utc>,
     pub verified_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,

@@ -17,14 +17,13 @@ fn follow_endpoint(refresh: RwSignal<u64>) {
     );
 }
 
-fn state_pill(state: &str) -> impl IntoView {
+fn state_pill(state: EndpointState) -> impl IntoView {
     let (class, label) = match state {
-        "healthy" => ("pill health-healthy", "✓ Healthy"),
-        "verifying" => ("pill health-progressing", "↻ Verifying"),
-        "down" => ("pill health-degraded", "✕ Down"),
-        "rejected" => ("pill health-degraded", "✕ Rejected"),
-        "replaced" => ("pill health-suspended", "⏸ Replaced"),
-        _ => ("pill health-unknown", "? Unknown"),
+        EndpointState::Healthy => ("pill health-healthy", "✓ Healthy"),
+        EndpointState::Verifying => ("pill health-progressing", "↻ Verifying"),
+        EndpointState::Down => ("pill health-degraded", "✕ Down"),
+        EndpointState::Rejected => ("pill health-degraded", "✕ Rejected"),
+        EndpointState::Replaced => ("pill health-suspended", "⏸ Replaced"),
     };
     view! { <span class=class>{label}</span> }
 }
@@ -126,7 +125,7 @@ fn overview_view(
                     let reveal = ServerAction::<RevealEndpoint>::new();
                     view! {
                         <div class="endpoint-head">
-                            {state_pill(&e.state)}
+                            {state_pill(e.state)}
                             <code id="endpoint-url">{move || match reveal.value().get() {
                                 Some(Ok(url)) => url,
                                 _ => e.redacted.clone(),
@@ -233,7 +232,7 @@ fn overview_view(
                                     <td><Time at=e.received_at/></td>
                                     <td><code>{e.redacted}</code></td>
                                     <td>{format!("{} · {}", e.source, e.actor)}</td>
-                                    <td>{state_pill(&e.state)}</td>
+                                    <td>{state_pill(e.state)}</td>
                                     <td>{e.gpu.unwrap_or_else(|| "—".into())}</td>
                                     <td>{e.ended_at.map(|at| view! { <Time at/> }.into_any()).unwrap_or_else(|| "—".into_any())}
                                         {e.end_reason.map(|r| view! { <div class="muted">{r}</div> })}</td>

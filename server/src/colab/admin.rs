@@ -22,7 +22,7 @@ struct EndpointRow {
     url: String,
     source: String,
     actor_label: String,
-    state: String,
+    state: app::colab::EndpointState,
     received_at: DateTime<Utc>,
     verified_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,

@@ -10,6 +10,7 @@ pub mod publish;
 pub mod signature;
 pub mod webhook;
 
+use app::colab::EndpointState;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,9 @@ pub struct Colab {
     pub diagram: Option<crate::cluster::Cluster>,
     /// Slate's public URL, for the webhook address in the notebook cell.
     pub public_url: String,
+    /// Where verifications run: the server's supervisor (stopped and awaited at
+    /// shutdown), or a supervisor of their own for the command line and tests.
+    pub tasks: crate::tasks::Tasks,
 }
 
 impl Colab {
@@ -59,7 +63,13 @@ impl Colab {
             publisher: None,
             diagram: None,
             public_url: "http://127.0.0.1:3000".into(),
+            tasks: crate::tasks::Tasks::new(),
         }
+    }
+
+    pub fn with_tasks(mut self, tasks: &crate::tasks::Tasks) -> Colab {
+        self.tasks = tasks.clone();
+        self
     }
 
     pub fn with_public_url(mut self, url: &str) -> Colab {
@@ -76,7 +86,7 @@ impl Colab {
     pub async fn show_on_diagram(&self) {
         use app::architecture::Health;
         let Some(diagram) = &self.diagram else { return };
-        let row: Result<Option<(String, Option<serde_json::Value>)>, _> = sqlx::query_as(
+        let row: Result<Option<(EndpointState, Option<serde_json::Value>)>, _> = sqlx::query_as(
             "select state, verification from colab_endpoints where state in ('verifying', 'healthy')",
         )
         .fetch_optional(&self.pool)
@@ -92,7 +102,7 @@ impl Colab {
         .flatten();
         let mut external = crate::cluster::topology::External::default();
         match row {
-            Ok(Some((state, verification))) if state == "healthy" => {
+            Ok(Some((EndpointState::Healthy, verification))) => {
                 let gpu = verification
                     .as_ref()
                     .and_then(|v| v["gpu"].as_str().map(str::to_owned))
@@ -122,7 +132,7 @@ impl Colab {
                 external.reason = Some("A new endpoint is being verified".into());
             }
             Ok(None) => {
-                let ended: Option<(String, Option<String>)> = sqlx::query_as(
+                let ended: Option<(EndpointState, Option<String>)> = sqlx::query_as(
                     "select state, end_reason from colab_endpoints order by received_at desc limit 1",
                 )
                 .fetch_optional(&self.pool)
@@ -280,7 +290,7 @@ impl Colab {
     /// Verifies a reported endpoint in the background and records the outcome.
     pub fn spawn_verification(&self, id: Uuid, url: String) {
         let colab = self.clone();
-        tokio::spawn(async move {
+        self.tasks.once("colab verification", async move {
             let outcome = colab
                 .prober
                 .verify(&url, colab.verify_within, colab.verify_every)

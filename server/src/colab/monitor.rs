@@ -8,6 +8,7 @@
 //! any accepted endpoint (the lost one needs no publication: nothing replaced it); a new
 //! `up` or a heartbeat from the notebook takes over again through the webhook.
 
+use app::colab::EndpointState;
 use std::time::Duration;
 
 use serde_json::json;
@@ -131,7 +132,7 @@ impl Colab {
     async fn fail_over_if_needed(&self) -> Result<(), sqlx::Error> {
         // Only after a loss: the newest endpoint ended down (not replaced or rejected),
         // and nothing is current or being verified.
-        let last: Option<(Uuid, String)> = sqlx::query_as(
+        let last: Option<(Uuid, EndpointState)> = sqlx::query_as(
             "select id, state from colab_endpoints order by received_at desc limit 1",
         )
         .fetch_optional(&self.pool)
@@ -139,7 +140,7 @@ impl Colab {
         let Some((lost, state)) = last else {
             return Ok(());
         };
-        if state != "down" {
+        if state != EndpointState::Down {
             return Ok(());
         }
         let fallback: Option<String> =

@@ -124,7 +124,10 @@ pub fn undo(
     ])))
 }
 
-/// `kubectl rollout restart`: refused when paused, else the strategic-merge patch.
+/// `kubectl rollout restart`: refused when paused, else the strategic-merge patch. The
+/// stamp has milliseconds where kubectl's has seconds: two restarts within one second (a
+/// Colab endpoint reported twice in a row) would otherwise write the same template, and
+/// the Deployment controller would not roll the second time.
 pub fn restart(
     workload: &Value,
     at: chrono::DateTime<chrono::Utc>,
@@ -132,7 +135,7 @@ pub fn restart(
     if is_paused(workload) {
         return Err(Refusal::Paused);
     }
-    let stamp = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let stamp = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}});
     Ok((patch, stamp))
 }
