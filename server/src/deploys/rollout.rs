@@ -222,16 +222,19 @@ mod tests {
     }
 
     #[test]
-    fn restart_is_kubectls_patch() {
+    fn restart_is_kubectls_patch_stamped_to_the_millisecond() {
         let at = chrono::DateTime::parse_from_rfc3339("2026-11-26T10:00:00.5Z")
             .unwrap()
             .to_utc();
         let (patch, stamp) = restart(&deployment(false), at).unwrap();
-        assert_eq!(stamp, "2026-11-26T10:00:00Z");
+        assert_eq!(stamp, "2026-11-26T10:00:00.500Z");
         assert_eq!(
             patch,
-            json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: "2026-11-26T10:00:00Z"}}}}})
+            json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: "2026-11-26T10:00:00.500Z"}}}}})
         );
+        // A second restart within the same second still changes the template.
+        let later = at + chrono::Duration::milliseconds(300);
+        assert_ne!(restart(&deployment(false), later).unwrap().1, stamp);
     }
 
     #[test]
