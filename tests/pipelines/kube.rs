@@ -13,7 +13,7 @@ use server::pipelines::runs::Submitter;
 use server::pipelines::Capabilities;
 use slate_tests::fake_kube::FakeKube;
 use slate_tests::tus::Tus;
-use slate_tests::{eventually, seen, TestApp};
+use slate_tests::{eventually, TestApp};
 use uuid::Uuid;
 
 use super::admin;
@@ -133,22 +133,7 @@ impl Env {
     }
 
     async fn stage_message(&self, run: Uuid, want: &str) -> String {
-        eventually(
-            &format!("the stage to say {want:?}"),
-            Duration::from_secs(15),
-            || async {
-                let message = sqlx::query_scalar::<_, Option<String>>(
-                    "select status_message from run_stages where run_id = $1",
-                )
-                .bind(run)
-                .fetch_one(&self.app.pool)
-                .await
-                .unwrap()
-                .unwrap_or_default();
-                seen(message, |m| m.contains(want))
-            },
-        )
-        .await
+        super::stage_says(&self.app, run, want, Duration::from_secs(15)).await
     }
 
     async fn logged(&self, run: Uuid, want: &str) {
@@ -172,12 +157,7 @@ impl Env {
     }
 
     async fn wait_state(&self, run: Uuid, want: &str) {
-        eventually(
-            &format!("run {run} to be {want}"),
-            Duration::from_secs(60),
-            || async { seen(super::run_state(&self.app, run).await, |s| s == want) },
-        )
-        .await;
+        super::run_reaches(&self.app, run, want, Duration::from_secs(60)).await;
     }
 
     async fn stop(self) {

@@ -144,3 +144,28 @@ pub async fn run_state(app: &TestApp, run: Uuid) -> String {
 }
 
 pub type Shared<T> = Arc<std::sync::Mutex<T>>;
+
+/// Waits up to `within` until the run's (only) stage says something containing `want`;
+/// returns what it says.
+pub async fn stage_says(app: &TestApp, run: Uuid, want: &str, within: Duration) -> String {
+    eventually(&format!("the stage to say {want:?}"), within, || async {
+        let message = sqlx::query_scalar::<_, Option<String>>(
+            "select status_message from run_stages where run_id = $1",
+        )
+        .bind(run)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+        .unwrap_or_default();
+        seen(message, |m| m.contains(want))
+    })
+    .await
+}
+
+/// Waits up to `within` until the run is in state `want`.
+pub async fn run_reaches(app: &TestApp, run: Uuid, want: &str, within: Duration) {
+    eventually(&format!("run {run} to be {want}"), within, || async {
+        seen(run_state(app, run).await, |s| s == want)
+    })
+    .await;
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use server::pipelines::Capabilities;
 use slate_tests::realkube::{Contents, Namespace, RealKube};
-use slate_tests::{eventually, seen, TestApp};
+use slate_tests::{eventually, TestApp};
 use uuid::Uuid;
 
 fn template(gpu: u32) -> String {
@@ -89,31 +89,11 @@ impl Env {
     }
 
     async fn stage_message(&self, run: Uuid, want: &str) -> String {
-        eventually(
-            &format!("the stage to say {want:?}"),
-            Duration::from_secs(90),
-            || async {
-                let message = sqlx::query_scalar::<_, Option<String>>(
-                    "select status_message from run_stages where run_id = $1",
-                )
-                .bind(run)
-                .fetch_one(&self.app.pool)
-                .await
-                .unwrap()
-                .unwrap_or_default();
-                seen(message, |m| m.contains(want))
-            },
-        )
-        .await
+        super::stage_says(&self.app, run, want, Duration::from_secs(90)).await
     }
 
     async fn wait_state(&self, run: Uuid, want: &str) {
-        eventually(
-            &format!("run {run} to be {want}"),
-            Duration::from_secs(120),
-            || async { seen(super::run_state(&self.app, run).await, |s| s == want) },
-        )
-        .await;
+        super::run_reaches(&self.app, run, want, Duration::from_secs(120)).await;
     }
 
     /// The attempt's archived log, as a creator reads it.
