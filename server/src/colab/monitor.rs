@@ -127,6 +127,24 @@ impl Colab {
         Ok(())
     }
 
+    /// A transaction holding the endpoint lock, when no endpoint is current or being
+    /// verified (else None: a report that arrived meanwhile wins).
+    async fn nothing_current(
+        &self,
+    ) -> Result<Option<sqlx::Transaction<'static, sqlx::Postgres>>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+        let taken: bool = sqlx::query_scalar(
+            "select exists(select 1 from colab_endpoints where state in ('verifying', 'healthy'))",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok((!taken).then_some(tx))
+    }
+
     /// With no current endpoint after one went down: the fallback, else a previous
     /// endpoint that verifies again, becomes current and is published.
     async fn fail_over_if_needed(&self) -> Result<(), sqlx::Error> {
@@ -180,19 +198,9 @@ impl Colab {
             match self.prober.system_stats(&url).await {
                 Ok((stats, _)) if again => {
                     let id = Uuid::now_v7();
-                    let mut tx = self.pool.begin().await?;
-                    sqlx::query("select pg_advisory_xact_lock($1)")
-                        .bind(LOCK_KEY)
-                        .execute(&mut *tx)
-                        .await?;
-                    let taken: bool = sqlx::query_scalar(
-                        "select exists(select 1 from colab_endpoints where state in ('verifying', 'healthy'))",
-                    )
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    if taken {
+                    let Some(mut tx) = self.nothing_current().await? else {
                         return Ok(());
-                    }
+                    };
                     sqlx::query(
                         "insert into colab_endpoints (id, url, source, notebook_id, actor_label, reported_at, state,
                              verification, verified_at, publication, published_at)
@@ -222,19 +230,10 @@ impl Colab {
                 }
                 Ok((stats, _)) => {
                     let id = Uuid::now_v7();
-                    let mut tx = self.pool.begin().await?;
-                    sqlx::query("select pg_advisory_xact_lock($1)")
-                        .bind(LOCK_KEY)
-                        .execute(&mut *tx)
-                        .await?;
-                    let taken: bool = sqlx::query_scalar(
-                        "select exists(select 1 from colab_endpoints where state in ('verifying', 'healthy'))",
-                    )
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    if taken {
-                        return Ok(()); // a new `up` arrived meanwhile: it wins
-                    }
+                    // A new `up` that arrived meanwhile wins.
+                    let Some(mut tx) = self.nothing_current().await? else {
+                        return Ok(());
+                    };
                     sqlx::query(
                         "insert into colab_endpoints (id, url, source, actor_label, reported_at, state, verification, verified_at)
                          values ($1, $2, 'fallback', 'slate (failover)', now(), 'healthy', $3, now())",
