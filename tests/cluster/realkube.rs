@@ -96,15 +96,8 @@ async fn realkube_the_dev_overlay_applied_for_real_is_drawn_live_as_slates_servi
 async fn realkube_a_kind_slate_may_not_read_is_left_out_alone_with_the_reason() {
     let kube = RealKube::shared().await;
     let ns = kube.namespace(Contents::Rbac).await;
-    kube.kubectl(&[
-        "-n",
-        &ns.name,
-        "create",
-        "deployment",
-        "web",
-        "--image=registry.example/web:1",
-    ])
-    .await;
+    kube.create_deployment(&ns.name, "web", "registry.example/web:1")
+        .await;
     // The Role without its autoscaling rule: the API server now answers 403 for HPAs.
     kube.kubectl(&[
         "-n",
@@ -130,15 +123,8 @@ async fn realkube_a_kind_slate_may_not_read_is_left_out_alone_with_the_reason() 
         "the API server's reason: {left_out:?}"
     );
     // The rest is live: a new Deployment appears.
-    kube.kubectl(&[
-        "-n",
-        &ns.name,
-        "create",
-        "deployment",
-        "api",
-        "--image=registry.example/api:1",
-    ])
-    .await;
+    kube.create_deployment(&ns.name, "api", "registry.example/api:1")
+        .await;
     until(&cluster, "the new Deployment", |t| {
         live_and_synced(t) && t.node("Deployment/api").is_some()
     })
@@ -150,15 +136,8 @@ async fn realkube_a_kind_slate_may_not_read_is_left_out_alone_with_the_reason() 
 async fn realkube_the_api_server_stopped_and_started_again_mid_watch() {
     let kube = RealKube::private("restart").await;
     let ns = kube.namespace(Contents::Rbac).await;
-    kube.kubectl(&[
-        "-n",
-        &ns.name,
-        "create",
-        "deployment",
-        "web",
-        "--image=registry.example/web:1",
-    ])
-    .await;
+    kube.create_deployment(&ns.name, "web", "registry.example/web:1")
+        .await;
     let (cluster, tasks) = watch(&ns).await;
     until(&cluster, "live", |t| {
         live_and_synced(t) && t.node("Deployment/web").is_some()
@@ -187,15 +166,8 @@ async fn realkube_the_api_server_stopped_and_started_again_mid_watch() {
     // restart): that is not an outage, so the view must not flip back to unreachable
     // while a change made now comes through. Every published topology is looked at (a
     // rebuild is debounced by far longer than a look takes).
-    kube.kubectl(&[
-        "-n",
-        &ns.name,
-        "create",
-        "deployment",
-        "api",
-        "--image=registry.example/api:1",
-    ])
-    .await;
+    kube.create_deployment(&ns.name, "api", "registry.example/api:1")
+        .await;
     let mut flips = Vec::new();
     eventually(
         "the Deployment made after the restart",

@@ -84,15 +84,8 @@ async fn replicaset_revisions(kube: &RealKube, ns: &str) -> Vec<i64> {
 async fn realkube_revisions_restart_and_rollback_after_pruning_through_the_real_controller() {
     let kube = RealKube::shared().await;
     let ns = kube.namespace(Contents::Rbac).await;
-    kube.kubectl(&[
-        "-n",
-        &ns.name,
-        "create",
-        "deployment",
-        "grade",
-        "--image=registry.example/grade:1",
-    ])
-    .await;
+    kube.create_deployment(&ns.name, "grade", "registry.example/grade:1")
+        .await;
     kube.kubectl(&[
         "-n",
         &ns.name,

@@ -252,6 +252,13 @@ impl RealKube {
             .expect("kubectl runs")
     }
 
+    /// `kubectl create deployment NAME --image=IMAGE` in `namespace`.
+    pub async fn create_deployment(&self, namespace: &str, name: &str, image: &str) {
+        let image = format!("--image={image}");
+        self.kubectl(&["-n", namespace, "create", "deployment", name, &image])
+            .await;
+    }
+
     /// A new namespace with Slate's RBAC and `contents` from the dev overlay, and the
     /// `slate` ServiceAccount's kubeconfig.
     pub async fn namespace(&self, contents: Contents) -> Namespace {
