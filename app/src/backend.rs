@@ -202,6 +202,7 @@ pub struct Services {
     pub colab: Arc<dyn ColabBackend>,
     pub deploys: Arc<dyn DeploysBackend>,
     pub pipelines: Arc<dyn PipelinesBackend>,
+    pub workflows: Arc<dyn crate::comfyui::backend::WorkflowsBackend>,
 }
 
 pub fn services() -> Result<Services, AppError> {

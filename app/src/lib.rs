@@ -41,6 +41,7 @@ pub mod assets;
 #[cfg(feature = "ssr")]
 pub mod backend;
 pub mod colab;
+pub mod comfyui;
 pub mod components;
 pub mod deploys;
 pub mod error;

@@ -131,6 +131,7 @@ impl Application {
             assets,
             cluster,
             colab,
+            workflows: crate::comfyui::workflows::Workflows::new(pool.clone()),
             pipelines: Pipelines {
                 pool,
                 caps: Arc::new(caps),

@@ -1,11 +1,14 @@
 //! Talking to ComfyUI, for the Colab endpoint's page and the pipelines' executor alike:
 //! which addresses may be reached (`address`), recognising and reaching an endpoint
-//! safely (`probe`), the API client (`client`) and the progress socket (`socket`).
+//! safely (`probe`), the API client (`client`), the progress socket (`socket`), what an endpoint has
+//! (`inventory`) and the workflows Slate runs on it (`workflows`).
 
 pub mod address;
 pub mod client;
+pub mod inventory;
 pub mod probe;
 pub mod socket;
+pub mod workflows;
 
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -107,6 +107,8 @@ pub struct AppState {
     pub colab: Colab,
     /// The runs service: its pool and what this Slate's executors can run.
     pub pipelines: Pipelines,
+    /// ComfyUI workflows, their versions and bindings.
+    pub workflows: crate::comfyui::workflows::Workflows,
     /// `NOTIFY` payloads by channel, for the event streams.
     pub notifications: Notifications,
     pub shutdown: Shutdown,
@@ -127,6 +129,7 @@ impl AppState {
             colab: Arc::new(self.colab.clone()),
             deploys: Arc::new(Deploys::new(self.pool.clone(), self.cluster.clone())),
             pipelines: Arc::new(self.pipelines.clone()),
+            workflows: Arc::new(self.workflows.clone()),
         }
     }
 }
@@ -191,6 +194,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::deploys::ci::router())
         .merge(crate::deploys::events::router())
         .merge(crate::pipelines::http::router())
+        .merge(crate::comfyui::workflows::http::router())
+        .merge(crate::comfyui::inventory::router())
         .layer(from_fn_with_state(
             streams::StreamLimits::default(),
             streams::limit,
