@@ -3,7 +3,9 @@
 //! run's parameters, and what an endpoint has, its nodes and models, with the pre-flight
 //! check of a graph against it (`inventory`). Decision 0014.
 
+pub mod api;
 #[cfg(feature = "ssr")]
 pub mod backend;
 pub mod inventory;
+pub mod pages;
 pub mod workflow;

@@ -87,6 +87,10 @@ pub struct TemplateForm {
     pub parameters: Vec<template::Parameter>,
     /// (parameter, [(asset id, name)]).
     pub choices: Vec<(String, Vec<(Uuid, String)>)>,
+    /// (model parameter, the endpoint's files in its folder); absent when no endpoint
+    /// inventory is known.
+    #[serde(default)]
+    pub models: Vec<(String, Vec<String>)>,
     /// Why it cannot run here, when it cannot.
     pub unavailable: Option<String>,
 }

@@ -207,7 +207,7 @@ pub fn NewRunPage() -> impl IntoView {
     }
 }
 
-fn field(p: &Parameter, choices: &[(Uuid, String)]) -> impl IntoView {
+fn field(p: &Parameter, choices: &[(Uuid, String)], files: Option<&[String]>) -> impl IntoView {
     let id = format!("param-{}", p.name);
     let name = format!("params[{}]", p.name);
     let label = p.label().to_owned();
@@ -254,6 +254,18 @@ fn field(p: &Parameter, choices: &[(Uuid, String)]) -> impl IntoView {
                 {choices.iter().map(|(a, n)| { let selected = a.to_string() == default; view! { <option value=a.to_string() selected=selected>{n.clone()}</option> } }).collect_view()}
             </select>
         }.into_any(),
+        ParamType::Model { folder } => match files {
+            Some(files) if !files.is_empty() => view! {
+                <select id=id.clone() name=name required=required>
+                    {(!required).then(|| view! { <option value="">{format!("The endpoint's first file in {folder}")}</option> })}
+                    {files.iter().map(|f| { let selected = *f == default; view! { <option value=f.clone() selected=selected>{f.clone()}</option> } }).collect_view()}
+                </select>
+            }.into_any(),
+            _ => view! {
+                <input id=id.clone() name=name required=required value=default
+                    placeholder=format!("a file in the endpoint's {folder} folder")/>
+            }.into_any(),
+        },
         ParamType::Assets { .. } => {
             let chosen: Vec<String> = p.default.as_ref().and_then(|d| d.as_array()).into_iter().flatten()
                 .filter_map(|v| v.as_str().map(str::to_owned)).collect();
@@ -266,12 +278,14 @@ fn field(p: &Parameter, choices: &[(Uuid, String)]) -> impl IntoView {
     };
     let empty_assets =
         matches!(p.ty, ParamType::Asset { .. } | ParamType::Assets { .. }) && choices.is_empty();
+    let no_inventory = matches!(p.ty, ParamType::Model { .. }) && files.is_none_or(|f| f.is_empty());
     view! {
         <div class="field">
             <label for=id>{label}{required.then_some(" *")}</label>
             {input}
             {help.map(|h| view! { <span class="hint">{h}</span> })}
             {empty_assets.then(|| view! { <span class="hint">"No ready asset of this kind yet: upload one in Assets first."</span> })}
+            {no_inventory.then(|| view! { <span class="hint">"The endpoint's model list is not known yet (no healthy endpoint, or not fetched): type the file's name."</span> })}
         </div>
     }
 }
@@ -295,7 +309,8 @@ fn RunForm(form: TemplateForm) -> impl IntoView {
                 .find(|(n, _)| *n == p.name)
                 .map(|c| c.1.clone())
                 .unwrap_or_default();
-            field(p, &choices)
+            let files = form.models.iter().find(|(n, _)| *n == p.name).map(|m| m.1.as_slice());
+            field(p, &choices, files)
         })
         .collect_view();
     let template = form.summary.name.clone();

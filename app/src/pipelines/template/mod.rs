@@ -79,6 +79,12 @@ pub enum ParamType {
     Asset {
         kind: String,
     },
+    /// A model file on the ComfyUI endpoint, from one of its folders (`checkpoints`,
+    /// `loras`, …): the choices are the endpoint's files; left empty, the first file of
+    /// the folder there is used and recorded.
+    Model {
+        folder: String,
+    },
     /// Several assets of a kind.
     Assets {
         kind: String,

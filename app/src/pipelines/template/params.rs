@@ -67,6 +67,20 @@ impl Parameter {
                     Err(format!("{label} must be one of {}", options.join(", ")))
                 }
             }
+            // A model file's name: one name, no path (`loras/x` is how ComfyUI lists a
+            // subfolder's file, so `/` inside is allowed, never `..` or a leading `/`).
+            (ParamType::Model { folder }, Value::String(s)) => {
+                let bad = s.is_empty()
+                    || s.len() > 255
+                    || s.starts_with(['/', '\\'])
+                    || s.split(['/', '\\']).any(|p| p == ".." || p.is_empty())
+                    || s.chars().any(char::is_control);
+                if bad {
+                    Err(format!("{label} must be the name of a file in the endpoint's {folder} folder"))
+                } else {
+                    Ok(())
+                }
+            }
             (ParamType::Asset { .. }, Value::String(s)) => uuid::Uuid::parse_str(s)
                 .map(|_| ())
                 .map_err(|_| format!("{label} must be an asset from the library")),
@@ -91,6 +105,7 @@ impl Parameter {
                 match ty {
                     ParamType::String { .. } | ParamType::Text { .. } | ParamType::Enum { .. } =>
                         "text",
+                    ParamType::Model { .. } => "a model file's name",
                     ParamType::Integer { .. } | ParamType::Seed => "a whole number",
                     ParamType::Float { .. } => "a number",
                     ParamType::Boolean => "true or false",

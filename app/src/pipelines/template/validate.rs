@@ -36,9 +36,10 @@ fn kind_static(kind: &str) -> Option<&'static str> {
 impl ParamType {
     pub fn shape(&self) -> Shape {
         match self {
-            ParamType::String { .. } | ParamType::Text { .. } | ParamType::Enum { .. } => {
-                Shape::Text
-            }
+            ParamType::String { .. }
+            | ParamType::Text { .. }
+            | ParamType::Enum { .. }
+            | ParamType::Model { .. } => Shape::Text,
             ParamType::Integer { .. } | ParamType::Seed => Shape::Integer,
             ParamType::Float { .. } => Shape::Number,
             ParamType::Boolean => Shape::Boolean,
