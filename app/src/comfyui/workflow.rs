@@ -38,16 +38,17 @@ pub fn parse_graph(text: &str) -> Result<Graph, String> {
             MAX_GRAPH_BYTES / (1024 * 1024)
         ));
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        format!("This is not JSON ({e}); a workflow is the JSON ComfyUI exports.")
-    })?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| format!("This is not JSON ({e}); a workflow is the JSON ComfyUI exports."))?;
     graph_from_value(value)
 }
 
 /// As [`parse_graph`], from JSON already read.
 pub fn graph_from_value(value: Value) -> Result<Graph, String> {
     let Value::Object(mut top) = value else {
-        return Err("A workflow is a JSON object keyed by node id; this JSON is not an object.".into());
+        return Err(
+            "A workflow is a JSON object keyed by node id; this JSON is not an object.".into(),
+        );
     };
     if top.get("nodes").is_some_and(Value::is_array) {
         return Err(UI_FORMAT.into());
@@ -103,14 +104,19 @@ pub fn check_graph(graph: &Graph) -> Result<(), String> {
             return Err(format!("Node id \"{}\" is not a ComfyUI node id (letters, digits, ':', '_', '-' or '.', at most 64).", id.chars().take(80).collect::<String>()));
         }
         let Some(node) = node.as_object() else {
-            return Err(format!("Node {id} is not an object: this is not an API-format workflow."));
+            return Err(format!(
+                "Node {id} is not an object: this is not an API-format workflow."
+            ));
         };
         match node.get("class_type") {
             Some(Value::String(c)) if !c.trim().is_empty() && c.len() <= 200 => {}
             _ => return Err(format!("Node {id} has no class_type: this is not an API-format workflow (export it with \"Export (API)\").")),
         }
         let Some(inputs) = node.get("inputs").and_then(Value::as_object) else {
-            return Err(format!("Node {id} ({}) has no inputs object.", class_of(graph, id)));
+            return Err(format!(
+                "Node {id} ({}) has no inputs object.",
+                class_of(graph, id)
+            ));
         };
         for (input, value) in inputs {
             if let Some((from, _)) = as_link(value) {
@@ -230,7 +236,11 @@ pub const BUNDLED: [(&str, &str); 2] = [
 /// Which kind of library asset an upload input takes (`LoadImage.image` an image,
 /// `LoadVideo.file` a video), from the inventory's upload flag or, without one, the
 /// core loader classes.
-pub fn upload_kind(class: &str, input: &str, inventory: Option<&Inventory>) -> Option<&'static str> {
+pub fn upload_kind(
+    class: &str,
+    input: &str,
+    inventory: Option<&Inventory>,
+) -> Option<&'static str> {
     let from_inventory = inventory
         .and_then(|i| i.nodes.get(class))
         .and_then(|n| n.inputs.iter().find(|i| i.name == input))
@@ -261,7 +271,11 @@ pub fn model_folder(class: &str, input: &str, inventory: Option<&Inventory>) -> 
         .and_then(|i| i.nodes.get(class))
         .and_then(|n| n.inputs.iter().find(|i| i.name == input))
         .and_then(|i| match &i.kind {
-            InputKind::Combo { options, upload: None, .. } if !options.is_empty() => Some(options),
+            InputKind::Combo {
+                options,
+                upload: None,
+                ..
+            } if !options.is_empty() => Some(options),
             _ => None,
         });
     if let (Some(options), Some(inventory)) = (options, inventory) {
@@ -270,10 +284,15 @@ pub fn model_folder(class: &str, input: &str, inventory: Option<&Inventory>) -> 
         }
     }
     let folder = match (class, input) {
-        ("CheckpointLoaderSimple" | "ImageOnlyCheckpointLoader" | "CheckpointLoader", "ckpt_name") => "checkpoints",
+        (
+            "CheckpointLoaderSimple" | "ImageOnlyCheckpointLoader" | "CheckpointLoader",
+            "ckpt_name",
+        ) => "checkpoints",
         ("LoraLoader" | "LoraLoaderModelOnly", "lora_name") => "loras",
         ("VAELoader", "vae_name") => "vae",
-        ("CLIPLoader" | "DualCLIPLoader" | "TripleCLIPLoader", i) if i.starts_with("clip_name") => "text_encoders",
+        ("CLIPLoader" | "DualCLIPLoader" | "TripleCLIPLoader", i) if i.starts_with("clip_name") => {
+            "text_encoders"
+        }
         ("UNETLoader", "unet_name") => "diffusion_models",
         ("ControlNetLoader" | "DiffControlNetLoader", "control_net_name") => "controlnet",
         ("UpscaleModelLoader", "model_name") => "upscale_models",
@@ -335,9 +354,13 @@ fn typed(class: &str, input: &str, literal: &Value, inventory: Option<&Inventory
         },
         Some(InputKind::String { multiline, .. }) => {
             if *multiline {
-                ParamType::Text { max_length: Some(20_000) }
+                ParamType::Text {
+                    max_length: Some(20_000),
+                }
             } else {
-                ParamType::String { max_length: Some(2_000) }
+                ParamType::String {
+                    max_length: Some(2_000),
+                }
             }
         }
         Some(InputKind::Boolean { .. }) => ParamType::Boolean,
@@ -346,12 +369,22 @@ fn typed(class: &str, input: &str, literal: &Value, inventory: Option<&Inventory
         },
         _ => match literal {
             Value::Bool(_) => ParamType::Boolean,
-            Value::Number(n) if n.is_i64() || n.is_u64() => ParamType::Integer { min: None, max: None },
-            Value::Number(_) => ParamType::Float { min: None, max: None },
+            Value::Number(n) if n.is_i64() || n.is_u64() => ParamType::Integer {
+                min: None,
+                max: None,
+            },
+            Value::Number(_) => ParamType::Float {
+                min: None,
+                max: None,
+            },
             Value::String(s) if s.contains('\n') || matches!(input, "text" | "prompt") => {
-                ParamType::Text { max_length: Some(20_000) }
+                ParamType::Text {
+                    max_length: Some(20_000),
+                }
             }
-            _ => ParamType::String { max_length: Some(2_000) },
+            _ => ParamType::String {
+                max_length: Some(2_000),
+            },
         },
     }
 }
@@ -360,9 +393,24 @@ fn typed(class: &str, input: &str, literal: &Value, inventory: Option<&Inventory
 fn usual(input: &str) -> bool {
     matches!(
         input,
-        "text" | "prompt" | "seed" | "noise_seed" | "steps" | "cfg" | "sampler_name" | "scheduler"
-            | "denoise" | "width" | "height" | "batch_size" | "length" | "frames" | "frame_count"
-            | "num_frames" | "fps" | "frame_rate"
+        "text"
+            | "prompt"
+            | "seed"
+            | "noise_seed"
+            | "steps"
+            | "cfg"
+            | "sampler_name"
+            | "scheduler"
+            | "denoise"
+            | "width"
+            | "height"
+            | "batch_size"
+            | "length"
+            | "frames"
+            | "frame_count"
+            | "num_frames"
+            | "fps"
+            | "frame_rate"
     )
 }
 
@@ -383,8 +431,8 @@ pub fn propose(graph: &Graph, inventory: Option<&Inventory>) -> Vec<Binding> {
         let class = class_of(graph, &id).to_owned();
         for (input, literal) in literals(graph, &id) {
             let ty = typed(&class, &input, &literal, inventory);
-            let wanted = usual(&input)
-                || matches!(ty, ParamType::Asset { .. } | ParamType::Model { .. });
+            let wanted =
+                usual(&input) || matches!(ty, ParamType::Asset { .. } | ParamType::Model { .. });
             if !wanted {
                 continue;
             }
@@ -418,12 +466,15 @@ pub fn propose(graph: &Graph, inventory: Option<&Inventory>) -> Vec<Binding> {
             taken.insert(name.clone());
             let default = match &ty {
                 ParamType::Seed | ParamType::Asset { .. } => None,
-                ParamType::Model { .. } => literal.as_str().filter(|s| !s.is_empty()).map(|s| Value::String(s.into())),
+                ParamType::Model { .. } => literal
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Value::String(s.into())),
                 _ => Some(literal.clone()),
             };
             let title = title_of(graph, &id).unwrap_or(&class).to_owned();
-            let required = !matches!(ty, ParamType::Seed | ParamType::Model { .. })
-                && !(name == "negative");
+            let required =
+                !matches!(ty, ParamType::Seed | ParamType::Model { .. }) && !(name == "negative");
             out.push(Binding {
                 node: id.clone(),
                 input: input.clone(),
@@ -446,7 +497,13 @@ pub fn propose(graph: &Graph, inventory: Option<&Inventory>) -> Vec<Binding> {
 fn param_name(raw: &str) -> String {
     let mut s: String = raw
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(48)
         .collect();
     if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
@@ -467,22 +524,36 @@ fn label_for(name: &str) -> String {
 /// Every problem with a workflow's bindings, naming the binding, node and input: names
 /// unique and well formed, each on a literal input that exists, of a type that fits it
 /// and, with an inventory, within the endpoint's range.
-pub fn check_bindings(graph: &Graph, bindings: &[Binding], inventory: Option<&Inventory>) -> Vec<String> {
+pub fn check_bindings(
+    graph: &Graph,
+    bindings: &[Binding],
+    inventory: Option<&Inventory>,
+) -> Vec<String> {
     let mut problems = Vec::new();
     if bindings.len() > MAX_BINDINGS {
-        problems.push(format!("{} bindings; at most {MAX_BINDINGS} are accepted.", bindings.len()));
+        problems.push(format!(
+            "{} bindings; at most {MAX_BINDINGS} are accepted.",
+            bindings.len()
+        ));
     }
     let mut names = BTreeSet::new();
     let mut targets = BTreeSet::new();
     for b in bindings {
         let name = &b.param.name;
-        let at = format!("binding \"{name}\" (node {}, input \"{}\")", b.node, b.input);
+        let at = format!(
+            "binding \"{name}\" (node {}, input \"{}\")",
+            b.node, b.input
+        );
         let ident = !name.is_empty()
             && name.len() <= 64
-            && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+            && name
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !ident {
-            problems.push(format!("{at}: a name is lower-case letters, digits and '_', starting with a letter."));
+            problems.push(format!(
+                "{at}: a name is lower-case letters, digits and '_', starting with a letter."
+            ));
         }
         if !names.insert(name.clone()) {
             problems.push(format!("{at}: the name \"{name}\" is used twice."));
@@ -496,7 +567,10 @@ pub fn check_bindings(graph: &Graph, bindings: &[Binding], inventory: Option<&In
         };
         let class = class_of(graph, &b.node);
         let Some(value) = node["inputs"].get(&b.input) else {
-            problems.push(format!("{at}: node {} ({class}) has no input \"{}\".", b.node, b.input));
+            problems.push(format!(
+                "{at}: node {} ({class}) has no input \"{}\".",
+                b.node, b.input
+            ));
             continue;
         };
         if as_link(value).is_some() {
@@ -529,7 +603,12 @@ pub fn check_bindings(graph: &Graph, bindings: &[Binding], inventory: Option<&In
         }
         let Some(spec) = spec else { continue };
         let fits = match (&b.param.ty, &spec.kind) {
-            (ParamType::Integer { min, max }, InputKind::Int { min: lo, max: hi, .. }) => {
+            (
+                ParamType::Integer { min, max },
+                InputKind::Int {
+                    min: lo, max: hi, ..
+                },
+            ) => {
                 let below = |v: Option<i64>| match (v, lo) {
                     (Some(v), Some(lo)) => i128::from(v) < *lo,
                     _ => false,
@@ -541,13 +620,21 @@ pub fn check_bindings(graph: &Graph, bindings: &[Binding], inventory: Option<&In
                 if below(*min) || above(*max) || below(*max) || above(*min) {
                     problems.push(format!(
                         "{at}: the limits {}–{} are outside what the endpoint takes ({}–{}).",
-                        show(min), show(max), show(lo), show(hi)
+                        show(min),
+                        show(max),
+                        show(lo),
+                        show(hi)
                     ));
                 }
                 true
             }
             (ParamType::Seed, InputKind::Int { .. }) => true,
-            (ParamType::Float { min, max }, InputKind::Float { min: lo, max: hi, .. }) => {
+            (
+                ParamType::Float { min, max },
+                InputKind::Float {
+                    min: lo, max: hi, ..
+                },
+            ) => {
                 let out = |v: Option<f64>| match v {
                     Some(v) => lo.is_some_and(|lo| v < lo) || hi.is_some_and(|hi| v > hi),
                     None => false,
@@ -555,7 +642,10 @@ pub fn check_bindings(graph: &Graph, bindings: &[Binding], inventory: Option<&In
                 if out(*min) || out(*max) {
                     problems.push(format!(
                         "{at}: the limits {}–{} are outside what the endpoint takes ({}–{}).",
-                        show(min), show(max), show(lo), show(hi)
+                        show(min),
+                        show(max),
+                        show(lo),
+                        show(hi)
                     ));
                 }
                 true
@@ -563,19 +653,35 @@ pub fn check_bindings(graph: &Graph, bindings: &[Binding], inventory: Option<&In
             (ParamType::Integer { .. }, InputKind::Float { .. }) => true,
             (ParamType::String { .. } | ParamType::Text { .. }, InputKind::String { .. }) => true,
             (ParamType::Boolean, InputKind::Boolean { .. }) => true,
-            (ParamType::Enum { options }, InputKind::Combo { options: offered, .. }) => {
-                let missing: Vec<&String> = options.iter().filter(|o| !offered.contains(o)).collect();
+            (
+                ParamType::Enum { options },
+                InputKind::Combo {
+                    options: offered, ..
+                },
+            ) => {
+                let missing: Vec<&String> =
+                    options.iter().filter(|o| !offered.contains(o)).collect();
                 if !missing.is_empty() && !offered.is_empty() {
                     problems.push(format!(
                         "{at}: the endpoint does not offer {}.",
-                        missing.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", ")
+                        missing
+                            .iter()
+                            .map(|m| format!("\"{m}\""))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                 }
                 true
             }
-            (ParamType::Model { .. } | ParamType::Asset { .. } | ParamType::String { .. }, InputKind::Combo { .. }) => true,
+            (
+                ParamType::Model { .. } | ParamType::Asset { .. } | ParamType::String { .. },
+                InputKind::Combo { .. },
+            ) => true,
             (_, InputKind::Link { ty }) => {
-                problems.push(format!("{at}: {class}.{} takes a {ty} from a link, not a value.", b.input));
+                problems.push(format!(
+                    "{at}: {class}.{} takes a {ty} from a link, not a value.",
+                    b.input
+                ));
                 true
             }
             _ => false,
@@ -593,7 +699,9 @@ pub fn check_bindings(graph: &Graph, bindings: &[Binding], inventory: Option<&In
 }
 
 fn show<T: std::fmt::Display>(v: &Option<T>) -> String {
-    v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "any".into())
+    v.as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "any".into())
 }
 
 fn article(kind: &str) -> String {
@@ -662,14 +770,22 @@ pub fn set_prefixes(graph: &mut Graph, prefix: &str) {
                     .filter(|f| !f.contains("..") && !f.starts_with('/'))
                     .map(|f| format!("{f}/"))
                     .unwrap_or_default();
-                inputs.insert("filename_prefix".into(), Value::String(format!("{folder}{prefix}")));
+                inputs.insert(
+                    "filename_prefix".into(),
+                    Value::String(format!("{folder}{prefix}")),
+                );
             }
         }
     }
 }
 
 /// What changed from one version to the next, in words.
-pub fn diff(old: &Graph, old_bindings: &[Binding], new: &Graph, new_bindings: &[Binding]) -> Vec<String> {
+pub fn diff(
+    old: &Graph,
+    old_bindings: &[Binding],
+    new: &Graph,
+    new_bindings: &[Binding],
+) -> Vec<String> {
     let mut out = Vec::new();
     for id in node_order(new) {
         let class = class_of(new, &id);
@@ -686,10 +802,14 @@ pub fn diff(old: &Graph, old_bindings: &[Binding], new: &Graph, new_bindings: &[
                 let keys: BTreeSet<&String> = was.keys().chain(now.keys()).collect();
                 for k in keys {
                     match (was.get(k), now.get(k)) {
-                        (Some(a), Some(b)) if a != b => {
-                            out.push(format!("~ node {id} ({class}) {k}: {} → {}", brief(a), brief(b)))
+                        (Some(a), Some(b)) if a != b => out.push(format!(
+                            "~ node {id} ({class}) {k}: {} → {}",
+                            brief(a),
+                            brief(b)
+                        )),
+                        (None, Some(b)) => {
+                            out.push(format!("+ node {id} ({class}) {k}: {}", brief(b)))
                         }
-                        (None, Some(b)) => out.push(format!("+ node {id} ({class}) {k}: {}", brief(b))),
                         (Some(_), None) => out.push(format!("- node {id} ({class}) {k} removed")),
                         _ => {}
                     }
@@ -703,7 +823,9 @@ pub fn diff(old: &Graph, old_bindings: &[Binding], new: &Graph, new_bindings: &[
         }
     }
     let by_name = |bs: &[Binding]| -> BTreeMap<String, Binding> {
-        bs.iter().map(|b| (b.param.name.clone(), b.clone())).collect()
+        bs.iter()
+            .map(|b| (b.param.name.clone(), b.clone()))
+            .collect()
     };
     let (was, now) = (by_name(old_bindings), by_name(new_bindings));
     for (name, b) in &now {
@@ -750,7 +872,9 @@ pub fn name_problem(name: &str) -> Option<String> {
     parse_reference(name)
         .filter(|(_, v)| v.is_none())
         .is_none()
-        .then(|| format!("The name \"{name}\" must be 1 to 64 lower-case letters, digits, '-' or '_'."))
+        .then(|| {
+            format!("The name \"{name}\" must be 1 to 64 lower-case letters, digits, '-' or '_'.")
+        })
 }
 
 /// The template Slate generates for running a workflow directly.
@@ -814,7 +938,10 @@ pub fn node_rows(graph: &Graph, inventory: Option<&Inventory>) -> Vec<NodeRow> {
     node_order(graph)
         .into_iter()
         .map(|id| {
-            let inputs = graph[&id]["inputs"].as_object().cloned().unwrap_or_default();
+            let inputs = graph[&id]["inputs"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             let class = class_of(graph, &id).to_owned();
             NodeRow {
                 pack: inventory
@@ -870,8 +997,14 @@ mod tests {
 
     #[test]
     fn broken_links_cycles_and_sizes_are_named() {
-        let e = graph_from_value(json!({"1": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0]}}})).unwrap_err();
-        assert!(e.contains("Node 1 (VAEDecode), input \"samples\"") && e.contains("node 9"), "{e}");
+        let e = graph_from_value(
+            json!({"1": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0]}}}),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("Node 1 (VAEDecode), input \"samples\"") && e.contains("node 9"),
+            "{e}"
+        );
         let e = graph_from_value(json!({
             "1": {"class_type": "A", "inputs": {"x": ["2", 0]}},
             "2": {"class_type": "B", "inputs": {"y": ["3", 0]}},
@@ -879,14 +1012,23 @@ mod tests {
             "4": {"class_type": "D", "inputs": {"w": ["1", 0]}}
         }))
         .unwrap_err();
-        assert!(e.contains("cycle") && e.contains('1') && e.contains('3'), "{e}");
-        let big = format!("{{\"1\": {{\"class_type\": \"A\", \"inputs\": {{\"t\": \"{}\"}}}}}}", "x".repeat(MAX_GRAPH_BYTES));
+        assert!(
+            e.contains("cycle") && e.contains('1') && e.contains('3'),
+            "{e}"
+        );
+        let big = format!(
+            "{{\"1\": {{\"class_type\": \"A\", \"inputs\": {{\"t\": \"{}\"}}}}}}",
+            "x".repeat(MAX_GRAPH_BYTES)
+        );
         assert!(parse_graph(&big).unwrap_err().contains("at most 4 MiB"));
         // A long chain is fine (and does not overflow the stack).
         let mut chain = Map::new();
         chain.insert("0".into(), json!({"class_type": "A", "inputs": {}}));
         for i in 1..MAX_NODES {
-            chain.insert(i.to_string(), json!({"class_type": "A", "inputs": {"x": [(i - 1).to_string(), 0]}}));
+            chain.insert(
+                i.to_string(),
+                json!({"class_type": "A", "inputs": {"x": [(i - 1).to_string(), 0]}}),
+            );
         }
         assert!(check_graph(&chain).is_ok());
         // The body of a POST /prompt is taken as its graph.
@@ -897,34 +1039,98 @@ mod tests {
     #[test]
     fn the_usual_inputs_are_proposed_and_named() {
         let proposed = propose(&small(), None);
-        let by: BTreeMap<&str, &Binding> = proposed.iter().map(|b| (b.param.name.as_str(), b)).collect();
+        let by: BTreeMap<&str, &Binding> = proposed
+            .iter()
+            .map(|b| (b.param.name.as_str(), b))
+            .collect();
         assert_eq!(by["prompt"].node, "6");
-        assert_eq!(by["negative"].node, "7", "the sampler's negative input names it");
+        assert_eq!(
+            by["negative"].node, "7",
+            "the sampler's negative input names it"
+        );
         assert!(!by["negative"].param.required);
         assert_eq!(by["seed"].param.ty, ParamType::Seed);
-        assert_eq!(by["checkpoint"].param.ty, ParamType::Model { folder: "checkpoints".into() });
-        assert_eq!(by["image"].param.ty, ParamType::Asset { kind: "image".into() });
+        assert_eq!(
+            by["checkpoint"].param.ty,
+            ParamType::Model {
+                folder: "checkpoints".into()
+            }
+        );
+        assert_eq!(
+            by["image"].param.ty,
+            ParamType::Asset {
+                kind: "image".into()
+            }
+        );
         assert_eq!(by["count"].input, "batch_size");
         assert_eq!(by["cfg"].param.default, Some(json!(7.5)));
         assert!(!by.contains_key("filename_prefix"));
-        assert!(check_bindings(&small(), &proposed, None).is_empty(), "{:?}", check_bindings(&small(), &proposed, None));
+        assert!(
+            check_bindings(&small(), &proposed, None).is_empty(),
+            "{:?}",
+            check_bindings(&small(), &proposed, None)
+        );
     }
 
     #[test]
     fn bad_bindings_name_node_and_input() {
         let g = small();
         let mut b = propose(&g, None);
-        b.push(Binding { node: "3".into(), input: "model".into(), param: Parameter {
-            name: "m".into(), label: None, help: None, ty: ParamType::String { max_length: None }, required: true, default: None } });
-        b.push(Binding { node: "3".into(), input: "nope".into(), param: Parameter {
-            name: "n".into(), label: None, help: None, ty: ParamType::String { max_length: None }, required: true, default: None } });
-        b.push(Binding { node: "10".into(), input: "image".into(), param: Parameter {
-            name: "clip".into(), label: None, help: None, ty: ParamType::Asset { kind: "video".into() }, required: true, default: None } });
+        b.push(Binding {
+            node: "3".into(),
+            input: "model".into(),
+            param: Parameter {
+                name: "m".into(),
+                label: None,
+                help: None,
+                ty: ParamType::String { max_length: None },
+                required: true,
+                default: None,
+            },
+        });
+        b.push(Binding {
+            node: "3".into(),
+            input: "nope".into(),
+            param: Parameter {
+                name: "n".into(),
+                label: None,
+                help: None,
+                ty: ParamType::String { max_length: None },
+                required: true,
+                default: None,
+            },
+        });
+        b.push(Binding {
+            node: "10".into(),
+            input: "image".into(),
+            param: Parameter {
+                name: "clip".into(),
+                label: None,
+                help: None,
+                ty: ParamType::Asset {
+                    kind: "video".into(),
+                },
+                required: true,
+                default: None,
+            },
+        });
         let problems = check_bindings(&g, &b, None).join("\n");
-        assert!(problems.contains("input \"model\" of node 3 (KSampler) is linked"), "{problems}");
-        assert!(problems.contains("node 3 (KSampler) has no input \"nope\""), "{problems}");
-        assert!(problems.contains("LoadImage.image takes image files, not video"), "{problems}");
-        assert!(problems.contains("another binding already sets this input"), "{problems}");
+        assert!(
+            problems.contains("input \"model\" of node 3 (KSampler) is linked"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("node 3 (KSampler) has no input \"nope\""),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("LoadImage.image takes image files, not video"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("another binding already sets this input"),
+            "{problems}"
+        );
     }
 
     #[test]
@@ -942,7 +1148,10 @@ mod tests {
         assert_eq!(bound["3"]["inputs"]["model"], json!(["4", 0]));
         set_prefixes(&mut bound, "slate_x");
         assert_eq!(bound["9"]["inputs"]["filename_prefix"], "slate_x");
-        let mut video = graph_from_value(json!({"1": {"class_type": "SaveVideo", "inputs": {"filename_prefix": "video/clip"}}})).unwrap();
+        let mut video = graph_from_value(
+            json!({"1": {"class_type": "SaveVideo", "inputs": {"filename_prefix": "video/clip"}}}),
+        )
+        .unwrap();
         set_prefixes(&mut video, "slate_y");
         assert_eq!(video["1"]["inputs"]["filename_prefix"], "video/slate_y");
     }
@@ -954,9 +1163,20 @@ mod tests {
         b["3"]["inputs"]["steps"] = json!(30);
         b.remove("10");
         let changes = diff(&a, &[], &b, &propose(&b, None)[..1]);
-        assert!(changes.iter().any(|c| c == "~ node 3 (KSampler) steps: 20 → 30"), "{changes:?}");
-        assert!(changes.iter().any(|c| c == "- node 10 (LoadImage) removed"), "{changes:?}");
-        assert!(changes.iter().any(|c| c.starts_with("+ binding")), "{changes:?}");
+        assert!(
+            changes
+                .iter()
+                .any(|c| c == "~ node 3 (KSampler) steps: 20 → 30"),
+            "{changes:?}"
+        );
+        assert!(
+            changes.iter().any(|c| c == "- node 10 (LoadImage) removed"),
+            "{changes:?}"
+        );
+        assert!(
+            changes.iter().any(|c| c.starts_with("+ binding")),
+            "{changes:?}"
+        );
     }
 
     #[test]
@@ -972,7 +1192,8 @@ mod tests {
     #[test]
     fn the_bundled_workflows_are_valid() {
         for (name, text) in BUNDLED {
-            let bundle: Bundle = serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let bundle: Bundle =
+                serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(bundle.name, name);
             check_graph(&bundle.graph).unwrap_or_else(|e| panic!("{name}: {e}"));
             let problems = check_bindings(&bundle.graph, &bundle.bindings, None);

@@ -293,10 +293,25 @@ impl PipelinesBackend for Pipelines {
                 choices.push((p.name.clone(), assets));
             }
         }
+        // Model choices are the current endpoint's files, never a setting.
+        let mut models = Vec::new();
+        if stored.template.parameters.iter().any(|p| matches!(p.ty, ParamType::Model { .. })) {
+            if let Some(inventory) = crate::comfyui::workflows::current_inventory(&self.pool).await {
+                for p in &stored.template.parameters {
+                    if let ParamType::Model { folder } = &p.ty {
+                        models.push((
+                            p.name.clone(),
+                            inventory.models.get(folder).cloned().unwrap_or_default(),
+                        ));
+                    }
+                }
+            }
+        }
         Ok(TemplateForm {
             summary: summary(&stored),
             parameters: stored.template.parameters.clone(),
             choices,
+            models,
             unavailable: runs::check_capabilities(&stored.template, &self.caps)
                 .err()
                 .map(|e| e.to_string()),
@@ -458,6 +473,15 @@ impl PipelinesBackend for Pipelines {
     async fn save_template(&self, actor: &Actor, source: &str) -> Result<(String, i32), AppError> {
         if source.len() > 256 * 1024 {
             return Err(AppError::invalid("A template is at most 256 KiB."));
+        }
+        // `workflow-NAME` is the template Slate keeps for running workflow NAME.
+        if let Ok(t) = app::pipelines::template::Template::parse(source) {
+            if t.name.starts_with("workflow-") {
+                return Err(AppError::invalid(format!(
+                    "Template names starting with \"workflow-\" are Slate's own (the template that runs a workflow); choose another name than \"{}\".",
+                    t.name
+                )));
+            }
         }
         match store::save(&self.pool, &Self::who(actor), source, false).await {
             Ok((name, version, true)) => Ok((name, version)),

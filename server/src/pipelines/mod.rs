@@ -84,6 +84,10 @@ pub async fn start(
     notifications: &Notifications,
     tasks: &Tasks,
 ) -> anyhow::Result<Capabilities> {
+    // Workflows first: the built-in templates name them.
+    crate::comfyui::workflows::store::seed_bundled(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     store::seed_builtins(pool)
         .await
         .map_err(|e| anyhow::anyhow!("cannot save the built-in pipeline templates: {e:?}"))?;

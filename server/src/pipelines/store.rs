@@ -69,6 +69,18 @@ pub async fn save(
     builtin: bool,
 ) -> Result<(String, i32, bool), SaveError> {
     let template = Template::parse(source).map_err(SaveError::Invalid)?;
+    let comfy = crate::comfyui::workflows::check_stages(pool, &template).await?;
+    if !comfy.is_empty() {
+        return Err(SaveError::Invalid(
+            comfy
+                .into_iter()
+                .map(|message| Problem {
+                    line: None,
+                    message,
+                })
+                .collect(),
+        ));
+    }
     let mut tx = pool.begin().await?;
     // One writer per template name at a time (replicas seed built-ins at once).
     sqlx::query("select pg_advisory_xact_lock(hashtextextended('pipelines:' || $1, 0))")

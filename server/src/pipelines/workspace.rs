@@ -206,6 +206,11 @@ impl Workspace {
                         format!("${{stages.{s}.outputs}}"),
                         inside(run_dir.join(s).join("out"))?,
                     ),
+                    // Checked to be a node id (no separator, no dot) when parsed.
+                    Reference::NodeOutputs(s, node) => (
+                        format!("${{stages.{s}.outputs.{node}}}"),
+                        inside(run_dir.join(s).join("by-node").join(node))?,
+                    ),
                     Reference::Param(p) => {
                         let param = template
                             .parameter(p)

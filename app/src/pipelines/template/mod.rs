@@ -39,10 +39,6 @@ pub use validate::Shape;
 /// The kinds an asset parameter may ask for (as the asset library names them).
 pub const ASSET_KINDS: [&str; 6] = ["image", "video", "audio", "scene", "model", "other"];
 pub const EXECUTORS: [&str; 3] = ["local", "comfyui", "kubernetes"];
-/// The ComfyUI workflow graphs Slate builds (parameters bound into a known graph).
-/// `img2img` starts from an image: its `image` input names an image parameter
-/// (`${params.NAME}`), whose asset is uploaded to ComfyUI when the stage runs.
-pub const WORKFLOWS: [&str; 2] = ["txt2img", "img2img"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
@@ -209,7 +205,7 @@ impl Template {
         let mut up: BTreeSet<String> = stage.needs.iter().cloned().collect();
         for text in validate::stage_texts(stage) {
             for r in references(&text).unwrap_or_default() {
-                if let Reference::Outputs(s) = r {
+                if let Reference::Outputs(s) | Reference::NodeOutputs(s, _) = r {
                     up.insert(s);
                 }
             }

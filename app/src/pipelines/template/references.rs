@@ -1,11 +1,13 @@
 //! References inside a stage's values (`${params.NAME}`, `${stages.NAME.outputs}`,
-//! `${output}`), and the check that an argument names no place of its own choosing.
+//! `${stages.NAME.outputs.NODE}`, `${output}`), and the check that an argument names no place of its own choosing.
 
 /// A reference inside a value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reference {
     Param(String),
     Outputs(String),
+    /// `${stages.NAME.outputs.NODE}`: the files one node of a ComfyUI stage wrote.
+    NodeOutputs(String, String),
     /// `${output}`: this stage's own output directory.
     Output,
 }
@@ -26,10 +28,18 @@ pub fn references(text: &str) -> Result<Vec<Reference>, String> {
             ["stages", name, "outputs"] if !name.is_empty() => {
                 Reference::Outputs((*name).to_owned())
             }
+            ["stages", name, "outputs", node]
+                if !name.is_empty()
+                    && !node.is_empty()
+                    && node.len() <= 64
+                    && node.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-')) =>
+            {
+                Reference::NodeOutputs((*name).to_owned(), (*node).to_owned())
+            }
             ["output"] => Reference::Output,
             _ => {
                 return Err(format!(
-                    "${{{inner}}} is not a reference: use ${{params.NAME}}, ${{stages.NAME.outputs}} or ${{output}}"
+                    "${{{inner}}} is not a reference: use ${{params.NAME}}, ${{stages.NAME.outputs}}, ${{stages.NAME.outputs.NODE}} or ${{output}}"
                 ))
             }
         };

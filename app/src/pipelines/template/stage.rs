@@ -61,7 +61,8 @@ pub struct JobStage {
 /// `executor: comfyui`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ComfyStage {
-    /// One of [`super::WORKFLOWS`].
+    /// A stored workflow, `NAME@VERSION` or `NAME` (its latest version when a run is
+    /// submitted): `crate::comfyui::workflow`.
     pub workflow: String,
 }
 

@@ -14,6 +14,8 @@ pub enum Shape {
     Boolean,
     /// Files: an asset, assets, or a stage's outputs; with the kind when known.
     Files(Option<&'static str>),
+    /// Anything: what a ComfyUI stage's input takes depends on its workflow's binding.
+    Any,
 }
 
 impl Shape {
@@ -25,6 +27,7 @@ impl Shape {
             Shape::Boolean => "true or false".into(),
             Shape::Files(Some(k)) => format!("{k} files"),
             Shape::Files(None) => "files".into(),
+            Shape::Any => "anything".into(),
         }
     }
 }
@@ -64,15 +67,10 @@ pub(super) fn line_of(source: &str, needle: &str, from: usize) -> Option<usize> 
 impl StageKind {
     /// What the stage's input `input` must be, or `None` when this kind takes no such
     /// input.
-    pub fn input_shape(&self, input: &str) -> Option<Shape> {
+    pub fn input_shape(&self, _input: &str) -> Option<Shape> {
         match self {
-            StageKind::Comfyui(_) => match input {
-                "prompt" | "negative" => Some(Shape::Text),
-                "seed" | "count" | "width" | "height" | "steps" => Some(Shape::Integer),
-                "cfg" | "denoise" => Some(Shape::Number),
-                "image" => Some(Shape::Files(Some("image"))),
-                _ => None,
-            },
+            // A workflow's bindings say what each input is: checked on the server.
+            StageKind::Comfyui(_) => Some(Shape::Any),
             StageKind::Local(_) | StageKind::Kubernetes(_) => Some(Shape::Files(None)),
         }
     }
@@ -80,8 +78,9 @@ impl StageKind {
     /// What the stage's outputs are, for the stages that take them.
     pub fn output_shape(&self) -> Shape {
         match self {
-            StageKind::Comfyui(_) => Shape::Files(Some("image")),
-            StageKind::Local(_) | StageKind::Kubernetes(_) => Shape::Files(None),
+            StageKind::Comfyui(_) | StageKind::Local(_) | StageKind::Kubernetes(_) => {
+                Shape::Files(None)
+            }
         }
     }
 }
@@ -89,6 +88,7 @@ impl StageKind {
 fn fits(want: Shape, have: Shape) -> bool {
     match (want, have) {
         (a, b) if a == b => true,
+        (Shape::Any, _) => true,
         (Shape::Number, Shape::Integer) => true,
         (Shape::Files(None), Shape::Files(_)) => true,
         (Shape::Files(Some(_)), Shape::Files(None)) => true,
@@ -222,30 +222,17 @@ impl Template {
                     }
                 }
                 StageKind::Comfyui(comfy) => {
+                    // Which workflow, and whether the inputs are its bindings, is the
+                    // server's check (the workflows are in its database).
                     let w = &comfy.workflow;
-                    if !WORKFLOWS.contains(&w.as_str()) {
+                    if crate::comfyui::workflow::parse_reference(w).is_none() {
                         problem(
                             at.and_then(|a| line_of(source, "workflow:", a)),
                             format!(
-                                "stage \"{}\": workflow \"{w}\" is not one of {}",
-                                s.name,
-                                WORKFLOWS.join(", ")
+                                "stage \"{}\": workflow \"{w}\" must be NAME or NAME@VERSION (lower-case letters, digits, '-' or '_')",
+                                s.name
                             ),
                         );
-                    } else if w == "img2img" {
-                        let image = s.inputs.get("image").and_then(|v| v.as_str()).unwrap_or("");
-                        let named = image
-                            .trim()
-                            .strip_prefix("${params.")
-                            .and_then(|r| r.strip_suffix('}'))
-                            .and_then(|p| self.parameter(p));
-                        if !matches!(named.map(|p| &p.ty), Some(ParamType::Asset { kind }) if kind == "image")
-                        {
-                            problem(
-                                at.and_then(|a| line_of(source, "workflow:", a)),
-                                format!("stage \"{}\": img2img needs the input image: ${{params.NAME}}, naming an image parameter", s.name),
-                            );
-                        }
                     }
                 }
             }
@@ -368,7 +355,7 @@ impl Template {
                         }
                     }
                 }
-                Reference::Outputs(up) => match self.stage(up) {
+                Reference::Outputs(up) | Reference::NodeOutputs(up, _) => match self.stage(up) {
                     Some(u) if u.name == s.name => {
                         problem(
                             line,
