@@ -2,7 +2,8 @@
 //! `/prompt` and `/queue` like a current build or like a mid-2024 one, and misbehaves on
 //! cue the way a Colab runtime behind a Cloudflare quick tunnel does (HTML error pages,
 //! 530/502/429/524, slow answers, redirects, dying mid-check), and on cue does what the
-//! real one will not (ignoring an interrupt). It counts requests.
+//! real one will not (ignoring an interrupt). It counts requests. What it has
+//! (`/object_info`, `/models`) is a few core nodes and one checkpoint until told more.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,6 +79,10 @@ struct Inner {
     hold: tokio::sync::watch::Sender<bool>,
     /// Whether `POST /interrupt` is answered 200 and ignored (a cancel that never takes).
     deaf: std::sync::atomic::AtomicBool,
+    /// Node classes `/object_info` lists besides the core ones (node packs).
+    extra_nodes: Mutex<serde_json::Map<String, serde_json::Value>>,
+    /// Model files by folder, as `/models/{folder}` lists them.
+    models: Mutex<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// What the fake sends on a socket.
@@ -87,6 +92,9 @@ enum Frame {
     Binary(Vec<u8>),
     Close,
 }
+
+/// The one checkpoint the fake has at start (the old default of `SLATE_COMFYUI_CHECKPOINT`).
+pub const DEFAULT_CHECKPOINT: &str = "sd_xl_base_1.0.safetensors";
 
 /// Steps of the fake's sampler.
 pub const STEPS: u64 = 4;
@@ -117,6 +125,18 @@ impl FakeComfy {
             opened: Mutex::default(),
             hold: tokio::sync::watch::channel(false).0,
             deaf: std::sync::atomic::AtomicBool::new(false),
+            extra_nodes: Mutex::default(),
+            models: Mutex::new(
+                [
+                    ("checkpoints", vec![DEFAULT_CHECKPOINT.to_owned()]),
+                    ("loras", vec![]),
+                    ("vae", vec![]),
+                    ("custom_nodes", vec!["example_node.py.example".to_owned()]),
+                ]
+                .into_iter()
+                .map(|(f, files)| (f.to_owned(), files))
+                .collect(),
+            ),
         });
         let app = Router::new()
             .route("/system_stats", get(system_stats))
@@ -128,6 +148,9 @@ impl FakeComfy {
             .route("/upload/image", axum::routing::post(upload))
             .route("/view", get(view))
             .route("/ws", get(socket))
+            .route("/object_info", get(object_info))
+            .route("/models", get(model_folders))
+            .route("/models/{folder}", get(model_files))
             .fallback(not_found)
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -195,6 +218,23 @@ impl FakeComfy {
     /// The client ids of the sockets opened so far.
     pub fn sockets_opened(&self) -> Vec<String> {
         self.inner.opened.lock().unwrap().clone()
+    }
+
+    /// `/object_info` lists these classes too (`{class: spec}`, e.g. a node pack's, its
+    /// `python_module` `custom_nodes.<pack>`).
+    pub fn add_nodes(&self, nodes: serde_json::Value) {
+        if let serde_json::Value::Object(nodes) = nodes {
+            self.inner.extra_nodes.lock().unwrap().extend(nodes);
+        }
+    }
+
+    /// Folder `folder` holds `files` from now on (the loaders' choices follow, as in
+    /// ComfyUI).
+    pub fn set_models(&self, folder: &str, files: &[&str]) {
+        self.inner.models.lock().unwrap().insert(
+            folder.to_owned(),
+            files.iter().map(|f| (*f).to_owned()).collect(),
+        );
     }
 
     pub fn hits(&self) -> usize {
@@ -393,6 +433,19 @@ async fn history(
             ["execution_start", {"prompt_id": id}],
             ["execution_error", {"prompt_id": id, "node_id": "7", "node_type": "Broken", "exception_message": "CUDA out of memory\n", "exception_type": "torch.OutOfMemoryError"}]
         ]}})
+    } else if p.graph.to_string().contains("\"MixedOutputs\"") {
+        // Every kind of output at once, as the nodes of §5 of comfyui-workflows.md list
+        // them: stills, an animated WebP, a video, VideoHelperSuite's `gifs`, audio, and
+        // a temp preview.
+        json!({"prompt": [], "status": {"status_str": "success", "completed": true, "messages": []}, "outputs": {
+            "10": {"images": [{"filename": "anim_00001_.webp", "subfolder": "", "type": "output"}], "animated": [true]},
+            "9": {"images": [{"filename": "still_00001_.png", "subfolder": "", "type": "output"},
+                             {"filename": "still_00002_.png", "subfolder": "", "type": "output"}]},
+            "12": {"images": [{"filename": "clip_00001_.mp4", "subfolder": "video", "type": "output"}], "animated": [true]},
+            "13": {"gifs": [{"filename": "vhs_00001.mp4", "subfolder": "", "type": "output", "format": "video/h264-mp4", "frame_rate": 8.0}]},
+            "14": {"audio": [{"filename": "take_00001_.flac", "subfolder": "audio", "type": "output"}]},
+            "15": {"images": [{"filename": "ComfyUI_temp_abcd_00001_.png", "subfolder": "", "type": "temp"}]}
+        }})
     } else {
         json!({"prompt": [], "outputs": {"9": {"images": [{"filename": "slate_00001_.png", "subfolder": "", "type": "output"}]}},
             "status": {"status_str": "success", "completed": true, "messages": []}})
@@ -571,5 +624,134 @@ async fn tell(inner: Arc<Inner>, tx: tokio::sync::mpsc::UnboundedSender<Frame>, 
     {
         p.telling = false;
         p.polls = 1;
+    }
+}
+
+/// A few core classes in the shapes of ComfyUI 0.3.64 (both combo shapes, a 64-bit seed,
+/// hidden inputs), the loaders' choices from the fake's folders, then the added ones.
+async fn object_info(State(inner): State<Arc<Inner>>) -> Response {
+    if let Some(r) = misbehave(&inner).await {
+        return r;
+    }
+    let models = inner.models.lock().unwrap().clone();
+    let files = |folder: &str| json!(models.get(folder).cloned().unwrap_or_default());
+    let core = |input: serde_json::Value, output: serde_json::Value, output_node: bool| json!({"input": input, "output": output, "output_node": output_node, "python_module": "nodes", "category": "core"});
+    let mut nodes = serde_json::Map::new();
+    for (class, spec) in [
+        (
+            "CheckpointLoaderSimple",
+            core(
+                json!({"required": {"ckpt_name": [files("checkpoints"), {"tooltip": "The checkpoint to load."}]}}),
+                json!(["MODEL", "CLIP", "VAE"]),
+                false,
+            ),
+        ),
+        (
+            "LoraLoader",
+            core(
+                json!({"required": {"model": ["MODEL"], "clip": ["CLIP"], "lora_name": [files("loras"), {}],
+            "strength_model": ["FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}],
+            "strength_clip": ["FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}]}}),
+                json!(["MODEL", "CLIP"]),
+                false,
+            ),
+        ),
+        (
+            "CLIPTextEncode",
+            core(
+                json!({"required": {"text": ["STRING", {"multiline": true, "dynamicPrompts": true}], "clip": ["CLIP"]}}),
+                json!(["CONDITIONING"]),
+                false,
+            ),
+        ),
+        (
+            "EmptyLatentImage",
+            core(
+                json!({"required": {"width": ["INT", {"default": 512, "min": 16, "max": 16384, "step": 8}],
+            "height": ["INT", {"default": 512, "min": 16, "max": 16384, "step": 8}], "batch_size": ["INT", {"default": 1, "min": 1, "max": 4096}]}}),
+                json!(["LATENT"]),
+                false,
+            ),
+        ),
+        (
+            "KSampler",
+            core(
+                json!({"required": {"model": ["MODEL"],
+            "seed": ["INT", {"default": 0, "min": 0, "max": 18_446_744_073_709_551_615_u64, "control_after_generate": true}],
+            "steps": ["INT", {"default": 20, "min": 1, "max": 10000}], "cfg": ["FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}],
+            "sampler_name": [["euler", "euler_ancestral", "dpmpp_2m"], {}], "scheduler": ["COMBO", {"options": ["simple", "normal", "karras"], "default": "simple"}],
+            "positive": ["CONDITIONING"], "negative": ["CONDITIONING"], "latent_image": ["LATENT"], "denoise": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}]}}),
+                json!(["LATENT"]),
+                false,
+            ),
+        ),
+        (
+            "VAEDecode",
+            core(
+                json!({"required": {"samples": ["LATENT"], "vae": ["VAE"]}}),
+                json!(["IMAGE"]),
+                false,
+            ),
+        ),
+        (
+            "VAEEncode",
+            core(
+                json!({"required": {"pixels": ["IMAGE"], "vae": ["VAE"]}}),
+                json!(["LATENT"]),
+                false,
+            ),
+        ),
+        (
+            "LoadImage",
+            core(
+                json!({"required": {"image": [["example.png"], {"image_upload": true}]}, "hidden": {"unique_id": "UNIQUE_ID"}}),
+                json!(["IMAGE", "MASK"]),
+                false,
+            ),
+        ),
+        (
+            "ImageScale",
+            core(
+                json!({"required": {"image": ["IMAGE"], "upscale_method": [["nearest-exact", "bilinear", "area", "bicubic", "lanczos"], {}],
+            "width": ["INT", {"default": 512, "min": 0, "max": 16384, "step": 1}], "height": ["INT", {"default": 512, "min": 0, "max": 16384, "step": 1}],
+            "crop": [["disabled", "center"], {}]}}),
+                json!(["IMAGE"]),
+                false,
+            ),
+        ),
+        (
+            "SaveImage",
+            core(
+                json!({"required": {"images": ["IMAGE"], "filename_prefix": ["STRING", {"default": "ComfyUI"}]},
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}),
+                json!([]),
+                true,
+            ),
+        ),
+    ] {
+        nodes.insert(class.to_owned(), spec);
+    }
+    nodes.extend(inner.extra_nodes.lock().unwrap().clone());
+    Json(serde_json::Value::Object(nodes)).into_response()
+}
+
+async fn model_folders(State(inner): State<Arc<Inner>>) -> Response {
+    if let Some(r) = misbehave(&inner).await {
+        return r;
+    }
+    let folders: Vec<String> = inner.models.lock().unwrap().keys().cloned().collect();
+    Json(folders).into_response()
+}
+
+async fn model_files(
+    State(inner): State<Arc<Inner>>,
+    axum::extract::Path(folder): axum::extract::Path<String>,
+) -> Response {
+    if let Some(r) = misbehave(&inner).await {
+        return r;
+    }
+    match inner.models.lock().unwrap().get(&folder) {
+        Some(files) => Json(files.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, "404: Not Found").into_response(),
     }
 }
