@@ -1,11 +1,11 @@
-//! The ComfyUI client against the fake: submit, follow, outputs, uploads, cancel, and
-//! the answers of old builds.
+//! The ComfyUI client against the fake: submit, follow, outputs of every kind, uploads,
+//! cancel, and the answers of old builds.
 
 use std::time::Duration;
 
 use serde_json::json;
 use server::comfyui::address::HostRules;
-use server::comfyui::client::{ComfyClient, ComfyError, PromptState};
+use server::comfyui::client::{ComfyClient, ComfyError, Media, PromptState};
 use server::comfyui::probe::Prober;
 use slate_tests::fake_comfy::{FakeComfy, Mode};
 
@@ -53,6 +53,55 @@ async fn a_prompt_is_submitted_followed_and_its_outputs_downloaded() {
         .await
         .unwrap();
     assert_eq!(name, "plate 01.png");
+}
+
+#[tokio::test]
+async fn outputs_of_every_kind_are_read_with_their_media_and_temp_previews_left_out() {
+    let comfy = FakeComfy::start(Mode::Current).await;
+    let c = client(&comfy);
+    let submitted = c.submit(&graph("MixedOutputs"), "slate-6").await.unwrap();
+    let done = c
+        .follow(&submitted.prompt_id, Duration::from_millis(10), |_| {})
+        .await
+        .unwrap();
+    let PromptState::Succeeded { outputs } = done else {
+        panic!("{done:?}")
+    };
+    let got: Vec<(&str, &str, &str, &str, Media)> = outputs
+        .iter()
+        .map(|f| {
+            (
+                f.node.as_str(),
+                f.filename.as_str(),
+                f.subfolder.as_str(),
+                f.kind.as_str(),
+                f.media,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("9", "still_00001_.png", "", "output", Media::Image),
+            ("9", "still_00002_.png", "", "output", Media::Image),
+            ("10", "anim_00001_.webp", "", "output", Media::AnimatedImage),
+            ("12", "clip_00001_.mp4", "video", "output", Media::Video),
+            ("13", "vhs_00001.mp4", "", "output", Media::Video),
+            ("14", "take_00001_.flac", "audio", "output", Media::Audio),
+        ],
+        "in node order, the temp preview of node 15 left out"
+    );
+    // Any file goes up through the same route as an image.
+    let name = c
+        .upload_file("take 01.wav", b"RIFF....WAVE".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(name, "take 01.wav");
+    let (path, body) = comfy.controls().pop().expect("the upload was received");
+    assert_eq!(
+        (path.as_str(), &body["name"]),
+        ("/upload/image", &json!("take 01.wav"))
+    );
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 mod api;
 mod comfy;
 mod comfy_real;
+mod comfy_video;
 mod kube;
 mod local;
 mod queue;

@@ -58,10 +58,112 @@ pub struct Submitted {
 /// One output file, as `/view` serves it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputFile {
+    /// The node that wrote it (its id in the graph, `"12:5"` inside a subgraph).
     pub node: String,
     pub filename: String,
     pub subfolder: String,
+    /// ComfyUI's folder: `output` (a deliverable), `temp` (a scratch preview), `input`.
     pub kind: String,
+    #[serde(default)]
+    pub media: Media,
+}
+
+/// What an output file is, from its extension (core nodes say nothing else: a video from
+/// `SaveVideo` is listed under `images`, comfyui-workflows.md §5), and for `.webp` and
+/// `.png` from the `animated` flags ComfyUI sets beside the images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Media {
+    Image,
+    AnimatedImage,
+    Video,
+    Audio,
+    Model3d,
+    #[default]
+    Other,
+}
+
+impl Media {
+    /// The kind of `filename`; `animated` is ComfyUI's flag for it (`SaveAnimatedWEBP`,
+    /// `SaveAnimatedPNG` and `SaveVideo` set it).
+    pub fn of(filename: &str, animated: bool) -> Media {
+        let extension = filename
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        match extension.as_str() {
+            "png" | "webp" if animated => Media::AnimatedImage,
+            "png" | "jpg" | "jpeg" | "webp" | "bmp" | "tif" | "tiff" => Media::Image,
+            "gif" | "apng" => Media::AnimatedImage,
+            "mp4" | "webm" | "mov" | "mkv" | "avi" | "m4v" => Media::Video,
+            "flac" | "mp3" | "wav" | "ogg" | "opus" | "m4a" | "aac" => Media::Audio,
+            "glb" | "gltf" | "obj" | "fbx" | "ply" | "stl" | "usdz" => Media::Model3d,
+            _ => Media::Other,
+        }
+    }
+}
+
+/// The files one node's output lists (an `outputs[node]` of `/history`, or the `output`
+/// of an `executed` message), temp previews included: every list-valued key whose items
+/// are objects with a `filename` (`images`, `gifs` from VideoHelperSuite, `audio`, `3d`,
+/// and keys of node packs Slate has never seen), in the order given. `animated` is
+/// parallel to `images`.
+pub fn node_outputs(node: &str, output: &Value) -> Vec<OutputFile> {
+    let mut files = Vec::new();
+    let Some(output) = output.as_object() else {
+        return files;
+    };
+    for (key, list) in output {
+        let Some(items) = list.as_array() else {
+            continue;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let Some(filename) = item.get("filename").and_then(Value::as_str) else {
+                continue;
+            };
+            let animated = key == "images"
+                && output
+                    .get("animated")
+                    .and_then(|a| a.get(i))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+            files.push(OutputFile {
+                node: node.to_owned(),
+                filename: filename.to_owned(),
+                subfolder: item
+                    .get("subfolder")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                kind: item
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("output")
+                    .to_owned(),
+                media: Media::of(filename, animated),
+            });
+        }
+    }
+    files
+}
+
+/// The deliverables of a finished prompt (its history entry's `outputs`): every node's
+/// files but the temp previews, nodes in id order (`"4"` before `"10"`; subgraph paths
+/// `"12:5"` by their parts; other ids after, as given).
+pub fn prompt_outputs(outputs: &Value) -> Vec<OutputFile> {
+    let mut nodes: Vec<(&String, &Value)> = outputs
+        .as_object()
+        .map(|o| o.iter().collect())
+        .unwrap_or_default();
+    nodes.sort_by_key(|(id, _)| {
+        let parts: Option<Vec<u64>> = id.split(':').map(|p| p.parse().ok()).collect();
+        (parts.is_none(), parts.unwrap_or_default())
+    });
+    nodes
+        .into_iter()
+        .flat_map(|(id, output)| node_outputs(id, output))
+        .filter(|f| f.kind != "temp")
+        .collect()
 }
 
 /// Where a prompt is.
@@ -295,21 +397,7 @@ impl ComfyClient {
                     .unwrap_or_else(|| "the workflow failed".into());
                 return Ok(PromptState::Failed { message });
             }
-            let mut outputs = Vec::new();
-            for (node, output) in entry["outputs"].as_object().into_iter().flatten() {
-                for key in ["images", "gifs", "videos", "audio"] {
-                    for f in output[key].as_array().into_iter().flatten() {
-                        if let Some(filename) = f["filename"].as_str() {
-                            outputs.push(OutputFile {
-                                node: node.clone(),
-                                filename: filename.to_owned(),
-                                subfolder: f["subfolder"].as_str().unwrap_or_default().to_owned(),
-                                kind: f["type"].as_str().unwrap_or("output").to_owned(),
-                            });
-                        }
-                    }
-                }
-            }
+            let outputs = prompt_outputs(&entry["outputs"]);
             return Ok(PromptState::Succeeded { outputs });
         }
         let (running, pending) = self.queue().await?;
@@ -394,8 +482,17 @@ impl ComfyClient {
         }
     }
 
-    /// Uploads an input image; returns the name to use in a `LoadImage` node.
+    /// Uploads an input image; returns the name to use in a `LoadImage` node. The same
+    /// as [`ComfyClient::upload_file`].
     pub async fn upload_image(&self, filename: &str, bytes: Vec<u8>) -> Result<String, ComfyError> {
+        self.upload_file(filename, bytes).await
+    }
+
+    /// Uploads an input file of any kind into ComfyUI's `input/` folder, replacing one of
+    /// the same name (`/upload/image` stores videos and audio as they are,
+    /// comfyui-workflows.md §4); returns the name to give the loader (`LoadImage.image`,
+    /// `LoadVideo.file`, `LoadAudio.audio`): `subfolder/name` when ComfyUI put it in one.
+    pub async fn upload_file(&self, filename: &str, bytes: Vec<u8>) -> Result<String, ComfyError> {
         if bytes.len() > MAX_UPLOAD {
             return Err(ComfyError::Unexpected(format!(
                 "{filename} is larger than the upload limit"
@@ -421,10 +518,16 @@ impl ComfyClient {
             )
             .await?;
         let answer = parse_json(&body)?;
-        answer["name"]
+        let name = answer["name"]
             .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| ComfyError::Unexpected("the upload answer has no name".into()))
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ComfyError::Unexpected("the upload answer has no name".into()))?;
+        Ok(
+            match answer["subfolder"].as_str().filter(|s| !s.is_empty()) {
+                Some(subfolder) => format!("{}/{name}", subfolder.trim_end_matches('/')),
+                None => name.to_owned(),
+            },
+        )
     }
 
     /// Downloads one output file.
@@ -551,6 +654,61 @@ mod tests {
         assert_eq!(
             refusal(&json!("invalid prompt"), &no_detail),
             "invalid prompt; node 3 (KSampler): Required input is missing: input model"
+        );
+    }
+
+    #[test]
+    fn media_is_told_by_extension_and_the_animated_flag() {
+        assert_eq!(Media::of("a_00001_.png", false), Media::Image);
+        assert_eq!(Media::of("a_00001_.PNG", true), Media::AnimatedImage);
+        assert_eq!(Media::of("a_00001_.webp", true), Media::AnimatedImage);
+        assert_eq!(Media::of("a_00001_.jpeg", true), Media::Image);
+        assert_eq!(Media::of("a.gif", false), Media::AnimatedImage);
+        assert_eq!(Media::of("a_00001_.mp4", true), Media::Video);
+        assert_eq!(Media::of("a.webm", false), Media::Video);
+        assert_eq!(Media::of("take_00001_.flac", false), Media::Audio);
+        assert_eq!(Media::of("mesh_00001_.glb", false), Media::Model3d);
+        assert_eq!(Media::of("latent_00001_.latent", false), Media::Other);
+        assert_eq!(Media::of("no-extension", false), Media::Other);
+        assert_eq!(
+            serde_json::to_value([Media::AnimatedImage, Media::Model3d]).unwrap(),
+            json!(["animatedimage", "model3d"])
+        );
+    }
+
+    #[test]
+    fn every_files_list_of_every_node_is_read_in_node_order_without_temp_previews() {
+        let outputs = json!({
+            "10": {"audio": [{"filename": "take_00001_.flac", "subfolder": "audio", "type": "output"}]},
+            "9": {"images": [{"filename": "a_00001_.webp", "subfolder": "", "type": "output"},
+                             {"filename": "a_00002_.webp", "subfolder": "", "type": "output"}],
+                  "animated": [false, true]},
+            "12:5": {"images": [{"filename": "v_00001_.mp4", "subfolder": "video", "type": "output"}], "animated": [true]},
+            "12:40": {"3d": [{"filename": "mesh_00001_.glb", "subfolder": "mesh", "type": "output"}]},
+            "2": {"images": [{"filename": "ComfyUI_temp_x_00001_.png", "subfolder": "", "type": "temp"}]},
+            "save": {"gifs": [{"filename": "clip_00001.mp4", "subfolder": "", "type": "output", "format": "video/h264-mp4", "frame_rate": 8.0}],
+                     "text": ["not a file"], "latents": [{"no": "filename"}]},
+            "odd": "not an object"
+        });
+        let got: Vec<(String, String, Media)> = prompt_outputs(&outputs)
+            .into_iter()
+            .map(|f| (f.node, f.filename, f.media))
+            .collect();
+        let want = [
+            ("9", "a_00001_.webp", Media::Image),
+            ("9", "a_00002_.webp", Media::AnimatedImage),
+            ("10", "take_00001_.flac", Media::Audio),
+            ("12:5", "v_00001_.mp4", Media::Video),
+            ("12:40", "mesh_00001_.glb", Media::Model3d),
+            ("save", "clip_00001.mp4", Media::Video),
+        ];
+        assert_eq!(got, want.map(|(n, f, m)| (n.to_owned(), f.to_owned(), m)));
+        // A node's own list keeps its temp files (the socket's previews).
+        let preview = node_outputs("2", &outputs["2"]);
+        assert_eq!(preview.len(), 1);
+        assert_eq!(
+            (preview[0].kind.as_str(), preview[0].media),
+            ("temp", Media::Image)
         );
     }
 

@@ -333,7 +333,9 @@ impl ComfyExecutor {
                 }
                 false
             }
-            SocketEvent::Executed { prompt: p, images } if p == prompt => {
+            SocketEvent::Executed {
+                prompt: p, images, ..
+            } if p == prompt => {
                 if let Some(image) = images.last() {
                     if let Ok(bytes) = client.download(image).await {
                         let mime = if image.filename.to_ascii_lowercase().ends_with(".png") {
