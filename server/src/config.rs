@@ -302,15 +302,6 @@ pub struct Config {
     #[arg(long, env = "SLATE_JOB_MEMORY", default_value = "4Gi", global = true)]
     pub job_memory: String,
 
-    /// The checkpoint (model file on the Colab side) the txt2img workflow loads.
-    #[arg(
-        long,
-        env = "SLATE_COMFYUI_CHECKPOINT",
-        default_value = "sd_xl_base_1.0.safetensors",
-        global = true
-    )]
-    pub comfyui_checkpoint: String,
-
     /// Milliseconds between two looks at a ComfyUI prompt (and for a healthy endpoint).
     #[arg(
         long,

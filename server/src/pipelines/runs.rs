@@ -168,6 +168,16 @@ async fn create(
     resubmitted_from: Option<Uuid>,
 ) -> Result<Uuid, AppError> {
     let template = &stored.template;
+    // The workflow version each ComfyUI stage runs, fixed now; refused before anything
+    // is written when the endpoint lacks a node or a model it needs.
+    let (workflows, gaps) =
+        crate::comfyui::workflows::for_submission(pool, template, &params).await?;
+    if !gaps.is_empty() {
+        return Err(AppError::invalid(format!(
+            "Not submitted: the GPU endpoint lacks what the workflow needs.\n{}",
+            gaps.join("\n")
+        )));
+    }
     let run = Uuid::now_v7();
     let mut tx = pool.begin().await.map_err(crate::db::app_error)?;
     sqlx::query(
@@ -188,8 +198,8 @@ async fn create(
         let needs: Vec<String> = template.upstream(stage).into_iter().collect();
         let first = needs.is_empty();
         sqlx::query(
-            "insert into run_stages (id, run_id, name, executor, needs, state, priority, attempts_max, queued_at, status_message)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then now() end, $10)",
+            "insert into run_stages (id, run_id, name, executor, needs, state, priority, attempts_max, queued_at, status_message, workflow_id)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then now() end, $10, $11)",
         )
         .bind(Uuid::now_v7())
         .bind(run)
@@ -201,6 +211,7 @@ async fn create(
         .bind(stage.attempts as i32)
         .bind(first)
         .bind((!first).then(|| format!("Waiting for {}.", needs.join(", "))))
+        .bind(workflows.iter().find(|(s, _)| *s == stage.name).map(|(_, id)| *id))
         .execute(&mut *tx)
         .await
         .map_err(crate::db::app_error)?;

@@ -449,3 +449,51 @@ pub async fn check_stages(
     }
     Ok(problems)
 }
+
+/// For each ComfyUI stage of a run being submitted: the workflow version it will run
+/// (fixed now) and, when an endpoint inventory is known, what the endpoint lacks for
+/// the graph as bound with these values. Files to load are not checked (they are
+/// uploaded just before the prompt); a model left empty takes the folder's first file,
+/// as it will when it runs.
+pub async fn for_submission(
+    pool: &PgPool,
+    template: &app::pipelines::template::Template,
+    params: &serde_json::Map<String, Value>,
+) -> Result<(Vec<(String, uuid::Uuid)>, Vec<String>), AppError> {
+    use app::pipelines::template::{ParamType, StageKind};
+    let mut fixed = Vec::new();
+    let mut gaps_found = Vec::new();
+    let inventory = current_inventory(pool).await;
+    for stage in &template.stages {
+        let StageKind::Comfyui(comfy) = &stage.kind else {
+            continue;
+        };
+        let version = store::resolve(pool, &comfy.workflow).await?;
+        fixed.push((stage.name.clone(), version.id));
+        let Some(inventory) = &inventory else {
+            continue;
+        };
+        let params = Value::Object(params.clone());
+        let mut values = crate::pipelines::executors::comfyui::bind_values(stage, &params);
+        for b in &version.bindings {
+            match &b.param.ty {
+                ParamType::Asset { .. } => {
+                    values.remove(&b.param.name);
+                }
+                ParamType::Model { folder }
+                    if values.get(&b.param.name).is_none_or(|v| v.is_null() || v == "") =>
+                {
+                    if let Some(first) = inventory.models.get(folder).and_then(|f| f.first()) {
+                        values.insert(b.param.name.clone(), json!(first));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let graph = wf::bind(&version.graph, &version.bindings, &values);
+        for gap in gaps(&graph, inventory) {
+            gaps_found.push(format!("stage \"{}\" ({}@{}): {gap}", stage.name, version.name, version.version));
+        }
+    }
+    Ok((fixed, gaps_found))
+}

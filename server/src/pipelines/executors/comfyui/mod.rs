@@ -27,6 +27,7 @@
 //! ComfyUI did not take is reported, not dropped.
 
 mod graph;
+mod prepare;
 
 use std::time::Duration;
 
@@ -35,8 +36,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-pub use self::graph::graph;
-use self::graph::{bind, output_names, upload_name};
+use self::graph::{bind, output_names};
+pub use self::graph::bind as bind_values;
 use crate::comfyui::client::{ComfyClient, ComfyError, OutputFile, PromptState};
 use crate::comfyui::probe::Prober;
 use crate::comfyui::socket::{self, SocketEvent};
@@ -88,8 +89,6 @@ pub struct ComfyExecutor {
     pub capacity: i64,
     /// How often a prompt is polled, and an absent endpoint looked for again.
     pub poll: Duration,
-    /// The checkpoint the txt2img graph loads.
-    pub checkpoint: String,
 }
 
 impl ComfyExecutor {
@@ -99,7 +98,6 @@ impl ComfyExecutor {
             prober,
             capacity: config.comfyui_prompts,
             poll: Duration::from_millis(config.comfyui_poll_ms.max(50)),
-            checkpoint: config.comfyui_checkpoint.clone(),
         }
     }
 }
@@ -136,16 +134,11 @@ impl ComfyExecutor {
         let StageKind::Comfyui(comfy) = &stage.kind else {
             return Err("not a comfyui stage".into());
         };
-        let workflow = comfy.workflow.clone();
-        let mut values = bind(stage, &claim.params);
+        let version = prepare::version(&self.files.pool, attempt, &comfy.workflow).await?;
+        let bound = bind(stage, &claim.params);
         let prefix = format!("slate_{}", claim.stage_id.simple());
-        // Images the graph starts from: fetched here, uploaded to whichever endpoint runs it.
-        let images = self.images(attempt).await?;
-        for (input, file) in &images {
-            values.insert(input.clone(), json!(file.name));
-        }
-        let mut graph = graph(&workflow, &values, &self.checkpoint, &prefix)
-            .ok_or_else(|| format!("unknown workflow {workflow}"))?;
+        // Files the graph loads: fetched here, uploaded to whichever endpoint runs it.
+        let uploads = prepare::uploads(attempt, &self.files, &version.bindings).await?;
         let mut resume = self.left_behind(attempt).await;
         let mut heard = Heard::default();
         loop {
@@ -157,20 +150,51 @@ impl ComfyExecutor {
                 continue;
             };
             let client = ComfyClient::new(self.prober.clone(), &url);
+            let mut values = bound.clone();
+            // The models it names, on this endpoint, now.
+            let models = match prepare::models(&self.prober, &url, &version, &mut values).await {
+                Ok(models) => models,
+                Err(prepare::ModelProblem::Missing(why)) => {
+                    tracing::warn!(stage = %claim.name, run = %claim.run_id, reason = %why, "a ComfyUI stage names a model the endpoint lacks");
+                    return Ok(final_failure(format!("Not queued: {why}.")));
+                }
+                Err(prepare::ModelProblem::Endpoint(e)) => {
+                    attempt
+                        .status(&format!("Waiting for the ComfyUI endpoint: {e}."), None)
+                        .await;
+                    if self.pause(&mut cancel).await {
+                        return Ok(Outcome::Cancelled);
+                    }
+                    continue;
+                }
+            };
             heard.socket = self.open_socket(&url, claim).await;
+            heard.titles = version
+                .graph
+                .iter()
+                .map(|(id, n)| {
+                    let title = n["_meta"]["title"]
+                        .as_str()
+                        .or(n["class_type"].as_str())
+                        .unwrap_or("?");
+                    (id.clone(), title.to_owned())
+                })
+                .collect();
+            let mut graph = prepare::graph(&version, &values, &prefix);
             let queued = match resume.take() {
                 Some((prompt, on)) if on == endpoint_id => Ok(prompt),
-                // Its images first (under the names this endpoint gives them), then the graph.
+                // Its files first (under the names this endpoint gives them), then the graph.
                 _ => {
                     async {
-                        self.upload(&client, &images, &mut values).await?;
-                        if let Some(bound) =
-                            self::graph(&workflow, &values, &self.checkpoint, &prefix)
-                        {
-                            graph = bound;
+                        for upload in &uploads {
+                            let name = client
+                                .upload_image(&upload.name, upload.bytes.clone())
+                                .await?;
+                            values.insert(upload.binding.clone(), json!(name));
                         }
+                        graph = prepare::graph(&version, &values, &prefix);
                         client
-                            .submit(&graph, &claim.attempt_id.to_string())
+                            .submit(&Value::Object(graph.clone()), &claim.attempt_id.to_string())
                             .await
                             .map(|s| s.prompt_id)
                     }
@@ -194,10 +218,12 @@ impl ComfyExecutor {
                 }
                 Err(e) => return Ok(Outcome::Failed(e.to_string())),
             };
+            let graph = Value::Object(graph);
             attempt
                 .started(
                     &format!("comfyui {prompt} on:{endpoint_id}"),
-                    Some(json!({"graph": graph, "prompt_id": prompt})),
+                    Some(json!({"graph": graph, "prompt_id": prompt,
+                                "workflow": version.name, "workflow_version": version.version})),
                 )
                 .await;
             match self
@@ -213,7 +239,15 @@ impl ComfyExecutor {
             {
                 Followed::Done(outcome) => return Ok(outcome),
                 Followed::Outputs(files) => {
-                    self.keep(attempt, &client, &files, &graph, &prompt, &mut heard.bar)
+                    let made = Made {
+                        graph: &graph,
+                        prompt: &prompt,
+                        version: &version,
+                        values: &values,
+                        models: &models,
+                        endpoint: endpoint_id,
+                    };
+                    self.keep(attempt, &client, &files, &made, &mut heard.bar)
                         .await?;
                     return Ok(Outcome::Succeeded);
                 }
@@ -221,61 +255,6 @@ impl ComfyExecutor {
                 Followed::Lost => continue,
             }
         }
-    }
-
-    /// The stage's inputs that are image assets: (input, the file), fetched into the run's
-    /// inputs.
-    async fn images(&self, attempt: &Attempt) -> Result<Vec<(String, Image)>, String> {
-        let (claim, template, stage) = (&attempt.claim, &attempt.stored.template, &attempt.stage);
-        let files = &self.files;
-        let mut out = Vec::new();
-        for (input, raw) in &stage.inputs {
-            let Some(param) = raw
-                .as_str()
-                .and_then(|r| r.trim().strip_prefix("${params."))
-                .and_then(|r| r.strip_suffix('}'))
-                .and_then(|p| template.parameter(p))
-            else {
-                continue;
-            };
-            if !matches!(param.ty, app::pipelines::template::ParamType::Asset { .. }) {
-                continue;
-            }
-            let Some(asset) = claim.params[param.name.as_str()]
-                .as_str()
-                .and_then(|a| a.parse::<Uuid>().ok())
-            else {
-                continue;
-            };
-            let fetched = files.input(claim.run_id, asset).await?;
-            let bytes = tokio::fs::read(&fetched.path)
-                .await
-                .map_err(|e| format!("cannot read the input {}: {e}", fetched.name))?;
-            out.push((
-                input.clone(),
-                Image {
-                    name: upload_name(asset, &fetched.name),
-                    bytes,
-                },
-            ));
-        }
-        Ok(out)
-    }
-
-    /// Uploads the images to the endpoint, binding the names it gave them.
-    async fn upload(
-        &self,
-        client: &ComfyClient,
-        images: &[(String, Image)],
-        values: &mut serde_json::Map<String, Value>,
-    ) -> Result<(), ComfyError> {
-        for (input, image) in images {
-            let name = client
-                .upload_image(&image.name, image.bytes.clone())
-                .await?;
-            values.insert(input.clone(), json!(name));
-        }
-        Ok(())
     }
 
     /// Opens the endpoint's socket and reads it in a task; `None` when it cannot be opened
@@ -314,14 +293,42 @@ impl ComfyExecutor {
                 max,
             } if p == prompt || p.is_empty() => {
                 heard.steps = true;
-                let fraction =
-                    RUNNING + (STEPS_END - RUNNING) * (value.min(max) as f32 / max as f32);
+                let step = value.min(max) as f32 / max.max(1) as f32;
+                // With several nodes at work, the bar is the share of nodes done.
+                let (fraction, node) = match (&heard.node, heard.titles.len()) {
+                    (Some(node), total) if total > 1 => (
+                        RUNNING
+                            + (STEPS_END - RUNNING)
+                                * ((heard.nodes_done as f32 + step) / total as f32).min(1.0),
+                        format!(
+                            "node {node} ({}), ",
+                            heard.titles.get(node).map(String::as_str).unwrap_or("?")
+                        ),
+                    ),
+                    _ => (RUNNING + (STEPS_END - RUNNING) * step, String::new()),
+                };
+                let done = if heard.node.is_some() && heard.titles.len() > 1 {
+                    format!(" {} of {} nodes done.", heard.nodes_done, heard.titles.len())
+                } else {
+                    String::new()
+                };
                 attempt
                     .status(
-                        &format!("Generating on ComfyUI: step {value} of {max}."),
+                        &format!("Generating on ComfyUI: {node}step {value} of {max}.{done}"),
                         heard.bar.at(fraction),
                     )
                     .await;
+                false
+            }
+            SocketEvent::Executing { prompt: p, node } if p == prompt => {
+                heard.node = Some(node);
+                false
+            }
+            SocketEvent::NodeProgress { prompt: p, nodes } if p == prompt => {
+                heard.nodes_done = nodes.iter().filter(|n| n.state == "finished").count();
+                if let Some(running) = nodes.iter().find(|n| n.state == "running") {
+                    heard.node = Some(running.display_node.clone().unwrap_or_else(|| running.node.clone()));
+                }
                 false
             }
             SocketEvent::Preview { mime, bytes } => {
@@ -489,39 +496,45 @@ impl ComfyExecutor {
         }
     }
 
-    /// Downloads the outputs into the stage's output directory and records them as
-    /// assets with the exact graph and seed.
+    /// Downloads the outputs into the stage's output directory (each also under
+    /// `by-node/<node>/`, for `${stages.NAME.outputs.NODE}`) and records them as assets
+    /// with their provenance: the workflow version, the exact graph as sent, the bound
+    /// values and seeds, the models, and the endpoint's ComfyUI version and node packs.
     async fn keep(
         &self,
         attempt: &Attempt,
         client: &ComfyClient,
         files: &[OutputFile],
-        graph: &Value,
-        prompt: &str,
+        made: &Made<'_>,
         bar: &mut Bar,
     ) -> Result<(), String> {
         let (claim, stored) = (&attempt.claim, &attempt.stored);
-        let out = self.files.stage_dir(claim).join("out");
-        let _ = tokio::fs::remove_dir_all(&out).await;
-        tokio::fs::create_dir_all(&out)
+        let stage_dir = self.files.stage_dir(claim);
+        let (out, by_node) = (stage_dir.join("out"), stage_dir.join("by-node"));
+        for dir in [&out, &by_node] {
+            let _ = tokio::fs::remove_dir_all(dir).await;
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| format!("cannot keep the outputs: {e}"))?;
+        }
+        let endpoint = crate::comfyui::inventory::load(&self.files.pool, made.endpoint)
             .await
-            .map_err(|e| format!("cannot keep the outputs: {e}"))?;
-        let provenance = json!({
-            "template": stored.name,
-            "template_version": stored.version,
-            "stage": claim.name,
-            "attempt": claim.attempt,
-            "params": claim.params,
-            "executor": "comfyui",
-            "prompt_id": prompt,
-            "graph": graph,
-            "seed": graph["3"]["inputs"]["seed"],
-        });
-        for (i, file) in files.iter().enumerate() {
-            let done = STEPS_END + (1.0 - STEPS_END) * (i as f32 / files.len() as f32);
+            .ok()
+            .flatten()
+            .map(|(inventory, _)| {
+                json!({"id": made.endpoint, "comfyui_version": inventory.comfyui_version,
+                       "packs": inventory.packs()})
+            })
+            .unwrap_or_else(|| json!({"id": made.endpoint}));
+        let deliverables: Vec<&OutputFile> = files.iter().filter(|f| f.kind != "temp").collect();
+        let short = claim.run_id.simple().to_string();
+        let short = &short[short.len() - 8..];
+        let mut per_node: std::collections::BTreeMap<&str, usize> = Default::default();
+        for (i, file) in deliverables.iter().enumerate() {
+            let done = STEPS_END + (1.0 - STEPS_END) * (i as f32 / deliverables.len() as f32);
             attempt
                 .status(
-                    &format!("Downloading the outputs: {} of {}.", i + 1, files.len()),
+                    &format!("Downloading the outputs: {} of {}.", i + 1, deliverables.len()),
                     bar.at(done),
                 )
                 .await;
@@ -529,22 +542,62 @@ impl ComfyExecutor {
                 .download(file)
                 .await
                 .map_err(|e| format!("cannot download {}: {e}", file.filename))?;
-            let (on_disk, name) = output_names(&claim.name, i, &file.filename);
-            let path = out.join(on_disk);
+            let n = per_node.entry(file.node.as_str()).or_default();
+            let (on_disk, name) = output_names(short, &claim.name, &file.node, *n, &file.filename);
+            *n += 1;
+            let path = out.join(&on_disk);
             tokio::fs::write(&path, bytes)
                 .await
                 .map_err(|e| format!("cannot keep {name}: {e}"))?;
+            if let Some(node_dir) = node_dir(&by_node, &file.node) {
+                let _ = tokio::fs::create_dir_all(&node_dir).await;
+                let _ = tokio::fs::hard_link(&path, node_dir.join(&on_disk)).await;
+            }
+            let provenance = json!({
+                "template": stored.name,
+                "template_version": stored.version,
+                "stage": claim.name,
+                "attempt": claim.attempt,
+                "params": claim.params,
+                "executor": "comfyui",
+                "workflow": made.version.name,
+                "workflow_version": made.version.version,
+                "prompt_id": made.prompt,
+                "graph": made.graph,
+                "values": made.values,
+                "seeds": prepare::seeds(made.version, made.values),
+                "seed": prepare::seeds(made.version, made.values).as_object()
+                    .and_then(|s| s.values().next().cloned()),
+                "models": made.models,
+                "endpoint": endpoint,
+                "node": file.node,
+                "node_class": made.graph[&file.node]["class_type"],
+                "media": file.media,
+                "comfyui_file": {"filename": file.filename, "subfolder": file.subfolder},
+            });
             outputs::ingest(&self.files.assets, claim, &path, &name, &provenance).await?;
         }
         Ok(())
     }
 }
 
-/// An image a graph starts from: the name it is uploaded under, and its bytes (an image
-/// for a graph is small).
-struct Image {
-    name: String,
-    bytes: Vec<u8>,
+/// What a prompt was made of, for its outputs' provenance.
+struct Made<'a> {
+    graph: &'a Value,
+    prompt: &'a str,
+    version: &'a crate::comfyui::workflows::store::Version,
+    values: &'a serde_json::Map<String, Value>,
+    models: &'a [Value],
+    endpoint: Uuid,
+}
+
+/// `by-node/<node>`, for a node id that is safe as one path segment (ComfyUI's own ids
+/// are digits, `:` inside subgraphs).
+fn node_dir(by_node: &std::path::Path, node: &str) -> Option<std::path::PathBuf> {
+    let safe = !node.is_empty()
+        && node.len() <= 64
+        && node.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'));
+    safe.then(|| by_node.join(node))
 }
 
 /// The endpoint's socket (`None`: following by polling alone), what it has given while
@@ -558,6 +611,11 @@ struct Heard {
     /// the bar).
     steps: bool,
     bar: Bar,
+    /// Node titles of the graph, to say which node is at work.
+    titles: std::collections::BTreeMap<String, String>,
+    /// The node at work and how many have finished (from `progress_state`).
+    node: Option<String>,
+    nodes_done: usize,
 }
 
 enum Followed {
