@@ -14,6 +14,7 @@ use crate::accounts::{
 use crate::architecture::ArchitecturePage;
 use crate::assets::{provide_uploads, AssetPage, AssetsPage, UploadTray};
 use crate::colab::ColabPage;
+use crate::comfyui::pages::{WorkflowPage, WorkflowsPage};
 use crate::components::{EmptyState, ErrorNote, PageHeader, RoleBadge, Time};
 use crate::deploys::pages::DeploysPage;
 use crate::error::AppError;
@@ -121,6 +122,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("runs") view=RunsPage/>
                     <Route path=path!("runs/new") view=NewRunPage/>
                     <Route path=path!("runs/:id") view=RunPage/>
+                    <Route path=path!("workflows") view=WorkflowsPage/>
+                    <Route path=path!("workflows/:name") view=WorkflowPage/>
                     <Route path=path!("admin/colab") view=ColabPage/>
                     <Route path=path!("admin/pipelines") view=TemplatesPage/>
                     <Route path=path!("admin/users") view=UsersPage/>
@@ -137,6 +140,7 @@ const NAV: &[(&str, &str, Role)] = &[
     ("Dashboard", "/", Role::Creator),
     ("Assets", "/assets", Role::Creator),
     ("Runs", "/runs", Role::Creator),
+    ("Workflows", "/workflows", Role::Creator),
     ("Architecture", "/architecture", Role::Lead),
     ("Deploys", "/deploys", Role::Lead),
     ("Colab", "/admin/colab", Role::Admin),
@@ -289,11 +293,18 @@ mod tests {
     #[test]
     fn creators_see_only_the_dashboard_and_admins_see_everything() {
         let creator: Vec<_> = nav_for(Role::Creator).map(|(l, _, _)| *l).collect();
-        assert_eq!(creator, ["Dashboard", "Assets", "Runs"]);
+        assert_eq!(creator, ["Dashboard", "Assets", "Runs", "Workflows"]);
         let lead: Vec<_> = nav_for(Role::Lead).map(|(l, _, _)| *l).collect();
         assert_eq!(
             lead,
-            ["Dashboard", "Assets", "Runs", "Architecture", "Deploys"]
+            [
+                "Dashboard",
+                "Assets",
+                "Runs",
+                "Workflows",
+                "Architecture",
+                "Deploys"
+            ]
         );
         assert_eq!(nav_for(Role::Admin).count(), NAV.len());
     }

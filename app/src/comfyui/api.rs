@@ -36,22 +36,25 @@ pub async fn show_workflow(
     )
 }
 
-/// Adds a workflow (or a new version of it) from its API-format JSON; the version made.
+/// Adds a workflow (or a new version of it) from its API-format JSON; its name and the
+/// version made.
 #[server(prefix = "/api/lead", endpoint = "add_workflow")]
 pub async fn add_workflow(
     name: String,
     title: String,
     #[server(default)] description: Option<String>,
     json: String,
-) -> Result<i32, AppError> {
+) -> Result<(String, i32), AppError> {
     answer(
         async {
             let actor = caller::<AddWorkflow>()?;
+            let name = name.trim().to_owned();
             let description = description.filter(|d| !d.trim().is_empty());
-            services()?
+            let version = services()?
                 .workflows
-                .add(&actor, name.trim(), title.trim(), description, &json)
-                .await
+                .add(&actor, &name, title.trim(), description, &json)
+                .await?;
+            Ok((name, version))
         }
         .await,
     )
