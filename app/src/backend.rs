@@ -80,6 +80,8 @@ pub trait ColabBackend: Send + Sync + 'static {
     async fn set_endpoint(&self, actor: &Actor, url: &str) -> Result<(), AppError>;
     async fn set_fallback(&self, actor: &Actor, url: Option<String>) -> Result<(), AppError>;
     async fn reverify(&self, actor: &Actor) -> Result<(), AppError>;
+    /// Fetches endpoint `id`'s nodes and models again (leads and admins; audited).
+    async fn refresh_inventory(&self, actor: &Actor, id: Uuid) -> Result<(), AppError>;
     async fn rotate_secret(&self, actor: &Actor) -> Result<crate::colab::RotatedSecret, AppError>;
 }
 

@@ -1,4 +1,4 @@
-//! Server functions of the Colab page (admins).
+//! Server functions of the Colab page (admins; refreshing the inventory also leads).
 
 use leptos::prelude::*;
 use uuid::Uuid;
@@ -61,6 +61,18 @@ pub async fn reverify() -> Result<(), AppError> {
         async {
             let actor = caller::<Reverify>()?;
             services()?.colab.reverify(&actor).await
+        }
+        .await,
+    )
+}
+
+/// Fetches the endpoint's nodes and models again (`/api/lead`: leads may too).
+#[server(prefix = "/api/lead", endpoint = "colab_refresh_inventory")]
+pub async fn refresh_inventory(id: Uuid) -> Result<(), AppError> {
+    answer(
+        async {
+            let actor = caller::<RefreshInventory>()?;
+            services()?.colab.refresh_inventory(&actor, id).await
         }
         .await,
     )

@@ -1,5 +1,5 @@
-//! The Colab page (admins): the endpoint now, its checks, what happened before, and the
-//! controls. It follows health changes live through the architecture's event stream
+//! The Colab page (admins): the endpoint now, its checks, what its machine has (nodes
+//! and models), what happened before, and the controls. It follows health changes live through the architecture's event stream
 //! (the external box changes whenever the endpoint's health does).
 
 use leptos::prelude::*;
@@ -75,6 +75,7 @@ pub fn ColabPage() -> impl IntoView {
     let fallback = ServerAction::<SetFallback>::new();
     let verify = ServerAction::<Reverify>::new();
     let rotate = ServerAction::<RotateSecret>::new();
+    let inventory = ServerAction::<RefreshInventory>::new();
     let overview = Resource::new(
         move || {
             (
@@ -83,6 +84,7 @@ pub fn ColabPage() -> impl IntoView {
                 fallback.version().get(),
                 verify.version().get(),
                 rotate.version().get(),
+                inventory.version().get(),
             )
         },
         |_| get_colab_overview(),
@@ -91,7 +93,7 @@ pub fn ColabPage() -> impl IntoView {
         <PageHeader title="Colab endpoint" subtitle="The ComfyUI on a Colab GPU, behind a Cloudflare tunnel whose address changes on every start."/>
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || overview.get().map(|r| match r {
-                Ok(o) => overview_view(o, set, fallback, verify, rotate).into_any(),
+                Ok(o) => overview_view(o, set, fallback, verify, rotate, inventory).into_any(),
                 Err(e) => view! { <ErrorNote error=e/> }.into_any(),
             })}
         </Transition>
@@ -104,8 +106,10 @@ fn overview_view(
     fallback: ServerAction<SetFallback>,
     verify: ServerAction<Reverify>,
     rotate: ServerAction<RotateSecret>,
+    refresh_inventory: ServerAction<RefreshInventory>,
 ) -> impl IntoView {
     let ColabOverview {
+        inventory,
         current,
         checks,
         history,
@@ -116,6 +120,9 @@ fn overview_view(
     } = o;
     let last_queue = checks.iter().rev().find_map(|c| c.queue_remaining);
     let last_check = checks.last().cloned();
+    let machine = current
+        .as_ref()
+        .map(|e| inventory_view(e.id, inventory, refresh_inventory));
     view! {
         <section class="card" id="colab-current">
             <h2>"Now"</h2>
@@ -167,6 +174,7 @@ fn overview_view(
                 }.into_any(),
             }}
         </section>
+        {machine}
         <div class="grid two">
             <section class="card">
                 <h2>"Set an endpoint by hand"</h2>
@@ -242,6 +250,137 @@ fn overview_view(
                     </table>
                 }.into_any()
             }}
+        </section>
+    }
+}
+
+/// Lists longer than this fold away behind their count.
+const FOLD_AFTER: usize = 4;
+
+/// Files of a folder, folded when there are many.
+fn files_view(files: Vec<String>) -> impl IntoView {
+    let list = |files: Vec<String>| {
+        view! {
+            <ul class="chips">
+                {files.into_iter().map(|f| view! { <li class="tag"><code>{f}</code></li> }).collect_view()}
+            </ul>
+        }
+    };
+    if files.len() > FOLD_AFTER {
+        view! {
+            <details>
+                <summary>{format!("Show all {} files", files.len())}</summary>
+                {list(files)}
+            </details>
+        }
+        .into_any()
+    } else {
+        list(files).into_any()
+    }
+}
+
+/// "What the GPU has": the current endpoint's ComfyUI, its node classes (core and each
+/// custom pack) and its model files by folder, with a refresh.
+fn inventory_view(
+    endpoint: uuid::Uuid,
+    inventory: Option<InventoryView>,
+    refresh: ServerAction<RefreshInventory>,
+) -> impl IntoView {
+    let error = inventory.as_ref().and_then(|i| i.error.clone());
+    let attempted = inventory.as_ref().map(|i| i.attempted_at);
+    let body = match inventory.filter(|i| i.fetched_at.is_some()) {
+        None => view! {
+            <EmptyState title="No inventory yet">
+                "It is fetched when the endpoint is verified; Refresh asks for it now."
+            </EmptyState>
+            {error.map(|e| view! {
+                <div class="notice error" role="status">
+                    {format!("The last attempt failed: {e}")}
+                    {attempted.map(|at| view! { <span class="muted">"Tried "<Time at/></span> })}
+                </div>
+            })}
+        }
+        .into_any(),
+        Some(i) => {
+            let total = i.nodes();
+            let (filled, empty): (Vec<_>, Vec<_>) = i
+                .models
+                .into_iter()
+                .partition(|(_, files)| !files.is_empty());
+            let packs = i.packs;
+            let nodes = match packs.len() {
+                0 => format!("{total} node classes, all ComfyUI's own"),
+                n => format!(
+                    "{total} node classes: {} ComfyUI's own, {} from {n} custom pack{}",
+                    i.core_nodes,
+                    total - i.core_nodes,
+                    if n == 1 { "" } else { "s" }
+                ),
+            };
+            view! {
+                <dl class="facts">
+                    <dt>"ComfyUI"</dt><dd id="inventory-version">{i.comfyui_version.unwrap_or_else(|| "not reported".into())}</dd>
+                    <dt>"Fetched"</dt><dd>{i.fetched_at.map(|at| view! { <Time at/> })}</dd>
+                    <dt>"Nodes"</dt><dd id="inventory-nodes">{nodes}</dd>
+                </dl>
+                {error.map(|e| view! {
+                    <div class="notice warn" role="status">{format!("Some of it could not be read: {e}")}</div>
+                })}
+                <h3>"Custom node packs"</h3>
+                {if packs.is_empty() {
+                    view! { <p class="muted">"None: core nodes only."</p> }.into_any()
+                } else {
+                    view! {
+                        <table class="table compact" id="inventory-packs">
+                            <thead><tr><th>"Pack"</th><th>"Node classes"</th></tr></thead>
+                            <tbody>
+                                {packs.into_iter().map(|(pack, n)| view! {
+                                    <tr><td><code>{pack}</code></td><td>{n}</td></tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any()
+                }}
+                <h3>"Models"</h3>
+                {if filled.is_empty() {
+                    view! { <p class="muted">"No model files in any folder."</p> }.into_any()
+                } else {
+                    view! {
+                        <table class="table compact" id="inventory-models">
+                            <thead><tr><th>"Folder"</th><th>"Files"</th><th></th></tr></thead>
+                            <tbody>
+                                {filled.into_iter().map(|(folder, files)| view! {
+                                    <tr>
+                                        <td><code>{folder}</code></td>
+                                        <td>{files.len()}</td>
+                                        <td>{files_view(files)}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any()
+                }}
+                {(!empty.is_empty()).then(|| view! {
+                    <p class="muted">{format!(
+                        "Empty: {}.",
+                        empty.into_iter().map(|(f, _)| f).collect::<Vec<_>>().join(", ")
+                    )}</p>
+                })}
+            }
+            .into_any()
+        }
+    };
+    view! {
+        <section class="card" id="colab-inventory">
+            <h2>"What the GPU has"</h2>
+            {body}
+            <ActionForm action=refresh attr:class="inline">
+                <input type="hidden" name="id" value=endpoint.to_string()/>
+                <button type="submit" class="btn" disabled=move || refresh.pending().get()>
+                    {move || if refresh.pending().get() { "Fetching…" } else { "Refresh" }}
+                </button>
+            </ActionForm>
+            {move || refresh.value().get().and_then(Result::err).map(|e| view! { <ErrorNote error=e/> })}
         </section>
     }
 }

@@ -1,6 +1,7 @@
-//! What the admin page needs: the overview, revealing a URL, setting an endpoint by
-//! hand or the fallback, re-running verification, and rotating the webhook secret with
-//! the notebook cell that goes with it. Every change is audited.
+//! What the admin page needs: the overview (with what the current endpoint's machine
+//! has), revealing a URL, setting an endpoint by hand or the fallback, re-running
+//! verification, refreshing the inventory, and rotating the webhook secret with the
+//! notebook cell that goes with it. Every change is audited.
 
 use app::backend::{Actor, ColabBackend};
 use app::colab::{CheckView, ColabOverview, EndpointView, RotatedSecret};
@@ -212,7 +213,15 @@ impl ColabBackend for Colab {
         .fetch_one(&self.pool)
         .await
         .or_app()?;
+        let inventory = match &current {
+            Some(c) => crate::comfyui::inventory::stored(&self.pool, c.id)
+                .await
+                .or_app()?
+                .map(|s| s.view()),
+            None => None,
+        };
         Ok(ColabOverview {
+            inventory,
             current: current.map(view),
             checks,
             history: history.into_iter().map(view).collect(),
@@ -341,12 +350,21 @@ impl ColabBackend for Colab {
         .await
         .or_app()?;
         self.show_on_diagram().await;
+        if ok {
+            self.spawn_inventory_refresh(id, url);
+        }
         match outcome {
             Ok(_) => Ok(()),
             Err(e) => Err(AppError::Unavailable(format!(
                 "The endpoint did not verify: {e}."
             ))),
         }
+    }
+
+    async fn refresh_inventory(&self, actor: &Actor, id: Uuid) -> Result<(), AppError> {
+        crate::comfyui::inventory::refresh_as(&self.pool, &self.prober, &who(actor), id)
+            .await
+            .map(drop)
     }
 
     async fn rotate_secret(&self, actor: &Actor) -> Result<RotatedSecret, AppError> {

@@ -2,7 +2,8 @@
 //! changes on every start: the signed webhook the notebook reports to (`webhook`,
 //! `signature`), verification before an endpoint is accepted, its history, publication to
 //! the cluster (`publish`), the health monitor with failover (`monitor`) and the admin
-//! page's backend (`admin`). Reaching ComfyUI itself is `crate::comfyui`.
+//! page's backend (`admin`). An endpoint that becomes current has its inventory fetched
+//! (`crate::comfyui::inventory`). Reaching ComfyUI itself is `crate::comfyui`.
 
 pub mod admin;
 pub mod monitor;
@@ -296,9 +297,11 @@ impl Colab {
                 .verify(&url, colab.verify_within, colab.verify_every)
                 .await;
             let verified = outcome.is_ok();
+            let mut current = false;
             match colab.record_verification(id, &url, outcome).await {
                 // Published only if it is still the endpoint waiting for this result.
                 Ok(true) if verified => {
+                    current = true;
                     if let Err(e) = colab.publish(id, &url).await {
                         tracing::error!(error = %e, "cannot record a publication");
                     }
@@ -307,6 +310,22 @@ impl Colab {
                 Err(e) => tracing::error!(error = %e, "cannot record a verification"),
             }
             colab.show_on_diagram().await;
+            // Last: /object_info is ComfyUI's heaviest answer, and health and
+            // publication should not wait for it. A failure is kept with the row.
+            if current {
+                let _ =
+                    crate::comfyui::inventory::refresh(&colab.pool, &colab.prober, id, &url).await;
+            }
+        });
+    }
+
+    /// Fetches endpoint `id`'s nodes and models in the background (an endpoint that
+    /// became current without a verification task: back after a loss, a failover, or
+    /// verified again by hand).
+    pub fn spawn_inventory_refresh(&self, id: Uuid, url: String) {
+        let colab = self.clone();
+        self.tasks.once("endpoint inventory", async move {
+            let _ = crate::comfyui::inventory::refresh(&colab.pool, &colab.prober, id, &url).await;
         });
     }
 

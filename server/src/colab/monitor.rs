@@ -226,6 +226,8 @@ impl Colab {
                     .await?;
                     tx.commit().await?;
                     tracing::info!(endpoint = %redact(&url), "the lost colab endpoint answers again; it is current again");
+                    // A new row: ComfyUI restarted, maybe with other nodes or models.
+                    self.spawn_inventory_refresh(id, url);
                     return Ok(());
                 }
                 Ok((stats, _)) => {
@@ -253,6 +255,7 @@ impl Colab {
                     .await?;
                     tx.commit().await?;
                     tracing::info!(endpoint = %redact(&url), "failed over to another colab endpoint");
+                    self.spawn_inventory_refresh(id, url.clone());
                     return self.publish(id, &url).await;
                 }
                 Err(e) => {
