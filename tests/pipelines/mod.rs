@@ -12,6 +12,7 @@ mod queue;
 mod realkube;
 mod scripts;
 mod submit;
+mod workflows;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -228,9 +228,22 @@ pub struct Bundle {
 }
 
 /// The workflows that ship with Slate.
-pub const BUNDLED: [(&str, &str); 2] = [
+pub const BUNDLED: [(&str, &str); 6] = [
     ("txt2img", include_str!("builtin/txt2img.json")),
     ("img2img", include_str!("builtin/img2img.json")),
+    ("still-to-clip", include_str!("builtin/still-to-clip.json")),
+    (
+        "ltxv-image-to-video",
+        include_str!("builtin/ltxv-image-to-video.json"),
+    ),
+    (
+        "ltxv-text-to-video",
+        include_str!("builtin/ltxv-text-to-video.json"),
+    ),
+    (
+        "wan-text-to-video",
+        include_str!("builtin/wan-text-to-video.json"),
+    ),
 ];
 
 /// Which kind of library asset an upload input takes (`LoadImage.image` an image,

@@ -148,6 +148,17 @@ pub async fn seed_bundled(pool: &PgPool) -> Result<(), String> {
         if made {
             tracing::info!(%name, version, "bundled workflow saved");
         }
+        // Each bundled workflow runs on its own too, from its generated template.
+        if !bundle.bindings.is_empty() {
+            if let Some(v) = find(pool, name, Some(version))
+                .await
+                .map_err(|e| format!("cannot read bundled workflow {name}: {e}"))?
+            {
+                crate::pipelines::store::save(pool, &Who::system(), &super::generated_template(&v), true)
+                    .await
+                    .map_err(|e| format!("cannot save the template of workflow {name}: {e:?}"))?;
+            }
+        }
     }
     Ok(())
 }

@@ -36,8 +36,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use self::graph::{bind, output_names};
 pub use self::graph::bind as bind_values;
+use self::graph::{bind, output_names};
 use crate::comfyui::client::{ComfyClient, ComfyError, OutputFile, PromptState};
 use crate::comfyui::probe::Prober;
 use crate::comfyui::socket::{self, SocketEvent};
@@ -295,8 +295,9 @@ impl ComfyExecutor {
                 heard.steps = true;
                 let step = value.min(max) as f32 / max.max(1) as f32;
                 // With several nodes at work, the bar is the share of nodes done.
+                let node_states = heard.node_states;
                 let (fraction, node) = match (&heard.node, heard.titles.len()) {
-                    (Some(node), total) if total > 1 => (
+                    (Some(node), total) if total > 1 && node_states => (
                         RUNNING
                             + (STEPS_END - RUNNING)
                                 * ((heard.nodes_done as f32 + step) / total as f32).min(1.0),
@@ -305,10 +306,21 @@ impl ComfyExecutor {
                             heard.titles.get(node).map(String::as_str).unwrap_or("?")
                         ),
                     ),
+                    (Some(node), _) => (
+                        RUNNING + (STEPS_END - RUNNING) * step,
+                        format!(
+                            "node {node} ({}), ",
+                            heard.titles.get(node).map(String::as_str).unwrap_or("?")
+                        ),
+                    ),
                     _ => (RUNNING + (STEPS_END - RUNNING) * step, String::new()),
                 };
-                let done = if heard.node.is_some() && heard.titles.len() > 1 {
-                    format!(" {} of {} nodes done.", heard.nodes_done, heard.titles.len())
+                let done = if node_states && heard.titles.len() > 1 {
+                    format!(
+                        " {} of {} nodes done.",
+                        heard.nodes_done,
+                        heard.titles.len()
+                    )
                 } else {
                     String::new()
                 };
@@ -325,9 +337,15 @@ impl ComfyExecutor {
                 false
             }
             SocketEvent::NodeProgress { prompt: p, nodes } if p == prompt => {
+                heard.node_states = true;
                 heard.nodes_done = nodes.iter().filter(|n| n.state == "finished").count();
                 if let Some(running) = nodes.iter().find(|n| n.state == "running") {
-                    heard.node = Some(running.display_node.clone().unwrap_or_else(|| running.node.clone()));
+                    heard.node = Some(
+                        running
+                            .display_node
+                            .clone()
+                            .unwrap_or_else(|| running.node.clone()),
+                    );
                 }
                 false
             }
@@ -534,7 +552,11 @@ impl ComfyExecutor {
             let done = STEPS_END + (1.0 - STEPS_END) * (i as f32 / deliverables.len() as f32);
             attempt
                 .status(
-                    &format!("Downloading the outputs: {} of {}.", i + 1, deliverables.len()),
+                    &format!(
+                        "Downloading the outputs: {} of {}.",
+                        i + 1,
+                        deliverables.len()
+                    ),
                     bar.at(done),
                 )
                 .await;
@@ -596,7 +618,9 @@ struct Made<'a> {
 fn node_dir(by_node: &std::path::Path, node: &str) -> Option<std::path::PathBuf> {
     let safe = !node.is_empty()
         && node.len() <= 64
-        && node.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'));
+        && node
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'));
     safe.then(|| by_node.join(node))
 }
 
@@ -616,6 +640,9 @@ struct Heard {
     /// The node at work and how many have finished (from `progress_state`).
     node: Option<String>,
     nodes_done: usize,
+    /// Whether the endpoint sends `progress_state` (then the bar is the share of nodes
+    /// done; older builds give only the sampler's steps).
+    node_states: bool,
 }
 
 enum Followed {
@@ -649,22 +676,30 @@ mod tests {
     #[test]
     fn the_endpoints_file_names_never_become_paths_here() {
         assert_eq!(
-            output_names("keyframes", 0, "slate_00001_.png"),
-            ("keyframes_0001.png".into(), "keyframes_0001.png".into())
+            output_names("0a1b2c3d", "keyframes", "9", 0, "slate_00001_.png"),
+            (
+                "keyframes_9_0001.png".into(),
+                "0a1b2c3d-keyframes-9-0001.png".into()
+            )
         );
-        let (on_disk, name) = output_names("keyframes", 1, "../../../../etc/cron.d/x.webp");
-        assert_eq!(on_disk, "keyframes_0002.webp");
-        assert_eq!(
-            name, "../../../../etc/cron.d/x.webp",
-            "a name, shown as such"
+        let (on_disk, name) = output_names(
+            "0a1b2c3d",
+            "keyframes",
+            "12:5",
+            1,
+            "../../../../etc/cron.d/x.webp",
         );
+        assert_eq!(on_disk, "keyframes_12-5_0002.webp");
+        assert_eq!(name, "0a1b2c3d-keyframes-12-5-0002.webp");
         for hostile in ["/etc/passwd", "a/b.sh;rm", "x.PHP5/..", ".."] {
-            let (on_disk, _) = output_names("s", 2, hostile);
+            let (on_disk, _) = output_names("r", "s", "../..", 2, hostile);
             assert!(
-                on_disk.starts_with("s_0003.") && !on_disk[1..].contains(['/', '\\']),
+                on_disk.starts_with("s_") && !on_disk.contains(['/', '\\']),
                 "{hostile}: {on_disk}"
             );
         }
+        assert!(node_dir(std::path::Path::new("/x"), "../9").is_none());
+        assert!(node_dir(std::path::Path::new("/x"), "9").is_some());
     }
 
     #[test]
@@ -682,6 +717,7 @@ mod tests {
 
     #[test]
     fn upload_names_keep_only_safe_characters() {
+        use super::graph::upload_name;
         let asset = Uuid::nil();
         assert_eq!(
             upload_name(asset, "board_012.png"),
