@@ -68,6 +68,27 @@ fn choices(decl: &Value) -> Option<Vec<String>> {
     )
 }
 
+#[test]
+fn every_bundled_workflow_file_reads_as_slate_reads_bundles() {
+    use app::comfyui::workflow::{check_bindings, check_graph, Bundle};
+    for (file, doc) in bundled() {
+        let bundle: Bundle = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(bundle.name, file);
+        check_graph(&bundle.graph).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let problems = check_bindings(&bundle.graph, &bundle.bindings, None);
+        assert!(problems.is_empty(), "{file}: {problems:?}");
+        // Each says what it makes frames of, where the model has a rule for them.
+        if let Some(frames) = bundle.bindings.iter().find(|b| b.param.name == "frames") {
+            let help = frames.param.help.as_deref().unwrap_or_default();
+            if file.starts_with("ltxv") {
+                assert!(help.contains("8n+1"), "{file}: {help}");
+            } else if file.starts_with("wan") {
+                assert!(help.contains("4n+1"), "{file}: {help}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn comfy_real_every_bundled_workflow_names_only_what_the_real_comfyui_has() {
     let peer = comfyui_peer::shared().await;
@@ -213,12 +234,18 @@ async fn comfy_real_every_bundled_workflow_names_only_what_the_real_comfyui_has(
             }
         }
 
-        // As they stand, ComfyUI's own validation refuses only the inputs a binding fills
-        // (the models this peer lacks, the empty image and checkpoint names): links, types
-        // and every other value pass.
+        // With an upload that is not there (an empty name passes: it names the input
+        // folder itself), ComfyUI's own validation refuses only the inputs a model or
+        // asset binding fills (the models this peer lacks, the empty checkpoint name):
+        // links, types and every other value pass, and nothing runs.
+        let mut graph = doc["graph"].clone();
+        for b in bindings.iter().filter(|b| b["type"] == "asset") {
+            graph[b["node"].as_str().unwrap()]["inputs"][b["input"].as_str().unwrap()] =
+                json!("slate-no-such-upload.png");
+        }
         let answer = reqwest::Client::new()
             .post(format!("{}prompt", peer.url()))
-            .json(&json!({"prompt": doc["graph"], "client_id": "bundled-check"}))
+            .json(&json!({"prompt": graph, "client_id": "bundled-check"}))
             .send()
             .await
             .unwrap();
