@@ -199,7 +199,7 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 async fn outputs(app: &TestApp, run: Uuid) -> Vec<(String, Vec<u8>, serde_json::Value)> {
     let rows: Vec<(Uuid, String, serde_json::Value)> = sqlx::query_as(
         "select o.asset_id, a.name, o.provenance from run_outputs o join assets a on a.id = o.asset_id
-         where o.run_id = $1 order by a.name",
+         where o.run_id = $1 order by a.name <> 'animatic.mp4', a.name",
     )
     .bind(run)
     .fetch_all(&app.pool)
@@ -238,9 +238,11 @@ async fn comfy_real_the_keyframes_template_renders_small_keyframes_and_an_animat
 
     let outputs = outputs(&app, run).await;
     let names: Vec<&str> = outputs.iter().map(|o| o.0.as_str()).collect();
+    let short = &run.simple().to_string()[24..];
+    let keyframes = [1, 2].map(|n| format!("{short}-keyframes-9-000{n}.png"));
     assert_eq!(
         names,
-        ["animatic.mp4", "keyframes_0001.png", "keyframes_0002.png"]
+        ["animatic.mp4", keyframes[0].as_str(), keyframes[1].as_str()]
     );
     for (name, bytes, provenance) in &outputs[1..] {
         assert_eq!(
@@ -380,7 +382,7 @@ async fn comfy_real_a_refused_workflow_fails_at_once_with_comfyuis_own_words() {
     .unwrap();
     super::save_template(
         &app,
-        "name: refused\ntitle: refused\nparameters:\n  - {name: prompt, type: text}\nstages:\n  - name: keyframes\n    executor: comfyui\n    workflow: no-outputs\n    inputs: {prompt: ${params.prompt}}\n",
+        "name: refused\ntitle: refused\nparameters:\n  - {name: prompt, type: text}\nstages:\n  - name: keyframes\n    executor: comfyui\n    workflow: no-outputs\n    inputs:\n      prompt: ${params.prompt}\n",
     )
     .await;
     let run = super::submit_as_admin(&app, &caps(), "refused", json!({"prompt": "x"})).await;

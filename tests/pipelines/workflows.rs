@@ -825,3 +825,49 @@ async fn comfy_real_workflows_a_still_becomes_a_playable_clip_with_a_proxy() {
     assert!(video.contains("h264"), "a playable H.264 stream: {video}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn comfy_real_workflows_a_keyframe_from_one_stage_is_animated_by_the_next() {
+    let peer = comfyui_peer::shared().await;
+    let (app, lead) = slate_with(&peer.url(), |c| c.comfyui_poll_ms = 200).await;
+    // The keyframe stage's node 9 (SaveImage) feeds the clip stage's image.
+    let source = "name: key-and-clip\ntitle: Key and clip\nparameters:\n  - {name: prompt, type: text}\n  - {name: seed, type: seed}\nstages:\n  - name: keyframe\n    executor: comfyui\n    workflow: txt2img\n    inputs:\n      prompt: ${params.prompt}\n      seed: ${params.seed}\n      width: 64\n      height: 64\n      steps: 2\n  - name: clip\n    executor: comfyui\n    workflow: still-to-clip\n    inputs:\n      image: ${stages.keyframe.outputs.9}\n      frames: 6\n      fps: 6\n      width: 64\n      height: 64\n";
+    super::save_template(&app, source).await;
+    let (s, run) = call(
+        &app,
+        &lead,
+        "POST",
+        "/api/runs",
+        Some(json!({"template": "key-and-clip", "params": {"prompt": "a paper boat"}})),
+    )
+    .await;
+    assert_eq!(s, 201, "{run}");
+    let done = wait_run(&app, &lead, run["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let rows: Vec<(String, Value)> = sqlx::query_as(
+        "select a.name, o.provenance from run_outputs o join assets a on a.id = o.asset_id
+         where o.run_id = $1::uuid order by a.name",
+    )
+    .bind(run["id"].as_str().unwrap())
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert!(
+        names.iter().any(|n| n.contains("-clip-5-0001.mp4")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.contains("-keyframe-9-0001.png")),
+        "{names:?}"
+    );
+    let clip = &rows.iter().find(|r| r.0.ends_with(".mp4")).unwrap().1;
+    let loaded = clip["graph"]["1"]["inputs"]["image"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        loaded.contains("keyframe_9_0001.png"),
+        "the keyframe was uploaded and bound: {clip}"
+    );
+    app.stop().await;
+}

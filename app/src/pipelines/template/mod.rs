@@ -239,7 +239,7 @@ impl Template {
 }
 
 /// The templates that ship with Slate.
-pub const BUILT_IN: [(&str, &str); 4] = [
+pub const BUILT_IN: [(&str, &str); 5] = [
     (
         "keyframes-to-animatic",
         include_str!("builtin/keyframes-to-animatic.yaml"),
@@ -251,6 +251,10 @@ pub const BUILT_IN: [(&str, &str); 4] = [
     (
         "blender-render",
         include_str!("builtin/blender-render.yaml"),
+    ),
+    (
+        "keyframe-to-clip",
+        include_str!("builtin/keyframe-to-clip.yaml"),
     ),
     (
         "opencv-post-process",
