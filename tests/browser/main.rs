@@ -1445,3 +1445,220 @@ async fn progress_bars_are_drawn_at_their_fraction_after_in_app_navigation_and_l
     drop(b);
     app.stop().await;
 }
+
+/// Sets a form control's value as a paste would, for long texts that typing key by key
+/// would make slow.
+async fn paste(c: &Client, css: &str, text: &str) {
+    wait_for(c, css).await;
+    c.execute(
+        "const e = document.querySelector(arguments[0]); e.value = arguments[1]; e.dispatchEvent(new Event('input', {bubbles: true})); return true;",
+        vec![json!(css), json!(text)],
+    )
+    .await
+    .unwrap();
+}
+
+/// A screenshot of the whole page at a phone's width, then back to the desktop size.
+async fn screenshot_narrow(c: &Client, name: &str) {
+    let _ = c.set_window_size(390, 860).await;
+    let height = c
+        .execute("return document.documentElement.scrollHeight;", vec![])
+        .await
+        .ok()
+        .and_then(|h| h.as_u64())
+        .unwrap_or(860)
+        .clamp(860, 6000) as u32;
+    let _ = c.set_window_size(390, height).await;
+    screenshot(c, name).await;
+    let _ = c.set_window_size(1280, 860).await;
+}
+
+#[tokio::test]
+async fn a_lead_adds_a_workflow_binds_two_inputs_and_runs_it_from_the_generated_form() {
+    use slate_tests::fake_comfy::{FakeComfy, Mode, DEFAULT_CHECKPOINT};
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let app = slate_tests::spawn_app_with(|c| {
+        c.colab_allow_loopback = true;
+        c.colab_verify_seconds = 2;
+        c.comfyui_poll_ms = 100;
+    })
+    .await;
+    app.create_user("lena@studio.test", "lead").await;
+    // The fake ComfyUI is the GPU endpoint, as the notebook reports it.
+    let comfy = FakeComfy::start(Mode::Current).await;
+    let secret = slate_tests::colab_secret(&app).await;
+    slate_tests::colab_up(&app, &secret, "wf-1", &comfy.url()).await;
+    eventually(
+        "the endpoint to be healthy",
+        Duration::from_secs(10),
+        || async {
+            let healthy = app
+                .count("select count(*) from colab_endpoints where state = 'healthy'")
+                .await;
+            seen(healthy, |n| *n == 1)
+        },
+    )
+    .await;
+    // The bundled text-to-image graph, as ComfyUI's "Export (API)" writes one, with the
+    // checkpoint the endpoint has.
+    let bundle: serde_json::Value =
+        serde_json::from_str(include_str!("../../app/src/comfyui/builtin/txt2img.json")).unwrap();
+    let mut graph = bundle["graph"].clone();
+    graph["4"]["inputs"]["ckpt_name"] = json!(DEFAULT_CHECKPOINT);
+
+    let b = browser().await;
+    let c = &b.client;
+    sign_in(c, &app, "lena@studio.test").await;
+    click(c, "a.nav-link[href='/workflows']").await;
+    wait_text(c, "#workflows", "txt2img").await;
+    wait_hydrated(c).await;
+    collect_page_errors(c).await;
+    screenshot_page(c, "workflows").await;
+    screenshot_narrow(c, "workflows-narrow").await;
+
+    // The editor's format is refused, saying how to export the API one.
+    wait_for(c, "#wf-name")
+        .await
+        .send_keys("storyboard")
+        .await
+        .unwrap();
+    wait_for(c, "#wf-title")
+        .await
+        .send_keys("Storyboard frames")
+        .await
+        .unwrap();
+    let ui = json!({"last_node_id": 9, "nodes": [{"id": 3, "type": "KSampler", "widgets_values": [0, "fixed", 20]}],
+        "links": [[1, 4, 0, 3, 0, "MODEL"]], "version": 0.4});
+    paste(c, "#wf-json", &ui.to_string()).await;
+    click(c, "#workflow-add-submit").await;
+    wait_text(c, "#workflow-add-error", "Export (API)").await;
+    assert_eq!(
+        path(c).await,
+        "/workflows",
+        "nothing stored, still on the list"
+    );
+    // The same refusal for the file, beside the file form.
+    let dir = std::env::temp_dir().join(format!("slate-wf-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ui_file = dir.join("editor-format.json");
+    std::fs::write(&ui_file, ui.to_string()).unwrap();
+    wait_for(c, "#wf-file-name")
+        .await
+        .send_keys("from-a-file")
+        .await
+        .unwrap();
+    wait_for(c, "#wf-file-title")
+        .await
+        .send_keys("From a file")
+        .await
+        .unwrap();
+    wait_for(c, "#wf-file")
+        .await
+        .send_keys(&ui_file.display().to_string())
+        .await
+        .unwrap();
+    click(c, "#workflow-import-submit").await;
+    wait_text(c, "#workflow-import-error", "Export (API)").await;
+    assert_eq!(path(c).await, "/workflows");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The API format is taken: its page, with every literal input in the editor.
+    paste(c, "#wf-json", &graph.to_string()).await;
+    click(c, "#workflow-add-submit").await;
+    wait_path(c, "/workflows/storyboard?version=1").await;
+    wait_for(c, "#binding-editor").await;
+    wait_text(c, "#workflow-changes", "First version").await;
+    wait_text(c, "#workflow-no-template", "Save its bindings").await;
+    wait_text(c, "#nodes", "CheckpointLoaderSimple").await;
+    screenshot_page(c, "workflow").await;
+    screenshot_narrow(c, "workflow-narrow").await;
+
+    // Bind the prompt and the steps only (Slate proposed more), and save.
+    let ticked = c
+        .execute(
+            "const keep = (n, i) => (n === '6' && i === 'text') || (n === '3' && i === 'steps');
+             for (const tr of document.querySelectorAll('#binding-editor tbody tr')) {
+               const box = tr.querySelector('input.bind-toggle');
+               if (box.checked !== keep(tr.dataset.node, tr.dataset.input)) box.click();
+             }
+             return [...document.querySelectorAll('#binding-editor input.bind-toggle:checked')]
+               .map(b => b.closest('tr').dataset.node + '.' + b.closest('tr').dataset.input);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ticked, json!(["3.steps", "6.text"]));
+    wait_text(c, "#binding-count", "2 bound").await;
+    let names = c
+        .execute(
+            "return [...document.querySelectorAll('#binding-editor tr.bound input.b-name')].map(i => i.value);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(names, json!(["steps", "prompt"]), "Slate's names for them");
+    click(c, "#bindings-save").await;
+    wait_path(c, "/workflows/storyboard?version=2").await;
+    wait_text(c, "#bindings-saved", "version 2").await;
+    wait_text(c, "#workflow-changes", "+ binding prompt").await;
+    let line = wait_for(c, "#workflow-snippet")
+        .await
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("workflow: storyboard@2"));
+
+    // Run it from the generated form: two fields, the prompt and the steps.
+    click(c, "#workflow-run").await;
+    wait_path(c, "/runs/new?template=workflow-storyboard").await;
+    wait_for(c, "#run-form").await;
+    let fields = c
+        .execute(
+            "return [...document.querySelectorAll('#run-form [id^=param-]')].map(e => e.id);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        fields,
+        json!(["param-steps", "param-prompt"]),
+        "in the graph's node order"
+    );
+    wait_for(c, "#param-prompt")
+        .await
+        .send_keys("a lighthouse at dusk, storyboard")
+        .await
+        .unwrap();
+    let steps = wait_for(c, "#param-steps").await;
+    steps.clear().await.unwrap();
+    steps.send_keys("3").await.unwrap();
+    click(c, "#run-submit").await;
+    wait_for(c, "#run-stages").await;
+    wait_text_for(c, "#run-head", "succeeded", Duration::from_secs(60)).await;
+    let tile = wait_for(c, "#run-outputs a.asset-tile[data-name$='.png']").await;
+    let name = tile.attr("data-name").await.unwrap().unwrap_or_default();
+    assert!(
+        name.contains("-render-9-"),
+        "named for the run, stage and node: {name}"
+    );
+    screenshot_page(c, "workflow-run").await;
+
+    // What ComfyUI was sent: the two values bound into the graph, the rest as pasted.
+    let prompts = comfy.prompts();
+    assert_eq!(prompts.len(), 1);
+    let sent = &prompts[0].graph;
+    assert_eq!(
+        sent["6"]["inputs"]["text"],
+        "a lighthouse at dusk, storyboard"
+    );
+    assert_eq!(sent["3"]["inputs"]["steps"], 3);
+    assert_eq!(sent["3"]["inputs"]["cfg"], 7.0);
+    assert_eq!(sent["4"]["inputs"]["ckpt_name"], DEFAULT_CHECKPOINT);
+    assert_eq!(
+        page_errors(c).await,
+        Vec::<String>::new(),
+        "no errors in the page"
+    );
+    drop(b);
+    app.stop().await;
+}

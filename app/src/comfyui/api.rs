@@ -1,5 +1,6 @@
 //! Server functions of the workflow pages (listing and showing for everyone signed in;
-//! adding and binding for leads and admins, under `/api/lead`).
+//! adding and binding for leads and admins, under `/api/lead`). Their endpoints are not
+//! under `/api/workflows`, which is the JSON API for scripts (server/src/comfyui/workflows).
 
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
@@ -10,7 +11,7 @@ use crate::error::AppError;
 #[cfg(feature = "ssr")]
 use crate::backend::{answer, caller, services};
 
-#[server(prefix = "/api", endpoint = "workflows")]
+#[server(prefix = "/api", endpoint = "workflow_list")]
 pub async fn list_workflows() -> Result<Vec<WorkflowSummary>, AppError> {
     answer(
         async {
@@ -22,7 +23,7 @@ pub async fn list_workflows() -> Result<Vec<WorkflowSummary>, AppError> {
 }
 
 /// One version of a workflow; the latest when `version` is left out.
-#[server(prefix = "/api", endpoint = "workflow")]
+#[server(prefix = "/api", endpoint = "workflow_detail")]
 pub async fn show_workflow(
     name: String,
     #[server(default)] version: Option<i32>,

@@ -80,7 +80,7 @@ pub fn WorkflowsPage() -> impl IntoView {
     }
 }
 
-fn workflows_table(list: Vec<WorkflowSummary>) -> impl IntoView {
+fn workflows_table(list: Vec<WorkflowSummary>) -> AnyView {
     view! {
         <div class="table-scroll">
             <table class="table" id="workflows">
@@ -96,17 +96,18 @@ fn workflows_table(list: Vec<WorkflowSummary>) -> impl IntoView {
                                 <code class="muted">{w.name.clone()}</code>
                                 {w.description.clone().map(|d| view! { <br/><span class="muted small">{d}</span> })}
                             </td>
-                            <td>{w.version}</td>
-                            <td>{w.nodes}</td>
-                            <td>{w.bindings}</td>
-                            <td>{by}</td>
-                            <td><Time at=w.created_at/></td>
+                            <td data-label="version">{w.version}</td>
+                            <td data-label="nodes">{w.nodes}</td>
+                            <td data-label="bindings">{w.bindings}</td>
+                            <td data-label="added by">{by}</td>
+                            <td data-label="when"><Time at=w.created_at/></td>
                         </tr>
                     } }).collect_view()}
                 </tbody>
             </table>
         </div>
     }
+    .into_any()
 }
 
 #[component]
@@ -141,62 +142,69 @@ fn AddWorkflowCard(add: ServerAction<AddWorkflow>) -> impl IntoView {
             <h2>"Add a workflow"</h2>
             <p class="muted">"In ComfyUI, open the Workflow menu and choose \"Export (API)\"; paste that file here. \
                 The same name again adds a new version of that workflow."</p>
-            <ActionForm action=add attr:class="form" attr:id="workflow-add-form">
-                <div class="field-row">
-                    <div class="field">
-                        <label for="wf-name">"Name"</label>
-                        <input id="wf-name" name="name" required maxlength="64" pattern="[a-z0-9_\\-]+"
-                            placeholder="e.g. storyboard-frames" autocomplete="off"/>
-                        <span class="hint">"Lower-case letters, digits, - and _; a template names it."</span>
-                    </div>
-                    <div class="field grow">
-                        <label for="wf-title">"Title"</label>
-                        <input id="wf-title" name="title" required maxlength="200" placeholder="Storyboard frames"/>
-                    </div>
+            <div class="add-ways">
+                <div class="add-way">
+                    <h3>"Paste it"</h3>
+                    <ActionForm action=add attr:class="form" attr:id="workflow-add-form">
+                        <div class="field-row">
+                            <div class="field">
+                                <label for="wf-name">"Name"</label>
+                                <input id="wf-name" name="name" required maxlength="64" pattern="[a-z0-9_\\-]+"
+                                    placeholder="e.g. storyboard-frames" autocomplete="off"/>
+                                <span class="hint">"Lower-case letters, digits, - and _; a template names it."</span>
+                            </div>
+                            <div class="field grow">
+                                <label for="wf-title">"Title"</label>
+                                <input id="wf-title" name="title" required maxlength="200" placeholder="Storyboard frames"/>
+                            </div>
+                        </div>
+                        <div class="field">
+                            <label for="wf-description">"Description (optional)"</label>
+                            <input id="wf-description" name="description" maxlength="2000"/>
+                        </div>
+                        <div class="field">
+                            <label for="wf-json">"Workflow JSON (API format)"</label>
+                            <textarea id="wf-json" name="json" rows="10" required spellcheck="false" class="code-input"
+                                placeholder="{\"3\": {\"class_type\": \"KSampler\", \"inputs\": {…}}, …}"></textarea>
+                        </div>
+                        <div class="form-actions">
+                            <button type="submit" class="btn primary" id="workflow-add-submit" disabled=move || add.pending().get()>
+                                "Add the workflow"
+                            </button>
+                        </div>
+                    </ActionForm>
+                    {move || add.value().get().and_then(Result::err).map(|e| refusal(e, "workflow-add-error"))}
                 </div>
-                <div class="field">
-                    <label for="wf-description">"Description (optional)"</label>
-                    <input id="wf-description" name="description" maxlength="2000"/>
+                <div class="add-way">
+                    <h3>"Or upload the file"</h3>
+                    <p class="muted">"The exported .json, or an image ComfyUI saved: a PNG from ComfyUI carries the workflow that made it."</p>
+                    <form method="post" enctype="multipart/form-data" action=IMPORT_URL class="form" id="workflow-import-form"
+                        on:submit=on_import>
+                        <div class="field-row">
+                            <div class="field">
+                                <label for="wf-file-name">"Name"</label>
+                                <input id="wf-file-name" name="name" required maxlength="64" pattern="[a-z0-9_\\-]+" autocomplete="off"/>
+                            </div>
+                            <div class="field grow">
+                                <label for="wf-file-title">"Title"</label>
+                                <input id="wf-file-title" name="title" required maxlength="200"/>
+                            </div>
+                        </div>
+                        <div class="field">
+                            <label for="wf-file-description">"Description (optional)"</label>
+                            <input id="wf-file-description" name="description" maxlength="2000"/>
+                        </div>
+                        <div class="field">
+                            <label for="wf-file">"File"</label>
+                            <input id="wf-file" name="file" type="file" required accept=".json,.png,application/json,image/png"/>
+                        </div>
+                        <div class="form-actions">
+                            <button type="submit" class="btn" id="workflow-import-submit" disabled=move || importing.get()>"Upload"</button>
+                        </div>
+                    </form>
+                    {move || import_error.get().map(|e| refusal(e, "workflow-import-error"))}
                 </div>
-                <div class="field">
-                    <label for="wf-json">"Workflow JSON (API format)"</label>
-                    <textarea id="wf-json" name="json" rows="10" required spellcheck="false" class="code-input"
-                        placeholder="{\"3\": {\"class_type\": \"KSampler\", \"inputs\": {…}}, …}"></textarea>
-                </div>
-                <div class="form-actions">
-                    <button type="submit" class="btn primary" id="workflow-add-submit" disabled=move || add.pending().get()>
-                        "Add the workflow"
-                    </button>
-                </div>
-            </ActionForm>
-            {move || add.value().get().and_then(Result::err).map(|e| refusal(e, "workflow-add-error"))}
-            <h3>"Or upload a file"</h3>
-            <p class="muted">"The exported .json, or an image ComfyUI saved: a PNG from ComfyUI carries the workflow that made it."</p>
-            <form method="post" enctype="multipart/form-data" action=IMPORT_URL class="form" id="workflow-import-form"
-                on:submit=on_import>
-                <div class="field-row">
-                    <div class="field">
-                        <label for="wf-file-name">"Name"</label>
-                        <input id="wf-file-name" name="name" required maxlength="64" pattern="[a-z0-9_\\-]+" autocomplete="off"/>
-                    </div>
-                    <div class="field grow">
-                        <label for="wf-file-title">"Title"</label>
-                        <input id="wf-file-title" name="title" required maxlength="200"/>
-                    </div>
-                </div>
-                <div class="field">
-                    <label for="wf-file-description">"Description (optional)"</label>
-                    <input id="wf-file-description" name="description" maxlength="2000"/>
-                </div>
-                <div class="field">
-                    <label for="wf-file">"File"</label>
-                    <input id="wf-file" name="file" type="file" required accept=".json,.png,application/json,image/png"/>
-                </div>
-                <div class="form-actions">
-                    <button type="submit" class="btn" id="workflow-import-submit" disabled=move || importing.get()>"Upload"</button>
-                </div>
-            </form>
-            {move || import_error.get().map(|e| refusal(e, "workflow-import-error"))}
+            </div>
         </section>
     }
 }
@@ -454,16 +462,15 @@ fn workflow_view(d: WorkflowDetail, bind: ServerAction<BindWorkflow>) -> impl In
         }
         .into_any()
     });
-    let subtitle = format!("{}@{} · {}", s.name, s.version, d.origin);
+    let subtitle = format!("{}@{} · {}", s.name, s.version, origin_words(&d.origin));
     let description = s.description.clone();
     let bindings = if d.can_edit {
         view! { <BindingsEditor detail=d.clone() bind/> }.into_any()
     } else {
         bindings_table(&d.bindings).into_any()
     };
-    view! {
-        <PageHeader title=s.title.clone() subtitle/>
-        {description.map(|t| view! { <p class="muted">{t}</p> })}
+    // Each part is its own view: one view of all of it is a type too deep to compile.
+    let top = view! {
         <div class="workflow-top">
             <section class="card" id="workflow-use">
                 <h2>"Use it"</h2>
@@ -481,6 +488,12 @@ fn workflow_view(d: WorkflowDetail, bind: ServerAction<BindWorkflow>) -> impl In
                 {changes}
             </section>
         </div>
+    }
+    .into_any();
+    view! {
+        <PageHeader title=s.title.clone() subtitle/>
+        {description.map(|t| view! { <p class="muted">{t}</p> })}
+        {top}
         <section class="card" id="workflow-bindings">
             <h2>"Bindings: what a person fills in"</h2>
             {bindings}
@@ -493,7 +506,17 @@ fn workflow_view(d: WorkflowDetail, bind: ServerAction<BindWorkflow>) -> impl In
     .into_any()
 }
 
-fn nodes_table(nodes: &[NodeRow]) -> impl IntoView {
+/// Where a version's graph came from, in words.
+fn origin_words(origin: &str) -> String {
+    match origin {
+        "json" => "from its API-format JSON".into(),
+        "image" => "from an image ComfyUI saved".into(),
+        "bundled" => "bundled with Slate".into(),
+        other => other.to_owned(),
+    }
+}
+
+fn nodes_table(nodes: &[NodeRow]) -> AnyView {
     view! {
         <div class="table-scroll">
             <table class="table compact nodes" id="nodes">
@@ -524,6 +547,7 @@ fn nodes_table(nodes: &[NodeRow]) -> impl IntoView {
             </table>
         </div>
     }
+    .into_any()
 }
 
 /// A parameter type in a word or two, with its limits.
@@ -550,7 +574,7 @@ fn range<T: std::fmt::Display>(min: &Option<T>, max: &Option<T>) -> String {
     }
 }
 
-fn bindings_table(bindings: &[Binding]) -> impl IntoView {
+fn bindings_table(bindings: &[Binding]) -> AnyView {
     if bindings.is_empty() {
         return view! {
             <EmptyState title="No bindings yet">"A lead or an admin chooses which inputs become the run form's fields."</EmptyState>
@@ -890,7 +914,8 @@ fn BindingsEditor(detail: WorkflowDetail, bind: ServerAction<BindWorkflow>) -> i
         .into_iter()
         .map(|row| draft_row(row, filter))
         .collect_view();
-    view! {
+    // Each part is its own view: one view of all of it is a type too deep to compile.
+    let intro = view! {
         <p class="muted">
             {if proposal {
                 "Nothing is bound yet: the inputs Slate proposes are ticked. Tick what a person should fill in, then save: \
@@ -905,6 +930,9 @@ fn BindingsEditor(detail: WorkflowDetail, bind: ServerAction<BindWorkflow>) -> i
                 on:input=move |e| filter.set(event_target_value(&e))/>
             <span class="muted" id="binding-count">{move || format!("{} bound", count())}</span>
         </div>
+    }
+    .into_any();
+    let table = view! {
         <div class="table-scroll">
             <table class="table compact binding-editor" id="binding-editor">
                 <thead><tr>
@@ -913,6 +941,9 @@ fn BindingsEditor(detail: WorkflowDetail, bind: ServerAction<BindWorkflow>) -> i
                 <tbody>{body}</tbody>
             </table>
         </div>
+    }
+    .into_any();
+    let notes = view! {
         {move || {
             let problems = local.get();
             (!problems.is_empty()).then(|| view! {
@@ -926,6 +957,12 @@ fn BindingsEditor(detail: WorkflowDetail, bind: ServerAction<BindWorkflow>) -> i
             Ok(v) => view! { <div class="notice success" role="status" id="bindings-saved">{format!("Bindings saved as version {v}.")}</div> }.into_any(),
             Err(e) => refusal(e, "binding-problems"),
         })}
+    }
+    .into_any();
+    view! {
+        {intro}
+        {table}
+        {notes}
         <div class="form-actions">
             <button type="button" class="btn primary" id="bindings-save" on:click=on_save
                 disabled=move || bind.pending().get()>"Save the bindings"</button>
@@ -934,7 +971,7 @@ fn BindingsEditor(detail: WorkflowDetail, bind: ServerAction<BindWorkflow>) -> i
 }
 
 /// One input's row: its tick, what it is, and the parameter's fields while ticked.
-fn draft_row(row: RwSignal<Draft>, filter: RwSignal<String>) -> impl IntoView {
+fn draft_row(row: RwSignal<Draft>, filter: RwSignal<String>) -> AnyView {
     let d = row.get_untracked();
     let bound = Memo::new(move |_| row.with(|d| d.bound));
     let ty = Memo::new(move |_| row.with(|d| d.ty.clone()));
@@ -962,7 +999,7 @@ fn draft_row(row: RwSignal<Draft>, filter: RwSignal<String>) -> impl IntoView {
                         {text_field("min", "b-min", now.min.clone(), |d, v| d.min = v)}
                         {text_field("max", "b-max", now.max.clone(), |d, v| d.max = v)}
                     }.into_any(),
-                    "enum" => text_field("options (commas)", "b-options", now.options.clone(), |d, v| d.options = v).into_any(),
+                    "enum" => text_field("options (commas)", "b-options wide", now.options.clone(), |d, v| d.options = v).into_any(),
                     "model" => text_field("folder", "b-folder", now.folder.clone(), |d, v| d.folder = v).into_any(),
                     _ => ().into_any(),
                 }
@@ -982,14 +1019,15 @@ fn draft_row(row: RwSignal<Draft>, filter: RwSignal<String>) -> impl IntoView {
                     </label>
                     {text_field("default", "b-default", now.default.clone(), |d, v| d.default = v)}
                     {extra}
+                    {text_field("help", "b-help wide", now.help.clone(), |d, v| d.help = v)}
                     <label class="mini check b-required">
                         <input type="checkbox" class="b-required" checked=now.required
                             on:change=move |e| { let v = event_target_checked(&e); row.update(|d| d.required = v); }/>
                         <span>"required"</span>
                     </label>
-                    {text_field("help", "b-help wide", now.help.clone(), |d, v| d.help = v)}
                 </div>
             }
+            .into_any()
         })
     };
     view! {
@@ -1002,11 +1040,16 @@ fn draft_row(row: RwSignal<Draft>, filter: RwSignal<String>) -> impl IntoView {
             <td class="what">
                 <label for=tick_id><code>{d.input.clone()}</code></label>
                 <span class="muted">{format!(" = {}", d.value)}</span><br/>
-                <span class="muted small">{format!("node {} · {} · {}", d.node, d.node_title, d.class)}</span>
+                <span class="muted small">{if d.node_title == d.class {
+                    format!("node {} · {}", d.node, d.class)
+                } else {
+                    format!("node {} · {} · {}", d.node, d.node_title, d.class)
+                }}</span>
             </td>
             <td class="param">{fields}</td>
         </tr>
     }
+    .into_any()
 }
 
 #[cfg(test)]
