@@ -511,6 +511,14 @@ async fn workflows_bad_input_is_refused_with_the_node_and_input_and_nothing_is_s
         "{e:?}"
     );
     let unbound = "name: t\ntitle: t\nstages:\n  - name: s\n    executor: comfyui\n    workflow: shot\n    inputs: {colour: 3}\n";
+    let wrong_type = "name: t\ntitle: t\nparameters:\n  - {name: clip, type: asset, kind: video}\nstages:\n  - name: s\n    executor: comfyui\n    workflow: txt2img\n    inputs:\n      steps: ${params.clip}\n";
+    let e = server::pipelines::store::save(&app.pool, &who, wrong_type, false)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:?}").contains("input \\\"steps\\\" sets node 3 (KSampler) steps, which takes an integer, but ${params.clip} is video files"),
+        "{e:?}"
+    );
     let e = server::pipelines::store::save(&app.pool, &who, unbound, false)
         .await
         .unwrap_err();

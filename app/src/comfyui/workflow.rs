@@ -487,7 +487,7 @@ pub fn propose(graph: &Graph, inventory: Option<&Inventory>) -> Vec<Binding> {
             };
             let title = title_of(graph, &id).unwrap_or(&class).to_owned();
             let required =
-                !matches!(ty, ParamType::Seed | ParamType::Model { .. }) && !(name == "negative");
+                !matches!(ty, ParamType::Seed | ParamType::Model { .. }) && name != "negative";
             out.push(Binding {
                 node: id.clone(),
                 input: input.clone(),

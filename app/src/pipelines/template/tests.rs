@@ -73,11 +73,16 @@ fn unknown_references_and_type_mismatches_name_their_line() {
         problems(&unknown),
         ["line 16: stage \"first\" refers to ${params.cuont}, which is not a parameter"]
     );
-    let mismatch = BASE.replace("count: ${params.count}", "count: ${params.still}");
+    // A ComfyUI stage's inputs are its workflow's bindings, checked by the server (it
+    // has the workflows); a local stage's are files.
+    let mismatch = BASE.replace(
+        "    program: ffmpeg\n",
+        "    program: ffmpeg\n    inputs:\n      clip: ${params.count}\n",
+    );
     assert_eq!(
-            problems(&mismatch),
-            ["line 16: stage \"first\": input \"count\" wants an integer, but ${params.still} is video files"]
-        );
+        problems(&mismatch),
+        ["line 21: stage \"second\": input \"clip\" wants files, but ${params.count} is an integer"]
+    );
     let missing_stage = BASE.replace("${stages.first.outputs}", "${stages.frist.outputs}");
     assert_eq!(
         problems(&missing_stage),

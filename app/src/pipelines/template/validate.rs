@@ -19,7 +19,7 @@ pub enum Shape {
 }
 
 impl Shape {
-    fn describe(self) -> String {
+    pub fn describe(self) -> String {
         match self {
             Shape::Text => "text".into(),
             Shape::Number => "a number".into(),

@@ -439,6 +439,25 @@ pub async fn check_stages(
                         wf::class_of(&v.graph, &binding.node)
                     ));
                 }
+            } else if let [Reference::Param(p)] = refs.as_slice() {
+                // A parameter's type must fit the binding's (an integer input takes an
+                // integer or a seed, never a video).
+                use app::pipelines::template::Shape;
+                let want = binding.param.ty.shape();
+                if let Some(have) = template.parameter(p).map(|p| p.ty.shape()) {
+                    let fits = want == have || (want == Shape::Number && have == Shape::Integer);
+                    if !fits {
+                        problems.push(format!(
+                            "stage \"{}\": input \"{input}\" sets node {} ({}) {}, which takes {}, but ${{params.{p}}} is {}",
+                            stage.name,
+                            binding.node,
+                            wf::class_of(&v.graph, &binding.node),
+                            binding.input,
+                            want.describe(),
+                            have.describe()
+                        ));
+                    }
+                }
             } else if let Err(e) = match (value, refs.as_slice()) {
                 (Value::String(_), [_, ..]) => Ok(()),
                 (literal, _) => binding.param.check(literal),

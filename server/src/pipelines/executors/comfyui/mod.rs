@@ -361,10 +361,19 @@ impl ComfyExecutor {
             SocketEvent::Executed {
                 prompt: p, images, ..
             } if p == prompt => {
-                if let Some(image) = images.last() {
+                // A still is the stage's last image; a clip, a sound or a model is not.
+                let still = images.iter().rev().find(|f| {
+                    let name = f.filename.to_ascii_lowercase();
+                    f.media == crate::comfyui::client::Media::Image
+                        && [".png", ".jpg", ".jpeg", ".webp"].iter().any(|e| name.ends_with(e))
+                });
+                if let Some(image) = still {
                     if let Ok(bytes) = client.download(image).await {
-                        let mime = if image.filename.to_ascii_lowercase().ends_with(".png") {
+                        let name = image.filename.to_ascii_lowercase();
+                        let mime = if name.ends_with(".png") {
                             "image/png"
+                        } else if name.ends_with(".webp") {
+                            "image/webp"
                         } else {
                             "image/jpeg"
                         };
