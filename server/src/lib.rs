@@ -1,6 +1,9 @@
 //! The Slate server as a library: `cli::main` is the binary, `startup::Application`
 //! is what tests start in-process.
 
+// Leptos views nest deeply in types; the workflow pages pass the default limit.
+#![recursion_limit = "256"]
+
 pub mod accounts;
 pub mod assets;
 pub mod audit;
