@@ -129,12 +129,17 @@ mod wide {
     }
 }
 
+/// What ComfyUI's own repository puts in `custom_nodes/` (the `SaveImageWebsocket`
+/// example): on every machine, so not a pack anyone installed.
+const SHIPPED_WITH_COMFYUI: &[&str] = &["websocket_image_save"];
+
 /// The custom node pack of a `python_module`: `custom_nodes.<pack>` (and anything below
-/// it); ComfyUI's own modules (`nodes`, `comfy_extras.*`, `comfy_api_nodes.*`, …) have none.
+/// it); ComfyUI's own modules (`nodes`, `comfy_extras.*`, `comfy_api_nodes.*`, …, and the
+/// example it ships in `custom_nodes/`) have none.
 pub fn pack_of(python_module: &str) -> Option<String> {
     let rest = python_module.strip_prefix("custom_nodes.")?;
     let pack = rest.split('.').next().unwrap_or(rest).trim();
-    (!pack.is_empty()).then(|| pack.to_owned())
+    (!pack.is_empty() && !SHIPPED_WITH_COMFYUI.contains(&pack)).then(|| pack.to_owned())
 }
 
 /// Reads `/object_info` leniently: a class or input of a shape Slate does not know is
@@ -1036,6 +1041,11 @@ mod tests {
         assert_eq!(pack_of("comfy_api_nodes.nodes_bfl"), None);
         assert_eq!(pack_of("custom_nodes"), None);
         assert_eq!(pack_of("custom_nodes."), None);
+        assert_eq!(
+            pack_of("custom_nodes.websocket_image_save"),
+            None,
+            "ComfyUI ships it"
+        );
         assert_eq!(
             pack_of("custom_nodes.rgthree-comfy"),
             Some("rgthree-comfy".into())

@@ -372,13 +372,28 @@ where
         .route("/api/comfyui/preflight", post(preflight))
 }
 
-type Answer = Result<Response, Response>;
+/// A refusal, answered as the error's JSON with its status.
+pub struct Refused(AppError);
 
-fn refuse(e: AppError) -> Response {
-    errors::api(&e)
+impl From<AppError> for Refused {
+    fn from(e: AppError) -> Self {
+        Refused(e)
+    }
 }
 
-fn principal(auth: Option<Extension<RequestAuth>>) -> Result<(Principal, Who), Response> {
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        errors::api(&self.0)
+    }
+}
+
+type Answer = Result<Response, Refused>;
+
+fn refuse(e: AppError) -> Refused {
+    Refused(e)
+}
+
+fn principal(auth: Option<Extension<RequestAuth>>) -> Result<(Principal, Who), Refused> {
     let auth = auth.map(|Extension(a)| a);
     let client = auth.as_ref().and_then(|a| a.client_addr);
     match auth.and_then(|a| a.principal) {
@@ -392,7 +407,7 @@ fn principal(auth: Option<Extension<RequestAuth>>) -> Result<(Principal, Who), R
     }
 }
 
-fn endpoint_id(id: &str) -> Result<Uuid, Response> {
+fn endpoint_id(id: &str) -> Result<Uuid, Refused> {
     id.parse()
         .map_err(|_| refuse(AppError::NotFound(format!("There is no endpoint {id}."))))
 }
