@@ -619,6 +619,36 @@ async fn workflows_a_model_removed_between_submission_and_execution_is_named() {
     assert_eq!(third["state"], "succeeded", "{third}");
     let sent = comfy.prompts().last().unwrap().graph.clone();
     assert_eq!(sent["4"]["inputs"]["ckpt_name"], "dream-v1.safetensors");
+    // Run again exactly is refused once the endpoint no longer has the model it used.
+    comfy.set_models("checkpoints", &["dream-v3.safetensors"]);
+    let endpoint: uuid::Uuid =
+        sqlx::query_scalar("select id from colab_endpoints where state = 'healthy'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let (s, b) = call(
+        &app,
+        &lead,
+        "POST",
+        &format!("/api/endpoints/{endpoint}/inventory/refresh"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = call(
+        &app,
+        &lead,
+        "POST",
+        &format!("/api/runs/{}/resubmit", third["id"].as_str().unwrap()),
+        Some(json!({"params": {}})),
+    )
+    .await;
+    assert_eq!(s, 422, "{b}");
+    assert!(
+        b.to_string()
+            .contains("no longer has model file \\\"dream-v1.safetensors\\\" in checkpoints"),
+        "{b}"
+    );
     app.stop().await;
 }
 

@@ -171,10 +171,12 @@ async fn create(
     // The workflow version each ComfyUI stage runs, fixed now; refused before anything
     // is written when the endpoint lacks a node or a model it needs.
     let (workflows, gaps) =
-        crate::comfyui::workflows::for_submission(pool, template, &params).await?;
+        crate::comfyui::workflows::for_submission(pool, template, &params, resubmitted_from)
+            .await?;
     if !gaps.is_empty() {
         return Err(AppError::invalid(format!(
-            "Not submitted: the GPU endpoint lacks what the workflow needs.\n{}",
+            "Not {}: the GPU endpoint lacks what the workflow needs.\n{}",
+            if resubmitted_from.is_some() { "run again" } else { "submitted" },
             gaps.join("\n")
         )));
     }

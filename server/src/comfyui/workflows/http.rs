@@ -15,6 +15,10 @@
 //!
 //! Adding and binding are for leads and admins; a refusal is 4xx with the reason.
 
+// A refusal is a response like any other (axum's handlers answer `Result<Response, E>`);
+// boxing it would only add a step.
+#![allow(clippy::result_large_err)]
+
 use app::backend::RequestAuth;
 use app::comfyui::workflow::Binding;
 use app::error::AppError;

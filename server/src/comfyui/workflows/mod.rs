@@ -111,7 +111,12 @@ pub fn generated_template(v: &Version) -> String {
     let inputs: serde_json::Map<String, Value> = v
         .bindings
         .iter()
-        .map(|b| (b.param.name.clone(), json!(format!("${{params.{}}}", b.param.name))))
+        .map(|b| {
+            (
+                b.param.name.clone(),
+                json!(format!("${{params.{}}}", b.param.name)),
+            )
+        })
         .collect();
     let parameters: Vec<&app::pipelines::template::Parameter> =
         v.bindings.iter().map(|b| &b.param).collect();
@@ -205,7 +210,9 @@ impl Workflows {
             .await
             .map_err(crate::db::app_error)?
         else {
-            return Err(AppError::NotFound(format!("There is no workflow \"{name}\".")));
+            return Err(AppError::NotFound(format!(
+                "There is no workflow \"{name}\"."
+            )));
         };
         if latest.origin == "bundled" && !principal.has(Role::Admin) {
             return Err(AppError::Forbidden(
@@ -253,10 +260,16 @@ impl Workflows {
         crate::pipelines::store::save(&self.pool, who, &source, false)
             .await
             .map_err(|e| match e {
-                crate::pipelines::store::SaveError::Invalid(problems) => AppError::invalid(format!(
-                    "The bindings make a template Slate cannot run: {}",
-                    problems.iter().map(|p| p.message.clone()).collect::<Vec<_>>().join("; ")
-                )),
+                crate::pipelines::store::SaveError::Invalid(problems) => {
+                    AppError::invalid(format!(
+                        "The bindings make a template Slate cannot run: {}",
+                        problems
+                            .iter()
+                            .map(|p| p.message.clone())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ))
+                }
                 crate::pipelines::store::SaveError::Database(e) => crate::db::app_error(e),
             })?;
         Ok(())
@@ -376,7 +389,12 @@ impl WorkflowsBackend for Workflows {
         .await
     }
 
-    async fn bind(&self, actor: &Actor, name: &str, bindings: Vec<Binding>) -> Result<i32, AppError> {
+    async fn bind(
+        &self,
+        actor: &Actor,
+        name: &str,
+        bindings: Vec<Binding>,
+    ) -> Result<i32, AppError> {
         self.save_bindings(&who(actor), &actor.principal, name, bindings)
             .await
     }
@@ -415,7 +433,11 @@ pub async fn check_stages(
                     if v.bindings.is_empty() {
                         "nothing yet".to_owned()
                     } else {
-                        v.bindings.iter().map(|b| b.param.name.as_str()).collect::<Vec<_>>().join(", ")
+                        v.bindings
+                            .iter()
+                            .map(|b| b.param.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     }
                 ));
                 continue;
@@ -478,16 +500,67 @@ pub async fn for_submission(
     pool: &PgPool,
     template: &app::pipelines::template::Template,
     params: &serde_json::Map<String, Value>,
+    again: Option<uuid::Uuid>,
 ) -> Result<(Vec<(String, uuid::Uuid)>, Vec<String>), AppError> {
     use app::pipelines::template::{ParamType, StageKind};
     let mut fixed = Vec::new();
     let mut gaps_found = Vec::new();
     let inventory = current_inventory(pool).await;
+    // Run again exactly: the workflow versions that run had, and the model files its
+    // outputs were made with, which the endpoint must still have.
+    let mut pinned: Vec<(String, uuid::Uuid)> = Vec::new();
+    let mut used: Vec<(String, Value)> = Vec::new();
+    if let Some(run) = again {
+        pinned = sqlx::query_as(
+            "select name, workflow_id from run_stages where run_id = $1 and workflow_id is not null",
+        )
+        .bind(run)
+        .fetch_all(pool)
+        .await
+        .map_err(crate::db::app_error)?;
+        used = sqlx::query_as(
+            "select distinct provenance->>'stage', provenance->'models' from run_outputs
+             where run_id = $1 and provenance ? 'models'",
+        )
+        .bind(run)
+        .fetch_all(pool)
+        .await
+        .map_err(crate::db::app_error)?;
+    }
+    if let Some(inventory) = &inventory {
+        let mut said = std::collections::BTreeSet::new();
+        for (stage, models) in &used {
+            for m in models.as_array().into_iter().flatten() {
+                let (Some(folder), Some(file)) = (m["folder"].as_str(), m["file"].as_str()) else {
+                    continue;
+                };
+                let there = inventory
+                    .models
+                    .get(folder)
+                    .is_some_and(|f| f.iter().any(|x| x == file));
+                if !there && said.insert((folder.to_owned(), file.to_owned())) {
+                    gaps_found.push(format!(
+                        "stage \"{stage}\": the endpoint no longer has model file \"{file}\" in {folder}, which this run used"
+                    ));
+                }
+            }
+        }
+    }
     for stage in &template.stages {
         let StageKind::Comfyui(comfy) = &stage.kind else {
             continue;
         };
-        let version = store::resolve(pool, &comfy.workflow).await?;
+        let pin = pinned
+            .iter()
+            .find(|(s, _)| *s == stage.name)
+            .map(|(_, id)| *id);
+        let version = match pin {
+            Some(id) => store::by_id(pool, id)
+                .await
+                .map_err(crate::db::app_error)?
+                .ok_or_else(AppError::internal)?,
+            None => store::resolve(pool, &comfy.workflow).await?,
+        };
         fixed.push((stage.name.clone(), version.id));
         let Some(inventory) = &inventory else {
             continue;
@@ -500,7 +573,9 @@ pub async fn for_submission(
                     values.remove(&b.param.name);
                 }
                 ParamType::Model { folder }
-                    if values.get(&b.param.name).is_none_or(|v| v.is_null() || v == "") =>
+                    if values
+                        .get(&b.param.name)
+                        .is_none_or(|v| v.is_null() || v == "") =>
                 {
                     if let Some(first) = inventory.models.get(folder).and_then(|f| f.first()) {
                         values.insert(b.param.name.clone(), json!(first));
@@ -511,7 +586,10 @@ pub async fn for_submission(
         }
         let graph = wf::bind(&version.graph, &version.bindings, &values);
         for gap in gaps(&graph, inventory) {
-            gaps_found.push(format!("stage \"{}\" ({}@{}): {gap}", stage.name, version.name, version.version));
+            gaps_found.push(format!(
+                "stage \"{}\" ({}@{}): {gap}",
+                stage.name, version.name, version.version
+            ));
         }
     }
     Ok((fixed, gaps_found))

@@ -154,9 +154,14 @@ pub async fn seed_bundled(pool: &PgPool) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot read bundled workflow {name}: {e}"))?
             {
-                crate::pipelines::store::save(pool, &Who::system(), &super::generated_template(&v), true)
-                    .await
-                    .map_err(|e| format!("cannot save the template of workflow {name}: {e:?}"))?;
+                crate::pipelines::store::save(
+                    pool,
+                    &Who::system(),
+                    &super::generated_template(&v),
+                    true,
+                )
+                .await
+                .map_err(|e| format!("cannot save the template of workflow {name}: {e:?}"))?;
             }
         }
     }
