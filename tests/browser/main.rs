@@ -1608,6 +1608,14 @@ async fn a_lead_adds_a_workflow_binds_two_inputs_and_runs_it_from_the_generated_
         .unwrap();
     assert_eq!(line.as_deref(), Some("workflow: storyboard@2"));
 
+    // The version before stays readable, and the new one a click away.
+    click(c, "#workflow-versions a[href$='version=1']").await;
+    wait_path(c, "/workflows/storyboard?version=1").await;
+    wait_text(c, "#workflow-changes", "First version").await;
+    click(c, "#workflow-versions a[href$='version=2']").await;
+    wait_path(c, "/workflows/storyboard?version=2").await;
+    wait_text(c, "#workflow-changes", "+ binding steps").await;
+
     // Run it from the generated form: two fields, the prompt and the steps.
     click(c, "#workflow-run").await;
     wait_path(c, "/runs/new?template=workflow-storyboard").await;

@@ -389,10 +389,14 @@ pub fn WorkflowPage() -> impl IntoView {
         |(name, version, _)| show_workflow(name, version),
     );
     let navigate = use_navigate();
+    // Only a new save moves to its version: reading the address untracked lets a person
+    // open other versions afterwards.
     Effect::new(move |_| {
         if let Some(Ok(v)) = bind.value().get() {
-            let name = name();
-            if version() != Some(v) {
+            let name = params.with_untracked(|p| p.get("name").unwrap_or_default());
+            let shown =
+                query.with_untracked(|q| q.get("version").and_then(|v| v.parse::<i32>().ok()));
+            if shown != Some(v) {
                 navigate(
                     &format!("/workflows/{name}?version={v}"),
                     Default::default(),
@@ -815,8 +819,7 @@ impl Draft {
                 max: float("maximum", &self.max)?,
             },
             "enum" => {
-                let options: Vec<String> =
-                    self.options.split(',').filter_map(|o| text(o)).collect();
+                let options: Vec<String> = self.options.split(',').filter_map(&text).collect();
                 if options.is_empty() {
                     return Err(format!(
                         "{at}: a choice needs its options, separated by commas."
