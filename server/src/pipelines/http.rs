@@ -81,7 +81,8 @@ impl IntoResponse for Refused {
 
 type Answer = Result<Response, Refused>;
 
-fn principal(
+/// The caller and how the audit log names them, or 401 (the workflows API uses it too).
+pub(crate) fn principal(
     auth: Option<Extension<RequestAuth>>,
 ) -> Result<(app::accounts::Principal, Who), Refused> {
     let auth = auth.map(|Extension(a)| a);

@@ -58,17 +58,7 @@ fn refuse(e: AppError) -> Response {
 fn principal(
     auth: Option<Extension<RequestAuth>>,
 ) -> Result<(app::accounts::Principal, Who), Response> {
-    let auth = auth.map(|Extension(a)| a);
-    let client = auth.as_ref().and_then(|a| a.client_addr);
-    match auth.and_then(|a| a.principal) {
-        Some(p) => {
-            let who = Who::principal(&p, client);
-            Ok((p, who))
-        }
-        None => Err(refuse(AppError::Unauthenticated(
-            "Sign in or send an API token.".into(),
-        ))),
-    }
+    crate::pipelines::http::principal(auth).map_err(IntoResponse::into_response)
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
