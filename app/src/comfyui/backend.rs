@@ -31,5 +31,10 @@ pub trait WorkflowsBackend: Send + Sync + 'static {
     ) -> Result<i32, AppError>;
     /// Saves new bindings on the latest graph as a new version (leads and admins), and
     /// the template that runs it (`workflow-NAME`). Returns the version.
-    async fn bind(&self, actor: &Actor, name: &str, bindings: Vec<Binding>) -> Result<i32, AppError>;
+    async fn bind(
+        &self,
+        actor: &Actor,
+        name: &str,
+        bindings: Vec<Binding>,
+    ) -> Result<i32, AppError>;
 }

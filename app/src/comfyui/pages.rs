@@ -668,25 +668,6 @@ fn as_text(v: &Value) -> String {
     }
 }
 
-/// A parameter name from an input's name: lower-case letters, digits and `_`.
-fn name_from(raw: &str) -> String {
-    let mut s: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .take(48)
-        .collect();
-    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
-        s.insert(0, 'n');
-    }
-    s
-}
-
 /// Every literal input of a version as an editor row: bound as the version binds it
 /// or, when it binds nothing yet, as Slate proposes; every other input unbound, its
 /// fields guessed from its value.
@@ -701,7 +682,7 @@ pub fn drafts(d: &WorkflowDetail) -> Vec<Draft> {
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     for n in &d.nodes {
         for (input, _) in &n.literals {
-            *seen.entry(name_from(input)).or_default() += 1;
+            *seen.entry(super::workflow::param_name(input)).or_default() += 1;
         }
     }
     let mut out = Vec::new();
@@ -722,9 +703,12 @@ pub fn drafts(d: &WorkflowDetail) -> Vec<Draft> {
             match bound {
                 Some(b) => fill(&mut draft, &b.param),
                 None => {
-                    let base = name_from(input);
+                    let base = super::workflow::param_name(input);
                     draft.name = if seen.get(&base).copied().unwrap_or(0) > 1 {
-                        format!("{base}_{}", name_from(&n.id).trim_start_matches('n'))
+                        format!(
+                            "{base}_{}",
+                            super::workflow::param_name(&n.id).trim_start_matches('n')
+                        )
                     } else {
                         base
                     };
@@ -983,7 +967,11 @@ fn draft_row(row: RwSignal<Draft>, filter: RwSignal<String>) -> AnyView {
         let needle = filter.get().trim().to_lowercase();
         !needle.is_empty() && !haystack.contains(&needle)
     };
-    let tick_id = format!("bind-{}-{}", name_from(&d.node), name_from(&d.input));
+    let tick_id = format!(
+        "bind-{}-{}",
+        super::workflow::param_name(&d.node),
+        super::workflow::param_name(&d.input)
+    );
     let fields = move || {
         bound.get().then(|| {
             let now = row.get_untracked();

@@ -507,7 +507,7 @@ pub fn propose(graph: &Graph, inventory: Option<&Inventory>) -> Vec<Binding> {
 }
 
 /// A parameter name made from an input or node name: lower-case letters, digits, `_`.
-fn param_name(raw: &str) -> String {
+pub fn param_name(raw: &str) -> String {
     let mut s: String = raw
         .chars()
         .map(|c| {
