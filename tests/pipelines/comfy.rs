@@ -328,7 +328,8 @@ stages:
     let wrong = source.replace("image: ${params.board}", "image: ${params.prompt}");
     let refused = server::pipelines::store::save(&app.pool, &who, &wrong, false).await;
     assert!(
-        format!("{refused:?}").contains("input \\\"image\\\" loads image files in node 10 (LoadImage)"),
+        format!("{refused:?}")
+            .contains("input \\\"image\\\" loads image files in node 10 (LoadImage)"),
         "{refused:?}"
     );
     let params = json!({"board": image, "prompt": "charcoal sketch"});

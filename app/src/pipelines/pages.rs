@@ -278,7 +278,8 @@ fn field(p: &Parameter, choices: &[(Uuid, String)], files: Option<&[String]>) ->
     };
     let empty_assets =
         matches!(p.ty, ParamType::Asset { .. } | ParamType::Assets { .. }) && choices.is_empty();
-    let no_inventory = matches!(p.ty, ParamType::Model { .. }) && files.is_none_or(|f| f.is_empty());
+    let no_inventory =
+        matches!(p.ty, ParamType::Model { .. }) && files.is_none_or(|f| f.is_empty());
     view! {
         <div class="field">
             <label for=id>{label}{required.then_some(" *")}</label>
@@ -309,7 +310,11 @@ fn RunForm(form: TemplateForm) -> impl IntoView {
                 .find(|(n, _)| *n == p.name)
                 .map(|c| c.1.clone())
                 .unwrap_or_default();
-            let files = form.models.iter().find(|(n, _)| *n == p.name).map(|m| m.1.as_slice());
+            let files = form
+                .models
+                .iter()
+                .find(|(n, _)| *n == p.name)
+                .map(|m| m.1.as_slice());
             field(p, &choices, files)
         })
         .collect_view();

@@ -295,8 +295,14 @@ impl PipelinesBackend for Pipelines {
         }
         // Model choices are the current endpoint's files, never a setting.
         let mut models = Vec::new();
-        if stored.template.parameters.iter().any(|p| matches!(p.ty, ParamType::Model { .. })) {
-            if let Some(inventory) = crate::comfyui::workflows::current_inventory(&self.pool).await {
+        if stored
+            .template
+            .parameters
+            .iter()
+            .any(|p| matches!(p.ty, ParamType::Model { .. }))
+        {
+            if let Some(inventory) = crate::comfyui::workflows::current_inventory(&self.pool).await
+            {
                 for p in &stored.template.parameters {
                     if let ParamType::Model { folder } = &p.ty {
                         models.push((

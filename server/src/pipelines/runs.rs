@@ -176,7 +176,11 @@ async fn create(
     if !gaps.is_empty() {
         return Err(AppError::invalid(format!(
             "Not {}: the GPU endpoint lacks what the workflow needs.\n{}",
-            if resubmitted_from.is_some() { "run again" } else { "submitted" },
+            if resubmitted_from.is_some() {
+                "run again"
+            } else {
+                "submitted"
+            },
             gaps.join("\n")
         )));
     }

@@ -76,7 +76,9 @@ impl Parameter {
                     || s.split(['/', '\\']).any(|p| p == ".." || p.is_empty())
                     || s.chars().any(char::is_control);
                 if bad {
-                    Err(format!("{label} must be the name of a file in the endpoint's {folder} folder"))
+                    Err(format!(
+                        "{label} must be the name of a file in the endpoint's {folder} folder"
+                    ))
                 } else {
                     Ok(())
                 }

@@ -365,7 +365,9 @@ impl ComfyExecutor {
                 let still = images.iter().rev().find(|f| {
                     let name = f.filename.to_ascii_lowercase();
                     f.media == crate::comfyui::client::Media::Image
-                        && [".png", ".jpg", ".jpeg", ".webp"].iter().any(|e| name.ends_with(e))
+                        && [".png", ".jpg", ".jpeg", ".webp"]
+                            .iter()
+                            .any(|e| name.ends_with(e))
                 });
                 if let Some(image) = still {
                     if let Ok(bytes) = client.download(image).await {
