@@ -337,6 +337,7 @@ type Call = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), app::e
 /// in process, past the middleware.
 fn every_protected_call() -> Vec<(&'static str, Call)> {
     use app::architecture::api as architecture;
+    use app::comfyui::api as workflows;
     use app::deploys::api as deploys;
     use app::pipelines::api as pipelines;
     use app::{accounts, assets, colab};
@@ -374,6 +375,11 @@ fn every_protected_call() -> Vec<(&'static str, Call)> {
         colab::SetFallback => colab::set_fallback(s("")),
         colab::Reverify => colab::reverify(),
         colab::RotateSecret => colab::rotate_secret(),
+        colab::RefreshInventory => colab::refresh_inventory(id()),
+        workflows::ListWorkflows => workflows::list_workflows(),
+        workflows::ShowWorkflow => workflows::show_workflow(s("txt2img"), None),
+        workflows::AddWorkflow => workflows::add_workflow(s("x"), s("x"), None, s("{}")),
+        workflows::BindWorkflow => workflows::bind_workflow(s("x"), Vec::new()),
         deploys::GetDeploys => deploys::get_deploys(Default::default()),
         deploys::GetDiff => deploys::get_diff(s("Deployment"), s("slate"), 1, None),
         deploys::Restart => deploys::restart(s("Deployment"), s("slate"), s("why")),

@@ -163,16 +163,25 @@ async fn templates_are_versioned_and_a_cyclic_one_is_refused() {
     })
     .await;
     let (who, _) = admin(&app).await;
-    server::pipelines::store::seed_builtins(&app.pool)
-        .await
-        .unwrap();
-    server::pipelines::store::seed_builtins(&app.pool)
-        .await
-        .unwrap();
+    for _ in 0..2 {
+        server::comfyui::workflows::store::seed_bundled(&app.pool)
+            .await
+            .unwrap();
+        server::pipelines::store::seed_builtins(&app.pool)
+            .await
+            .unwrap();
+    }
+    // The built-in templates, and the template of each bundled workflow.
+    let builtin = app::pipelines::template::BUILT_IN.len() + app::comfyui::workflow::BUNDLED.len();
     assert_eq!(
         app.count("select count(*) from pipelines").await,
-        4,
+        builtin as i64,
         "seeding twice adds nothing"
+    );
+    assert_eq!(
+        app.count("select count(*) from workflows").await,
+        app::comfyui::workflow::BUNDLED.len() as i64,
+        "nor a workflow version"
     );
     let source = super::template("mine", 2, true, 1);
     let (_, v1, made) = server::pipelines::store::save(&app.pool, &who, &source, false)
