@@ -11,3 +11,4 @@ mod harness;
 mod manifests;
 mod pipelines;
 mod storage;
+mod webhooks;

@@ -205,6 +205,8 @@ pub struct Services {
     pub deploys: Arc<dyn DeploysBackend>,
     pub pipelines: Arc<dyn PipelinesBackend>,
     pub workflows: Arc<dyn crate::comfyui::backend::WorkflowsBackend>,
+    pub questions: Arc<dyn crate::pipelines::question::QuestionsBackend>,
+    pub webhooks: Arc<dyn crate::webhooks::backend::WebhooksBackend>,
 }
 
 pub fn services() -> Result<Services, AppError> {

@@ -47,5 +47,6 @@ pub mod deploys;
 pub mod error;
 pub mod pipelines;
 mod shell;
+pub mod webhooks;
 
 pub use shell::*;

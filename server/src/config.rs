@@ -302,6 +302,40 @@ pub struct Config {
     #[arg(long, env = "SLATE_JOB_MEMORY", default_value = "4Gi", global = true)]
     pub job_memory: String,
 
+    /// The Dagster webserver `dagster` stages launch their runs on
+    /// (`http://dagster-webserver.film.svc:3000`); unset, no dagster stage is accepted.
+    #[arg(long, env = "SLATE_DAGSTER_URL", global = true)]
+    pub dagster_url: Option<Url>,
+
+    /// Dagster runs launched by Slate in flight at once across every replica.
+    #[arg(long, env = "SLATE_DAGSTER_RUNS", default_value_t = 4, global = true)]
+    pub dagster_runs: i64,
+
+    /// The LangGraph server `langgraph` stages run their assistants on
+    /// (`http://langgraph.film.svc:8000`); unset, no langgraph stage is accepted.
+    #[arg(long, env = "SLATE_LANGGRAPH_URL", global = true)]
+    pub langgraph_url: Option<Url>,
+
+    /// The bearer token Slate sends to the LangGraph server (its custom auth); unset, none.
+    #[arg(
+        long,
+        env = "SLATE_LANGGRAPH_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub langgraph_token: Option<String>,
+
+    /// LangGraph runs in flight at once across every replica (a run waiting for a person
+    /// counts).
+    #[arg(long, env = "SLATE_LANGGRAPH_RUNS", default_value_t = 8, global = true)]
+    pub langgraph_runs: i64,
+
+    /// Hosts webhook deliveries may reach although they are private or loopback (in-cluster
+    /// services such as `dagster-webserver.film.svc`): comma-separated host names or
+    /// `host:port`; empty, only public addresses.
+    #[arg(long, env = "SLATE_WEBHOOK_ALLOW", default_value = "", global = true)]
+    pub webhook_allow: String,
+
     /// Milliseconds between two looks at a ComfyUI prompt (and for a healthy endpoint).
     #[arg(
         long,

@@ -22,3 +22,4 @@ pub mod pipelines;
 pub mod sse;
 pub mod startup;
 pub mod tasks;
+pub mod webhooks;

@@ -123,6 +123,9 @@ impl Application {
         )
         .await?;
 
+        let webhooks = crate::webhooks::Webhooks::new(pool.clone(), config);
+        webhooks.start(tasks);
+
         let state = AppState {
             leptos_options: leptos_options(config, addr),
             started_at: accounts.started_at(),
@@ -132,6 +135,7 @@ impl Application {
             cluster,
             colab,
             workflows: crate::comfyui::workflows::Workflows::new(pool.clone()),
+            webhooks,
             pipelines: Pipelines {
                 pool,
                 caps: Arc::new(caps),

@@ -4,6 +4,9 @@
 //! only where intended). The Role is checked against Slate's real calls in
 //! tests/cluster (it needs the fake API server).
 
+mod dagster;
+mod langgraph;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 

@@ -75,6 +75,7 @@ impl Env {
         let caps = Capabilities {
             programs: vec!["ffmpeg".into()],
             kubernetes: true,
+            ..Default::default()
         };
         let params = json!({ "source": self.video });
         super::submit_as_admin(&self.app, &caps, "grade-on-gpu", params).await

@@ -6,7 +6,10 @@ mod api;
 mod comfy;
 mod comfy_real;
 mod comfy_video;
+mod dagster;
+mod fanout;
 mod kube;
+mod langgraph;
 mod local;
 mod queue;
 mod realkube;
@@ -42,6 +45,7 @@ pub fn caps() -> Capabilities {
     Capabilities {
         programs: vec!["ffmpeg".into(), "ffprobe".into()],
         kubernetes: false,
+        ..Default::default()
     }
 }
 

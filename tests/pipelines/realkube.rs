@@ -53,6 +53,7 @@ impl Env {
         let caps = Capabilities {
             programs: vec!["ffmpeg".into()],
             kubernetes: true,
+            ..Default::default()
         };
         super::submit_as_admin(&self.app, &caps, "job-on-the-cluster", json!({})).await
     }

@@ -8,12 +8,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub mod comfyui_peer;
+pub mod dagster_peer;
 pub mod fake_comfy;
 pub mod fake_kube;
 pub mod kube_fixtures;
+pub mod langgraph_peer;
 pub mod realkube;
 pub mod tus;
 pub mod wait;
+pub mod webhook_receiver;
 
 pub use wait::{eventually, seen};
 

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod pages;
+pub mod question;
 pub mod template;
 
 use chrono::{DateTime, Utc};

@@ -109,6 +109,8 @@ pub struct AppState {
     pub pipelines: Pipelines,
     /// ComfyUI workflows, their versions and bindings.
     pub workflows: crate::comfyui::workflows::Workflows,
+    /// Webhook subscriptions and their deliveries.
+    pub webhooks: crate::webhooks::Webhooks,
     /// `NOTIFY` payloads by channel, for the event streams.
     pub notifications: Notifications,
     pub shutdown: Shutdown,
@@ -130,6 +132,10 @@ impl AppState {
             deploys: Arc::new(Deploys::new(self.pool.clone(), self.cluster.clone())),
             pipelines: Arc::new(self.pipelines.clone()),
             workflows: Arc::new(self.workflows.clone()),
+            questions: Arc::new(crate::pipelines::questions::Questions::new(
+                self.pool.clone(),
+            )),
+            webhooks: Arc::new(self.webhooks.clone()),
         }
     }
 }
@@ -196,6 +202,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::pipelines::http::router())
         .merge(crate::comfyui::workflows::http::router())
         .merge(crate::comfyui::inventory::router())
+        .merge(crate::pipelines::questions::router())
+        .merge(crate::webhooks::router())
         .layer(from_fn_with_state(
             streams::StreamLimits::default(),
             streams::limit,

@@ -106,6 +106,18 @@ impl Attempt {
         .await;
     }
 
+    /// Keeps the JSON the stage ended with (a LangGraph stage's final values), for the
+    /// stages that refer to it (`${stages.NAME.values.FIELD}`) and for `for_each`.
+    pub async fn values(&self, values: &Value) -> Result<(), String> {
+        sqlx::query("update run_stages set stage_values = $2 where id = $1")
+            .bind(self.claim.stage_id)
+            .bind(values)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("cannot keep the stage's values: {e}"))
+    }
+
     /// Records what the executor calls the work it started outside Slate (a prompt, a
     /// Job), and what it sent, so that after a restart it can be found again.
     pub async fn started(&self, reference: &str, detail: Option<Value>) {

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::attempt::Attempt;
-use super::executors::{comfyui, kubernetes, local};
+use super::executors::{comfyui, dagster, kubernetes, langgraph, local};
 use super::queue::Outcome;
 
 /// A queue an executor takes attempts from, and how many of them may run at once
@@ -49,6 +49,10 @@ pub struct Capabilities {
     pub programs: Vec<String>,
     /// Whether Kubernetes Jobs can be started (Slate is connected to a cluster).
     pub kubernetes: bool,
+    /// Whether a Dagster webserver is configured (`SLATE_DAGSTER_URL`).
+    pub dagster: bool,
+    /// Whether a LangGraph server is configured (`SLATE_LANGGRAPH_URL`).
+    pub langgraph: bool,
 }
 
 impl Capabilities {
@@ -59,6 +63,8 @@ impl Capabilities {
                 StageKind::Local(s) => local::admit(&stage.name, s, &self.programs)?,
                 StageKind::Kubernetes(_) => kubernetes::admit(&stage.name, self.kubernetes)?,
                 StageKind::Comfyui(_) => comfyui::admit(),
+                StageKind::Dagster(_) => dagster::admit(&stage.name, self.dagster)?,
+                StageKind::Langgraph(_) => langgraph::admit(&stage.name, self.langgraph)?,
             }
         }
         Ok(())
@@ -72,6 +78,8 @@ pub fn queue_of(stage: &Stage) -> &'static str {
         StageKind::Local(_) => local::QUEUE,
         StageKind::Kubernetes(job) => kubernetes::queue_of(job),
         StageKind::Comfyui(_) => comfyui::QUEUE,
+        StageKind::Dagster(_) => dagster::QUEUE,
+        StageKind::Langgraph(_) => langgraph::QUEUE,
     }
 }
 

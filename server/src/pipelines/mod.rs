@@ -11,6 +11,7 @@ pub mod executor;
 pub mod executors;
 pub mod http;
 pub mod outputs;
+pub mod questions;
 pub mod queue;
 pub mod runs;
 pub mod store;
@@ -28,7 +29,7 @@ pub use executor::{Capabilities, Executor, Queue, Registry};
 
 use crate::notify::{Channel, Notifications};
 use crate::tasks::Tasks;
-use executors::{comfyui, kubernetes, local};
+use executors::{comfyui, dagster, kubernetes, langgraph, local};
 use workspace::Workspace;
 
 /// The executors this replica runs, from the settings: local stages and ComfyUI prompts
@@ -51,6 +52,8 @@ pub fn registry(
     let mut capabilities = Capabilities {
         programs: local.allowed.names(),
         kubernetes: false,
+        dagster: false,
+        langgraph: false,
     };
     let mut executors: Vec<Arc<dyn Executor>> = vec![
         Arc::new(local),
@@ -60,6 +63,14 @@ pub fn registry(
             prober,
         )),
     ];
+    if let Some(executor) = dagster::DagsterExecutor::from_config(config, files.clone())? {
+        capabilities.dagster = true;
+        executors.push(Arc::new(executor));
+    }
+    if let Some(executor) = langgraph::LanggraphExecutor::from_config(config, files.clone())? {
+        capabilities.langgraph = true;
+        executors.push(Arc::new(executor));
+    }
     if let Some(client) = cluster.client() {
         let executor = kubernetes::KubeExecutor::from_config(config, files, cluster, client)
             .map_err(anyhow::Error::msg)?;

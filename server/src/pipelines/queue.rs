@@ -30,14 +30,34 @@ pub struct Claim {
     /// goes on counting, so each attempt has its own number (and its own directory).
     pub attempt: i32,
     pub attempts_max: i32,
+    /// The row's name: the template stage's, or `<stage>.<index>` for an instance of a
+    /// fanned-out stage (its directory is named so too).
     pub name: String,
+    /// The template stage it runs.
+    pub stage: String,
+    /// For an instance of a fanned-out stage: its index and its item.
+    pub item: Option<(i32, Value)>,
     pub executor: String,
     pub pipeline_id: Uuid,
     pub params: Value,
     pub submitted_by: Uuid,
 }
 
-type ClaimRow = (Uuid, Uuid, i32, i32, String, String, Uuid, Value, Uuid);
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    id: Uuid,
+    run_id: Uuid,
+    number: i32,
+    attempts_max: i32,
+    name: String,
+    fan_of: Option<String>,
+    item_index: Option<i32>,
+    item: Option<Value>,
+    executor: String,
+    pipeline_id: Uuid,
+    params: Value,
+    submitted_by: Uuid,
+}
 
 /// Claims up to `batch` queued stages of `executor` for `runner`, never letting more
 /// than `capacity` of them run at once.
@@ -161,7 +181,7 @@ async fn settle_run(pool: &PgPool, run: Uuid, state: RunState) -> Result<(), sql
 /// has (a retried stage keeps its earlier ones); the stage's row is locked, so no other
 /// claim can number an attempt of it at the same time.
 async fn claim_one(tx: &mut PgConnection, stage: Uuid, runner: Uuid) -> Result<Claim, sqlx::Error> {
-    let (stage_id, run_id, attempt, attempts_max, name, executor, pipeline_id, params, submitted_by): ClaimRow =
+    let row: ClaimRow =
         sqlx::query_as(
             "update run_stages s set state = 'running', attempt = s.attempt + 1,
                  lease_owner = $2, lease_until = now() + make_interval(secs => $3),
@@ -169,8 +189,9 @@ async fn claim_one(tx: &mut PgConnection, stage: Uuid, runner: Uuid) -> Result<C
              from runs r
              where s.id = $1 and r.id = s.run_id
              returning s.id, s.run_id,
-                       coalesce((select max(a.number) from stage_attempts a where a.stage_id = s.id), 0) + 1,
-                       s.attempts_max, s.name, s.executor, r.pipeline_id, r.params, r.submitted_by",
+                       coalesce((select max(a.number) from stage_attempts a where a.stage_id = s.id), 0) + 1 as number,
+                       s.attempts_max, s.name, s.fan_of, s.item_index, s.item, s.executor,
+                       r.pipeline_id, r.params, r.submitted_by",
         )
         .bind(stage)
         .bind(runner)
@@ -182,22 +203,24 @@ async fn claim_one(tx: &mut PgConnection, stage: Uuid, runner: Uuid) -> Result<C
         "insert into stage_attempts (id, stage_id, number, state, runner) values ($1, $2, $3, 'running', $4)",
     )
     .bind(attempt_id)
-    .bind(stage_id)
-    .bind(attempt)
+    .bind(row.id)
+    .bind(row.number)
     .bind(runner)
     .execute(&mut *tx)
     .await?;
     Ok(Claim {
-        stage_id,
-        run_id,
+        stage_id: row.id,
+        run_id: row.run_id,
         attempt_id,
-        attempt,
-        attempts_max,
-        name,
-        executor,
-        pipeline_id,
-        params,
-        submitted_by,
+        attempt: row.number,
+        attempts_max: row.attempts_max,
+        stage: row.fan_of.clone().unwrap_or_else(|| row.name.clone()),
+        item: row.item_index.map(|i| (i, row.item.unwrap_or(Value::Null))),
+        name: row.name,
+        executor: row.executor,
+        pipeline_id: row.pipeline_id,
+        params: row.params,
+        submitted_by: row.submitted_by,
     })
 }
 

@@ -175,8 +175,8 @@ pub async fn claimed_stage(
         .ok_or("the run's template is gone")?;
     let stage = stored
         .template
-        .stage(&claim.name)
-        .ok_or_else(|| format!("the template has no stage {}", claim.name))?
+        .stage(&claim.stage)
+        .ok_or_else(|| format!("the template has no stage {}", claim.stage))?
         .clone();
     Ok((stored, stage))
 }

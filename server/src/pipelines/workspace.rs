@@ -15,7 +15,9 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use app::pipelines::template::{host_path, ParamType, Reference, Template};
+use std::collections::{BTreeMap, HashMap};
+
+use app::pipelines::template::{host_path, json_at, ParamType, Reference, Template};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt as _;
@@ -33,6 +35,83 @@ pub struct Workspace {
     pub pool: PgPool,
     pub assets: Assets,
     pub work: PathBuf,
+}
+
+/// What references resolve to besides parameters and places: the item of an instance of a
+/// fanned-out stage, and the values upstream stages ended with (a fanned-out stage's: the
+/// list of its instances' values, in item order).
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    pub item: Option<Value>,
+    pub values: HashMap<String, Value>,
+}
+
+impl Scope {
+    /// The JSON a parameter, values or item reference stands for (`None` for places, and
+    /// for a path that leads nowhere).
+    pub fn value(&self, reference: &Reference, params: &Value) -> Option<Value> {
+        match reference {
+            Reference::Param(p) => params.get(p.as_str()).cloned(),
+            Reference::Values(stage, path) => json_at(self.values.get(stage)?, path).cloned(),
+            Reference::Item(path) => json_at(self.item.as_ref()?, path).cloned(),
+            Reference::Outputs(_) | Reference::NodeOutputs(..) | Reference::Output => None,
+        }
+    }
+}
+
+/// The text of a reference inside a longer text.
+fn reference_text(reference: &Reference) -> String {
+    match reference {
+        Reference::Param(p) => format!("${{params.{p}}}"),
+        Reference::Outputs(s) => format!("${{stages.{s}.outputs}}"),
+        Reference::NodeOutputs(s, node) => format!("${{stages.{s}.outputs.{node}}}"),
+        Reference::Values(s, path) if path.is_empty() => format!("${{stages.{s}.values}}"),
+        Reference::Values(s, path) => format!("${{stages.{s}.values.{}}}", path.join(".")),
+        Reference::Item(path) if path.is_empty() => "${item}".to_owned(),
+        Reference::Item(path) => format!("${{item.{}}}", path.join(".")),
+        Reference::Output => "${output}".to_owned(),
+    }
+}
+
+/// A stage's inputs with parameter, values and item references resolved: an input that is
+/// exactly one reference keeps the value's JSON type, references inside a longer text
+/// become text. Places (outputs) stay as written: the executor resolves those.
+pub fn bind_inputs(
+    inputs: &BTreeMap<String, Value>,
+    params: &Value,
+    scope: &Scope,
+) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for (name, value) in inputs {
+        let bound = match value {
+            Value::String(text) => {
+                let refs = app::pipelines::template::references(text).unwrap_or_default();
+                match refs.as_slice() {
+                    [r] if text.trim() == reference_text(r) && !is_place(r) => {
+                        scope.value(r, params).unwrap_or(Value::Null)
+                    }
+                    _ => {
+                        let mut t = text.clone();
+                        for r in refs.iter().filter(|r| !is_place(r)) {
+                            let v = scalar_text(&scope.value(r, params).unwrap_or(Value::Null));
+                            t = t.replace(&reference_text(r), &v);
+                        }
+                        Value::String(t)
+                    }
+                }
+            }
+            other => other.clone(),
+        };
+        out.insert(name.clone(), bound);
+    }
+    out
+}
+
+fn is_place(r: &Reference) -> bool {
+    matches!(
+        r,
+        Reference::Outputs(_) | Reference::NodeOutputs(..) | Reference::Output
+    )
 }
 
 /// An asset given to a run: its file on this machine, and what provenance records.
@@ -188,6 +267,7 @@ impl Workspace {
             }
         };
         let refuse_absolute = attempt.stage.kind.runs_on_host();
+        let scope = self.scope(attempt).await?;
         let mut inputs: Vec<(Uuid, Input)> = Vec::new();
         let mut args = Vec::new();
         for raw in raw {
@@ -204,13 +284,25 @@ impl Workspace {
                     Reference::Output => ("${output}".to_owned(), inside(out.to_owned())?),
                     Reference::Outputs(s) => (
                         format!("${{stages.{s}.outputs}}"),
-                        inside(run_dir.join(s).join("out"))?,
+                        inside(self.outputs_of(attempt, s, None).await?)?,
                     ),
                     // Checked to be a node id (no separator, no dot) when parsed.
                     Reference::NodeOutputs(s, node) => (
                         format!("${{stages.{s}.outputs.{node}}}"),
-                        inside(run_dir.join(s).join("by-node").join(node))?,
+                        inside(self.outputs_of(attempt, s, Some(node)).await?)?,
                     ),
+                    Reference::Values(..) | Reference::Item(_) => {
+                        // Someone's text too (a planner's prompt): it may not name a place.
+                        let text =
+                            scalar_text(&scope.value(&r, &claim.params).unwrap_or(Value::Null));
+                        if let Some(why) = host_path(&text, refuse_absolute) {
+                            return Err(format!(
+                                "the value of {}, \"{text}\", {why}; refused",
+                                reference_text(&r)
+                            ));
+                        }
+                        (reference_text(&r), text)
+                    }
                     Reference::Param(p) => {
                         let param = template
                             .parameter(p)
@@ -255,6 +347,16 @@ impl Workspace {
     }
 }
 
+/// Every text of a stage that may hold references.
+fn stage_texts(stage: &app::pipelines::template::Stage) -> Vec<String> {
+    stage
+        .inputs
+        .values()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .chain(stage.kind.texts().iter().cloned())
+        .collect()
+}
+
 fn asset_ids(value: &Value) -> Vec<Uuid> {
     match value {
         Value::String(s) => s.parse().into_iter().collect(),
@@ -275,6 +377,131 @@ fn scalar_text(value: &Value) -> String {
 }
 
 impl Workspace {
+    /// The values and item the stage's references may name (see [`Scope`]).
+    pub async fn scope(&self, attempt: &Attempt) -> Result<Scope, String> {
+        let claim = &attempt.claim;
+        let mut scope = Scope {
+            item: claim.item.as_ref().map(|(_, item)| item.clone()),
+            values: HashMap::new(),
+        };
+        for text in stage_texts(&attempt.stage) {
+            for r in app::pipelines::template::references(&text).unwrap_or_default() {
+                if let Reference::Values(stage, _) = r {
+                    if !scope.values.contains_key(&stage) {
+                        let values = self.values_of(claim.run_id, &stage).await?;
+                        scope.values.insert(stage, values);
+                    }
+                }
+            }
+        }
+        Ok(scope)
+    }
+
+    /// The values stage `stage` of `run` ended with: a fanned-out stage's are the list of
+    /// its instances' values, in item order.
+    pub async fn values_of(&self, run: Uuid, stage: &str) -> Result<Value, String> {
+        let row: Option<(Option<Value>, Option<i32>)> = sqlx::query_as(
+            "select stage_values, fanned from run_stages where run_id = $1 and name = $2",
+        )
+        .bind(run)
+        .bind(stage)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| format!("cannot read the values of stage {stage}: {e}"))?;
+        match row {
+            None => Err(format!("the run has no stage {stage}")),
+            Some((_, Some(_))) => {
+                let all: Vec<Option<Value>> = sqlx::query_scalar(
+                    "select stage_values from run_stages where run_id = $1 and fan_of = $2 order by item_index",
+                )
+                .bind(run)
+                .bind(stage)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| format!("cannot read the values of stage {stage}: {e}"))?;
+                Ok(Value::Array(
+                    all.into_iter().map(|v| v.unwrap_or(Value::Null)).collect(),
+                ))
+            }
+            Some((values, None)) => Ok(values.unwrap_or(Value::Null)),
+        }
+    }
+
+    /// The directory holding what stage `stage` left (all of it, or one node's): its
+    /// `out/` (or `by-node/<node>/`). For a fanned-out stage it is made once, when first
+    /// asked for, from its instances' in item order: each file linked as
+    /// `<index, five digits>-<its name>`, so that a glob or a sorted listing reads them in
+    /// order.
+    pub async fn outputs_of(
+        &self,
+        attempt: &Attempt,
+        stage: &str,
+        node: Option<&str>,
+    ) -> Result<PathBuf, String> {
+        let run = attempt.claim.run_id;
+        let run_dir = self.work.join(run.to_string());
+        let sub: PathBuf = match node {
+            Some(node) => Path::new("by-node").join(node),
+            None => PathBuf::from("out"),
+        };
+        let target = run_dir.join(stage).join(&sub);
+        let fanned = attempt
+            .stored
+            .template
+            .stage(stage)
+            .is_some_and(|s| s.for_each.is_some());
+        if !fanned || tokio::fs::symlink_metadata(&target).await.is_ok() {
+            return Ok(target);
+        }
+        let instances: Vec<(i32, String)> = sqlx::query_as(
+            "select item_index, name from run_stages
+             where run_id = $1 and fan_of = $2 and state = 'succeeded' order by item_index",
+        )
+        .bind(run)
+        .bind(stage)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| format!("cannot list the instances of stage {stage}: {e}"))?;
+        let parent = target
+            .parent()
+            .ok_or("the outputs have no parent directory")?
+            .to_owned();
+        let scratch = parent.join(format!(".gather-{}", Uuid::now_v7()));
+        let gathered = async {
+            tokio::fs::create_dir_all(&scratch).await?;
+            for (index, name) in &instances {
+                let from = run_dir.join(name).join(&sub);
+                let Ok(mut entries) = tokio::fs::read_dir(&from).await else {
+                    continue;
+                };
+                let mut files = Vec::new();
+                while let Some(entry) = entries.next_entry().await? {
+                    // Files only, links never followed: as for any stage's outputs.
+                    if entry.file_type().await?.is_file() {
+                        files.push(entry.file_name());
+                    }
+                }
+                files.sort();
+                for file in files {
+                    let to = scratch.join(format!("{index:05}-{}", file.to_string_lossy()));
+                    tokio::fs::hard_link(from.join(&file), to).await?;
+                }
+            }
+            // Another stage may have gathered it meanwhile: either copy is the same.
+            if tokio::fs::rename(&scratch, &target).await.is_err() {
+                let _ = tokio::fs::remove_dir_all(&scratch).await;
+            }
+            Ok::<(), std::io::Error>(())
+        }
+        .await;
+        if let Err(e) = gathered {
+            let _ = tokio::fs::remove_dir_all(&scratch).await;
+            return Err(format!("cannot gather the outputs of stage {stage}: {e}"));
+        }
+        resolved_inside(&run_dir, &target).await?;
+        Ok(target)
+    }
+
     /// `<work>/<run>/<stage>`.
     pub fn stage_dir(&self, claim: &Claim) -> PathBuf {
         self.work.join(claim.run_id.to_string()).join(&claim.name)

@@ -32,13 +32,18 @@ mod stage;
 mod tests;
 mod validate;
 
-pub use references::{host_path, references, Reference};
-pub use stage::{ComfyStage, JobStage, LocalStage, Stage, StageKind, StageSource};
+pub use references::{host_path, json_at, references, Reference};
+pub use stage::{
+    ComfyStage, DagsterStage, JobStage, LanggraphStage, LocalStage, Stage, StageKind, StageSource,
+    DAGSTER_DEFAULT_REPOSITORY,
+};
 pub use validate::Shape;
 
 /// The kinds an asset parameter may ask for (as the asset library names them).
 pub const ASSET_KINDS: [&str; 6] = ["image", "video", "audio", "scene", "model", "other"];
-pub const EXECUTORS: [&str; 3] = ["local", "comfyui", "kubernetes"];
+pub const EXECUTORS: [&str; 5] = ["local", "comfyui", "kubernetes", "dagster", "langgraph"];
+/// Most instances one fanned-out stage may have.
+pub const MAX_FAN_OUT: usize = 10_000;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
@@ -205,7 +210,10 @@ impl Template {
         let mut up: BTreeSet<String> = stage.needs.iter().cloned().collect();
         for text in validate::stage_texts(stage) {
             for r in references(&text).unwrap_or_default() {
-                if let Reference::Outputs(s) | Reference::NodeOutputs(s, _) = r {
+                if let Reference::Outputs(s)
+                | Reference::NodeOutputs(s, _)
+                | Reference::Values(s, _) = r
+                {
                     up.insert(s);
                 }
             }

@@ -1,5 +1,6 @@
 //! References inside a stage's values (`${params.NAME}`, `${stages.NAME.outputs}`,
-//! `${stages.NAME.outputs.NODE}`, `${output}`), and the check that an argument names no place of its own choosing.
+//! `${stages.NAME.outputs.NODE}`, `${stages.NAME.values.FIELD}`, `${item.FIELD}`,
+//! `${output}`), and the check that an argument names no place of its own choosing.
 
 /// A reference inside a value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -8,8 +9,39 @@ pub enum Reference {
     Outputs(String),
     /// `${stages.NAME.outputs.NODE}`: the files one node of a ComfyUI stage wrote.
     NodeOutputs(String, String),
+    /// `${stages.NAME.values}` or `${stages.NAME.values.FIELD.…}`: the JSON a stage
+    /// ended with (a LangGraph stage's final values), or a field inside it (an index
+    /// picks an item of a list).
+    Values(String, Vec<String>),
+    /// `${item}` or `${item.FIELD.…}`: in a stage with `for_each`, the item this
+    /// instance runs for.
+    Item(Vec<String>),
     /// `${output}`: this stage's own output directory.
     Output,
+}
+
+/// Most fields a path into JSON may name.
+const MAX_PATH: usize = 8;
+
+/// A path into JSON (`shots.0.prompt`), when every field is a short name or an index.
+fn json_path(parts: &[&str]) -> Option<Vec<String>> {
+    let field = |p: &&str| {
+        !p.is_empty()
+            && p.len() <= 64
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    };
+    (parts.len() <= MAX_PATH && parts.iter().all(field))
+        .then(|| parts.iter().map(|p| (*p).to_owned()).collect())
+}
+
+/// The value at `path` inside `value`: fields of objects, indices of lists.
+pub fn json_at<'a>(value: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_json::Value> {
+    path.iter().try_fold(value, |v, field| match v {
+        serde_json::Value::Object(map) => map.get(field),
+        serde_json::Value::Array(items) => items.get(field.parse::<usize>().ok()?),
+        _ => None,
+    })
 }
 
 /// Every `${...}` in `text`, or the first malformed one.
@@ -36,10 +68,18 @@ pub fn references(text: &str) -> Result<Vec<Reference>, String> {
             {
                 Reference::NodeOutputs((*name).to_owned(), (*node).to_owned())
             }
+            ["stages", name, "values", path @ ..] if !name.is_empty() => match json_path(path) {
+                Some(path) => Reference::Values((*name).to_owned(), path),
+                None => return Err(format!("${{{inner}}}: a path into values names at most {MAX_PATH} fields, each letters, digits, '_' or '-'")),
+            },
+            ["item", path @ ..] => match json_path(path) {
+                Some(path) => Reference::Item(path),
+                None => return Err(format!("${{{inner}}}: a path into the item names at most {MAX_PATH} fields, each letters, digits, '_' or '-'")),
+            },
             ["output"] => Reference::Output,
             _ => {
                 return Err(format!(
-                    "${{{inner}}} is not a reference: use ${{params.NAME}}, ${{stages.NAME.outputs}}, ${{stages.NAME.outputs.NODE}} or ${{output}}"
+                    "${{{inner}}} is not a reference: use ${{params.NAME}}, ${{stages.NAME.outputs}}, ${{stages.NAME.outputs.NODE}}, ${{stages.NAME.values.FIELD}}, ${{item.FIELD}} or ${{output}}"
                 ))
             }
         };

@@ -24,6 +24,9 @@ pub struct Stage {
     pub attempts: u32,
     /// Seconds before an attempt is stopped.
     pub timeout_seconds: u64,
+    /// `for_each: ${stages.NAME.values.FIELD}`: the stage runs once per item of that
+    /// list (fan-out), each instance seeing its item as `${item}`.
+    pub for_each: Option<String>,
     pub kind: StageKind,
 }
 
@@ -36,6 +39,10 @@ pub enum StageKind {
     Kubernetes(JobStage),
     /// A workflow graph on the ComfyUI endpoint.
     Comfyui(ComfyStage),
+    /// A job run by Dagster.
+    Dagster(DagsterStage),
+    /// A LangGraph assistant (an agent graph) run on a thread.
+    Langgraph(LanggraphStage),
 }
 
 /// `executor: local`.
@@ -66,6 +73,26 @@ pub struct ComfyStage {
     pub workflow: String,
 }
 
+/// `executor: dagster`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DagsterStage {
+    /// The code location (`--location-name` of its code server).
+    pub location: String,
+    /// The repository in it (`__repository__` for a `Definitions` object).
+    pub repository: String,
+    pub job: String,
+}
+
+/// `executor: langgraph`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LanggraphStage {
+    /// An assistant id, or a graph's id (which LangGraph takes as its default assistant).
+    pub assistant: String,
+}
+
+/// The repository a `Definitions` object makes.
+pub const DAGSTER_DEFAULT_REPOSITORY: &str = "__repository__";
+
 impl StageKind {
     /// The name templates give this kind (`executor:`), which is also its queue's.
     pub fn executor(&self) -> &'static str {
@@ -73,6 +100,8 @@ impl StageKind {
             StageKind::Local(_) => "local",
             StageKind::Kubernetes(_) => "kubernetes",
             StageKind::Comfyui(_) => "comfyui",
+            StageKind::Dagster(_) => "dagster",
+            StageKind::Langgraph(_) => "langgraph",
         }
     }
 
@@ -81,7 +110,7 @@ impl StageKind {
         match self {
             StageKind::Local(s) => &s.args,
             StageKind::Kubernetes(s) => &s.command,
-            StageKind::Comfyui(_) => &[],
+            StageKind::Comfyui(_) | StageKind::Dagster(_) | StageKind::Langgraph(_) => &[],
         }
     }
 
@@ -90,7 +119,10 @@ impl StageKind {
     pub fn runs_on_host(&self) -> bool {
         match self {
             StageKind::Local(_) => true,
-            StageKind::Kubernetes(_) | StageKind::Comfyui(_) => false,
+            StageKind::Kubernetes(_)
+            | StageKind::Comfyui(_)
+            | StageKind::Dagster(_)
+            | StageKind::Langgraph(_) => false,
         }
     }
 }
@@ -119,6 +151,16 @@ pub struct StageSource {
     pub gpu: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assistant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, serde_json::Value>,
     #[serde(default = "default_attempts")]
@@ -187,6 +229,33 @@ impl StageSource {
                     None
                 }
             },
+            "dagster" => match (&self.location, &self.job) {
+                (Some(location), Some(job)) => Some(StageKind::Dagster(DagsterStage {
+                    location: location.clone(),
+                    repository: self
+                        .repository
+                        .clone()
+                        .unwrap_or_else(|| DAGSTER_DEFAULT_REPOSITORY.to_owned()),
+                    job: job.clone(),
+                })),
+                (None, _) => {
+                    problems.push(missing("name:", "code location (location:)"));
+                    None
+                }
+                (_, None) => {
+                    problems.push(missing("name:", "job"));
+                    None
+                }
+            },
+            "langgraph" => match &self.assistant {
+                Some(assistant) => Some(StageKind::Langgraph(LanggraphStage {
+                    assistant: assistant.clone(),
+                })),
+                None => {
+                    problems.push(missing("name:", "assistant"));
+                    None
+                }
+            },
             other => {
                 problems.push(KindProblem {
                     field: "executor:",
@@ -212,6 +281,7 @@ impl StageSource {
                 inputs: self.inputs,
                 attempts: self.attempts,
                 timeout_seconds: self.timeout_seconds,
+                for_each: self.for_each,
                 kind,
             }),
             _ => Err(problems),
@@ -220,17 +290,23 @@ impl StageSource {
 
     /// The fields given that belong to another kind.
     fn foreign_fields(&self, kind: &StageKind) -> Vec<KindProblem> {
-        let given: [(&'static str, bool); 5] = [
+        let given: [(&'static str, bool); 9] = [
             ("program", self.program.is_some()),
             ("args", !self.args.is_empty()),
             ("image", self.image.is_some()),
             ("command", !self.command.is_empty()),
             ("workflow", self.workflow.is_some()),
+            ("location", self.location.is_some()),
+            ("repository", self.repository.is_some()),
+            ("job", self.job.is_some()),
+            ("assistant", self.assistant.is_some()),
         ];
         let takes: &[&str] = match kind {
             StageKind::Local(_) => &["program", "args"],
             StageKind::Kubernetes(_) => &["image", "command"],
             StageKind::Comfyui(_) => &["workflow"],
+            StageKind::Dagster(_) => &["location", "repository", "job"],
+            StageKind::Langgraph(_) => &["assistant"],
         };
         let mut out: Vec<KindProblem> = given
             .iter()
@@ -241,7 +317,11 @@ impl StageSource {
                     "args" => "args:",
                     "image" => "image:",
                     "command" => "command:",
-                    _ => "workflow:",
+                    "workflow" => "workflow:",
+                    "location" => "location:",
+                    "repository" => "repository:",
+                    "job" => "job:",
+                    _ => "assistant:",
                 },
                 message: format!(
                     "stage \"{}\": a {} stage takes no {field} (it takes {})",
@@ -291,6 +371,11 @@ impl From<Stage> for StageSource {
             command: Vec::new(),
             gpu: 0,
             workflow: None,
+            location: None,
+            repository: None,
+            job: None,
+            assistant: None,
+            for_each: stage.for_each,
             inputs: stage.inputs,
             attempts: stage.attempts,
             timeout_seconds: stage.timeout_seconds,
@@ -306,6 +391,15 @@ impl From<Stage> for StageSource {
                 source.gpu = s.gpu;
             }
             StageKind::Comfyui(s) => source.workflow = Some(s.workflow),
+            StageKind::Dagster(s) => {
+                source.location = Some(s.location);
+                // The default stays unwritten, so a stage reads as it was written.
+                if s.repository != DAGSTER_DEFAULT_REPOSITORY {
+                    source.repository = Some(s.repository);
+                }
+                source.job = Some(s.job);
+            }
+            StageKind::Langgraph(s) => source.assistant = Some(s.assistant),
         }
         source
     }

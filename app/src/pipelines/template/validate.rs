@@ -71,6 +71,8 @@ impl StageKind {
         match self {
             // A workflow's bindings say what each input is: checked on the server.
             StageKind::Comfyui(_) => Some(Shape::Any),
+            // Inputs become a Dagster run's config or a graph's input: JSON of any shape.
+            StageKind::Dagster(_) | StageKind::Langgraph(_) => Some(Shape::Any),
             StageKind::Local(_) | StageKind::Kubernetes(_) => Some(Shape::Files(None)),
         }
     }
@@ -78,9 +80,11 @@ impl StageKind {
     /// What the stage's outputs are, for the stages that take them.
     pub fn output_shape(&self) -> Shape {
         match self {
-            StageKind::Comfyui(_) | StageKind::Local(_) | StageKind::Kubernetes(_) => {
-                Shape::Files(None)
-            }
+            StageKind::Comfyui(_)
+            | StageKind::Local(_)
+            | StageKind::Kubernetes(_)
+            | StageKind::Dagster(_)
+            | StageKind::Langgraph(_) => Shape::Files(None),
         }
     }
 }
@@ -235,6 +239,64 @@ impl Template {
                         );
                     }
                 }
+                StageKind::Dagster(d) => {
+                    // Dagster's own rule for names of locations, repositories and jobs.
+                    let name = |n: &str| {
+                        !n.is_empty()
+                            && n.len() <= 128
+                            && n.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    };
+                    for (field, value) in [
+                        ("location:", &d.location),
+                        ("repository:", &d.repository),
+                        ("job:", &d.job),
+                    ] {
+                        if !name(value) {
+                            problem(
+                                at.and_then(|a| line_of(source, field, a)),
+                                format!(
+                                    "stage \"{}\": {} \"{value}\" must be letters, digits, '_' or '-'",
+                                    s.name,
+                                    field.trim_end_matches(':')
+                                ),
+                            );
+                        }
+                    }
+                }
+                StageKind::Langgraph(l) => {
+                    let a = &l.assistant;
+                    let fine = !a.is_empty()
+                        && a.len() <= 128
+                        && a.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+                    if !fine {
+                        problem(
+                            at.and_then(|at| line_of(source, "assistant:", at)),
+                            format!(
+                                "stage \"{}\": assistant \"{a}\" must be a graph id or an assistant id (letters, digits, '_', '-', '.')",
+                                s.name
+                            ),
+                        );
+                    }
+                }
+            }
+            if let Some(each) = &s.for_each {
+                let line = at.and_then(|a| line_of(source, "for_each:", a)).or(at);
+                let whole = each.trim().starts_with("${") && each.trim().ends_with('}');
+                match references(each) {
+                    Ok(refs) if whole && matches!(refs.as_slice(), [Reference::Values(..)]) => {
+                        // Where it points is checked with the other references.
+                        self.check_text(source, at, s, None, each, &mut problem);
+                    }
+                    _ => problem(
+                        line,
+                        format!(
+                            "stage \"{}\": for_each takes one list from an upstream stage's values, as ${{stages.NAME.values.FIELD}}, not \"{each}\"",
+                            s.name
+                        ),
+                    ),
+                }
             }
             if s.attempts == 0 || s.attempts > 10 {
                 problem(
@@ -372,6 +434,44 @@ impl Template {
                         continue;
                     }
                 },
+                Reference::Values(up, _) => match self.stage(up) {
+                    Some(u) if u.name == s.name => {
+                        problem(
+                            line,
+                            format!("stage \"{}\" refers to its own values", s.name),
+                        );
+                        continue;
+                    }
+                    Some(u) if matches!(u.kind, StageKind::Langgraph(_)) => Shape::Any,
+                    Some(u) => {
+                        problem(
+                            line,
+                            format!(
+                                "stage \"{}\" refers to the values of \"{up}\", a {} stage: only a langgraph stage ends with values",
+                                s.name,
+                                u.kind.executor()
+                            ),
+                        );
+                        continue;
+                    }
+                    None => {
+                        problem(line, format!("stage \"{}\" refers to the values of \"{up}\", which is not a stage", s.name));
+                        continue;
+                    }
+                },
+                Reference::Item(_) => {
+                    if s.for_each.is_none() {
+                        problem(
+                            line,
+                            format!(
+                                "stage \"{}\" refers to ${{item}} but has no for_each",
+                                s.name
+                            ),
+                        );
+                        continue;
+                    }
+                    Shape::Any
+                }
                 Reference::Output => {
                     if input.is_some() {
                         problem(
@@ -409,5 +509,6 @@ pub(super) fn stage_texts(stage: &Stage) -> Vec<String> {
         .values()
         .filter_map(|v| v.as_str().map(str::to_owned))
         .chain(stage.kind.texts().iter().cloned())
+        .chain(stage.for_each.iter().cloned())
         .collect()
 }

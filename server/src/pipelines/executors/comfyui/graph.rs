@@ -4,41 +4,20 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use app::pipelines::template::{Reference, Stage};
+use app::pipelines::template::Stage;
+
+use crate::pipelines::workspace::Scope;
 
 /// The stage's inputs with `${params.…}` resolved to the run's values (an input that is
-/// exactly one reference keeps the value's type).
+/// exactly one reference keeps the value's type), and the item and upstream values when
+/// `scope` has them.
 pub fn bind(stage: &Stage, params: &Value) -> serde_json::Map<String, Value> {
-    let mut out = serde_json::Map::new();
-    for (name, value) in &stage.inputs {
-        let bound = match value {
-            Value::String(text) => {
-                let refs = app::pipelines::template::references(text).unwrap_or_default();
-                match refs.as_slice() {
-                    [Reference::Param(p)] if text.trim() == format!("${{params.{p}}}") => {
-                        params[p.as_str()].clone()
-                    }
-                    _ => {
-                        let mut t = text.clone();
-                        for r in refs {
-                            if let Reference::Param(p) = r {
-                                let v = match &params[p.as_str()] {
-                                    Value::String(s) => s.clone(),
-                                    Value::Null => String::new(),
-                                    other => other.to_string(),
-                                };
-                                t = t.replace(&format!("${{params.{p}}}"), &v);
-                            }
-                        }
-                        Value::String(t)
-                    }
-                }
-            }
-            other => other.clone(),
-        };
-        out.insert(name.clone(), bound);
-    }
-    out
+    bind_in(stage, params, &Scope::default())
+}
+
+/// [`bind`] with the item and upstream values of `scope`.
+pub fn bind_in(stage: &Stage, params: &Value, scope: &Scope) -> serde_json::Map<String, Value> {
+    crate::pipelines::workspace::bind_inputs(&stage.inputs, params, scope)
 }
 
 /// The name an input image is uploaded to ComfyUI under (it becomes a file on the

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 pub use self::graph::bind as bind_values;
-use self::graph::{bind, output_names};
+use self::graph::{bind_in, output_names};
 use crate::comfyui::client::{ComfyClient, ComfyError, OutputFile, PromptState};
 use crate::comfyui::probe::Prober;
 use crate::comfyui::socket::{self, SocketEvent};
@@ -135,7 +135,8 @@ impl ComfyExecutor {
             return Err("not a comfyui stage".into());
         };
         let version = prepare::version(&self.files.pool, attempt, &comfy.workflow).await?;
-        let bound = bind(stage, &claim.params);
+        let scope = self.files.scope(attempt).await?;
+        let bound = bind_in(stage, &claim.params, &scope);
         let prefix = format!("slate_{}", claim.stage_id.simple());
         // Files the graph loads: fetched here, uploaded to whichever endpoint runs it.
         let uploads = prepare::uploads(attempt, &self.files, &version.bindings).await?;

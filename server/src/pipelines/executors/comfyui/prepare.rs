@@ -98,19 +98,11 @@ pub async fn uploads(
                 (upload_name(asset, &fetched.name), fetched.path)
             }
             [Reference::Outputs(up)] | [Reference::NodeOutputs(up, _)] => {
-                let dir = match &refs[0] {
-                    Reference::NodeOutputs(_, node) => files
-                        .work
-                        .join(claim.run_id.to_string())
-                        .join(up)
-                        .join("by-node")
-                        .join(node),
-                    _ => files
-                        .work
-                        .join(claim.run_id.to_string())
-                        .join(up)
-                        .join("out"),
+                let node = match &refs[0] {
+                    Reference::NodeOutputs(_, node) => Some(node.as_str()),
+                    _ => None,
                 };
+                let dir = files.outputs_of(attempt, up, node).await?;
                 let path = first_of_kind(&dir, kind).await.ok_or_else(|| {
                     format!(
                         "stage \"{up}\" left no {kind} file for input \"{}\"",
