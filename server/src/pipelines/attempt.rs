@@ -153,6 +153,31 @@ impl Attempt {
         ))
     }
 
+    /// The reference the latest earlier attempt of this stage recorded (one starting with
+    /// `prefix` and a space, given without them), with that attempt's number and how it
+    /// ended (`failed`, `lost`, …): for an executor that retries by continuing the earlier
+    /// work (Dagster re-executes a failed run from its failure).
+    pub async fn previous(&self, prefix: &str) -> Option<(String, i32, String)> {
+        let row: Option<(String, i32, String)> = sqlx::query_as(
+            "select executor_ref, number, state from stage_attempts
+             where stage_id = $1 and id <> $2 and executor_ref like $3 || ' %'
+             order by number desc limit 1",
+        )
+        .bind(self.claim.stage_id)
+        .bind(self.claim.attempt_id)
+        .bind(prefix)
+        .fetch_optional(&self.pool)
+        .await
+        .ok()
+        .flatten();
+        let (reference, number, state) = row?;
+        Some((
+            reference.strip_prefix(prefix)?.trim_start().to_owned(),
+            number,
+            state,
+        ))
+    }
+
     /// Links the archived log (`key` in storage) to the attempt, with what the executor
     /// calls the work when it has recorded no better name.
     pub async fn archived(&self, key: &str, reference: &str) {

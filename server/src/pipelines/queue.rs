@@ -479,7 +479,8 @@ pub async fn reconcile(pool: &PgPool) -> Result<u64, sqlx::Error> {
         "select s.id as stage, s.run_id as run, s.attempt, s.attempts_max as max,
                 s.cancel_requested as cancel,
                 exists (select 1 from stage_attempts a where a.stage_id = s.id and a.state = 'running'
-                        and (a.executor_ref like 'job %' or a.executor_ref like 'comfyui %'))
+                        and (a.executor_ref like 'job %' or a.executor_ref like 'comfyui %'
+                             or a.executor_ref like 'dagster %' or a.executor_ref like 'langgraph %'))
                     as outlives
          from run_stages s
          where s.state = 'running' and s.lease_until < now() for update of s skip locked",
