@@ -1,7 +1,6 @@
 //! A stage waiting for a person: the question a LangGraph graph asked (an interrupt),
 //! shown on the run's page, and the answer a lead or the submitter gives.
 
-use async_trait::async_trait;
-
-#[async_trait]
+#[cfg(feature = "ssr")]
+#[async_trait::async_trait]
 pub trait QuestionsBackend: Send + Sync + 'static {}
