@@ -19,6 +19,7 @@ use crate::components::{EmptyState, ErrorNote, PageHeader, RoleBadge, Time};
 use crate::deploys::pages::DeploysPage;
 use crate::error::AppError;
 use crate::pipelines::pages::{NewRunPage, RunPage, RunsPage, TemplatesPage};
+use crate::webhooks::pages::{WebhookPage, WebhooksPage};
 
 /// The HTML document. On the server it also sets the Content-Security-Policy with a
 /// fresh nonce for the hydration script.
@@ -129,6 +130,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("admin/users") view=UsersPage/>
                     <Route path=path!("admin/tokens") view=TokensPage/>
                     <Route path=path!("admin/audit") view=AuditPage/>
+                    <Route path=path!("admin/webhooks") view=WebhooksPage/>
+                    <Route path=path!("admin/webhooks/:id") view=WebhookPage/>
                 </ParentRoute>
             </Routes>
         </Router>
@@ -147,6 +150,7 @@ const NAV: &[(&str, &str, Role)] = &[
     ("Templates", "/admin/pipelines", Role::Admin),
     ("Users", "/admin/users", Role::Admin),
     ("Tokens", "/admin/tokens", Role::Admin),
+    ("Webhooks", "/admin/webhooks", Role::Admin),
     ("Audit log", "/admin/audit", Role::Admin),
 ];
 
@@ -307,5 +311,13 @@ mod tests {
             ]
         );
         assert_eq!(nav_for(Role::Admin).count(), NAV.len());
+        let admin: Vec<_> = nav_for(Role::Admin).map(|(_, p, _)| *p).collect();
+        assert!(admin.contains(&"/admin/webhooks"));
+        // Every admin entry is under /admin, which the access policy keeps for admins.
+        for (label, path, role) in NAV {
+            if *role == Role::Admin {
+                assert!(path.starts_with("/admin/"), "{label}");
+            }
+        }
     }
 }

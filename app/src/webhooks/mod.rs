@@ -31,7 +31,10 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
     ),
     ("output.created", "A run output became an asset"),
     ("endpoint.up", "The Colab endpoint became healthy"),
-    ("endpoint.down", "The Colab endpoint went down or was rejected"),
+    (
+        "endpoint.down",
+        "The Colab endpoint went down or was rejected",
+    ),
     (
         "endpoint.changed",
         "The Colab endpoint changed otherwise (verifying, replaced)",
