@@ -6,6 +6,8 @@
 -- as the group: `fanned` says how many instances it has, and it succeeds when they all
 -- have.
 alter table run_stages
+    -- The stage's `for_each` reference, kept to expand it without reading the template.
+    add column for_each text,
     add column fan_of text,
     add column item_index integer check (item_index >= 0),
     add column item jsonb,

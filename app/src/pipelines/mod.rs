@@ -154,6 +154,13 @@ pub struct StageView {
     pub finished_at: Option<DateTime<Utc>>,
     /// When the stage's last image (ComfyUI's latest preview or saved image) was kept.
     pub preview_at: Option<DateTime<Utc>>,
+    /// For an instance of a fanned-out stage: the stage it is one of, its index, and a
+    /// short label from its item (its `shot`, `name`, `title` or `id`, or the item itself).
+    pub fan_of: Option<String>,
+    pub item_index: Option<i32>,
+    pub item_label: Option<String>,
+    /// For a fanned-out stage: how many instances it has.
+    pub fanned: Option<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -387,6 +387,105 @@ pub fn RunPage() -> impl IntoView {
     }
 }
 
+/// Most instances of a fanned-out stage drawn in its box (the rest are counted).
+const INSTANCES_SHOWN: usize = 120;
+
+/// One stage's box in the graph: its state, attempts, progress, status, last image and
+/// retry button, and for a fanned-out stage its instances, each a small box of its own.
+fn stage_card(
+    st: &StageView,
+    instances: &[StageView],
+    id: Uuid,
+    may_retry: bool,
+    now: chrono::DateTime<chrono::Utc>,
+    retry: ServerAction<RetryStage>,
+) -> impl IntoView {
+    let can_retry = may_retry && matches!(st.state, StageState::Failed | StageState::Cancelled);
+    let stage = st.name.clone();
+    let retry_label = if st.fanned.is_some() {
+        "Retry what failed"
+    } else {
+        "Retry this stage"
+    };
+    let fanned = st.fanned.map(|n| {
+        let shown = instances.iter().take(INSTANCES_SHOWN).map(|i| instance_card(i, id, may_retry, retry)).collect_view();
+        let more = instances.len().saturating_sub(INSTANCES_SHOWN);
+        let count = |state: StageState| instances.iter().filter(|i| i.state == state).count();
+        let summary = format!(
+            "{n} instances · {} succeeded · {} running · {} failed",
+            count(StageState::Succeeded),
+            count(StageState::Running),
+            count(StageState::Failed)
+        );
+        view! {
+            <div class="instances">
+                <span class="muted">{summary}</span>
+                <ol class="instance-grid" aria-label=format!("Instances of {}", st.name)>{shown}</ol>
+                {(more > 0).then(|| view! { <span class="muted">{format!("and {more} more")}</span> })}
+            </div>
+        }
+    });
+    view! {
+        <li class=format!("stage stage-{}", st.state) data-stage=st.name.clone()>
+            <div class="stage-head"><strong>{st.name.clone()}</strong>{state_pill(st.state.as_str())}</div>
+            <span class="muted">{if st.fanned.is_some() {
+                format!("{} · once per item", st.executor)
+            } else {
+                format!("{} · attempt {} of {}", st.executor, st.attempt.max(1).min(st.attempts_max), st.attempts_max)
+            }}</span>
+            {progress_bar(st.progress.unwrap_or(if st.state == StageState::Succeeded { 1.0 } else { 0.0 }), format!("{} progress", st.name))}
+            <span class="muted">{format!("queued {} · ran {}", duration(st.queued_at, st.started_at, now), duration(st.started_at, st.finished_at, now))}</span>
+            {st.status.clone().map(|m| view! { <span class="stage-status">{m}</span> })}
+            {st.preview_at.map(|at| view! {
+                <img class="stage-preview" alt=format!("The last image {} produced", st.name)
+                    src=format!("/api/runs/{id}/stages/{}/preview?at={}", encode_query_value(&st.name), at.timestamp_millis())/>
+            })}
+            {fanned}
+            {can_retry.then(|| view! {
+                <ActionForm action=retry attr:class="inline">
+                    <input type="hidden" name="id" value=id.to_string()/>
+                    <input type="hidden" name="stage" value=stage/>
+                    <button type="submit" class="btn small">{retry_label}</button>
+                </ActionForm>
+            })}
+        </li>
+    }
+}
+
+/// One instance of a fanned-out stage: its item, state, progress and last image.
+fn instance_card(
+    st: &StageView,
+    id: Uuid,
+    may_retry: bool,
+    retry: ServerAction<RetryStage>,
+) -> impl IntoView {
+    let can_retry = may_retry && matches!(st.state, StageState::Failed | StageState::Cancelled);
+    let index = st.item_index.unwrap_or_default();
+    let failed = st.state == StageState::Failed;
+    let label = st.item_label.clone().unwrap_or_default();
+    let stage = st.name.clone();
+    view! {
+        <li class=format!("instance stage-{}", st.state) data-stage=st.name.clone()
+            title=st.status.clone().unwrap_or_else(|| st.state.as_str().to_owned())>
+            <div class="stage-head"><span>{format!("#{index}")}</span>{state_pill(st.state.as_str())}</div>
+            {(!label.is_empty()).then(|| view! { <span class="instance-label">{label.clone()}</span> })}
+            {progress_bar(st.progress.unwrap_or(if st.state == StageState::Succeeded { 1.0 } else { 0.0 }), format!("{} progress", st.name))}
+            {st.preview_at.map(|at| view! {
+                <img class="instance-preview" alt=format!("The last image of instance {index}")
+                    src=format!("/api/runs/{id}/stages/{}/preview?at={}", encode_query_value(&st.name), at.timestamp_millis())/>
+            })}
+            {st.status.clone().filter(|_| failed).map(|m| view! { <span class="stage-status">{m}</span> })}
+            {can_retry.then(|| view! {
+                <ActionForm action=retry attr:class="inline">
+                    <input type="hidden" name="id" value=id.to_string()/>
+                    <input type="hidden" name="stage" value=stage/>
+                    <button type="submit" class="btn small">"Retry"</button>
+                </ActionForm>
+            })}
+        </li>
+    }
+}
+
 /// Each stage's column in the graph: the length of its longest chain of upstream stages.
 fn depths(stages: &[StageView]) -> Vec<usize> {
     let mut depth = vec![0usize; stages.len()];
@@ -415,38 +514,25 @@ fn run_view(
     let s = d.summary.clone();
     let id = s.id;
     let finished = s.state.is_finished();
-    let depth = depths(&d.stages);
+    // The graph draws the template's stages; a fanned-out stage's instances are drawn
+    // inside its box.
+    let (instances, stages): (Vec<StageView>, Vec<StageView>) =
+        d.stages.iter().cloned().partition(|st| st.fan_of.is_some());
+    let depth = depths(&stages);
     let columns = depth.iter().copied().max().map(|m| m + 1).unwrap_or(0);
     let graph = (0..columns)
         .map(|col| {
-            let boxes = d
-                .stages
+            let boxes = stages
                 .iter()
                 .zip(&depth)
                 .filter(|(_, dep)| **dep == col)
                 .map(|(st, _)| {
-                    let can_retry = d.can_change && finished && matches!(st.state, StageState::Failed | StageState::Cancelled);
-                    let stage = st.name.clone();
-                    view! {
-                        <li class=format!("stage stage-{}", st.state) data-stage=st.name.clone()>
-                            <div class="stage-head"><strong>{st.name.clone()}</strong>{state_pill(st.state.as_str())}</div>
-                            <span class="muted">{format!("{} · attempt {} of {}", st.executor, st.attempt.max(1).min(st.attempts_max), st.attempts_max)}</span>
-                            {progress_bar(st.progress.unwrap_or(if st.state == StageState::Succeeded { 1.0 } else { 0.0 }), format!("{} progress", st.name))}
-                            <span class="muted">{format!("queued {} · ran {}", duration(st.queued_at, st.started_at, d.now), duration(st.started_at, st.finished_at, d.now))}</span>
-                            {st.status.clone().map(|m| view! { <span class="stage-status">{m}</span> })}
-                            {st.preview_at.map(|at| view! {
-                                <img class="stage-preview" alt=format!("The last image {} produced", st.name)
-                                    src=format!("/api/runs/{id}/stages/{}/preview?at={}", encode_query_value(&st.name), at.timestamp_millis())/>
-                            })}
-                            {can_retry.then(|| view! {
-                                <ActionForm action=retry attr:class="inline">
-                                    <input type="hidden" name="id" value=id.to_string()/>
-                                    <input type="hidden" name="stage" value=stage/>
-                                    <button type="submit" class="btn small">"Retry this stage"</button>
-                                </ActionForm>
-                            })}
-                        </li>
-                    }
+                    let mine: Vec<StageView> = instances
+                        .iter()
+                        .filter(|i| i.fan_of.as_deref() == Some(st.name.as_str()))
+                        .cloned()
+                        .collect();
+                    stage_card(st, &mine, id, d.can_change && finished, d.now, retry)
                 })
                 .collect_view();
             view! { <ol class="stage-column">{boxes}</ol> }

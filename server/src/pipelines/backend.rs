@@ -52,10 +52,10 @@ struct SummaryRow {
 
 const SUMMARY: &str = "select r.id, p.name as template, p.version, p.title, r.state,
         u.email as submitted_by, r.created_at, r.started_at, r.finished_at,
-        (select count(*) from run_stages s where s.run_id = r.id and s.state = 'succeeded') as stages_done,
-        (select count(*) from run_stages s where s.run_id = r.id) as stages_total,
+        (select count(*) from run_stages s where s.run_id = r.id and s.fan_of is null and s.state = 'succeeded') as stages_done,
+        (select count(*) from run_stages s where s.run_id = r.id and s.fan_of is null) as stages_total,
         coalesce((select avg(case when s.state = 'succeeded' then 1 else coalesce(s.progress, 0) end)
-                  from run_stages s where s.run_id = r.id), 0)::float4 as progress,
+                  from run_stages s where s.run_id = r.id and s.fan_of is null), 0)::float4 as progress,
         r.submitted_by as submitter_id
     from runs r join pipelines p on p.id = r.pipeline_id join users u on u.id = r.submitted_by";
 
@@ -192,8 +192,11 @@ impl PipelinesBackend for Pipelines {
             .collect();
         let stages: Vec<StageView> = sqlx::query_as(
             "select name, executor, needs, state, attempt, attempts_max, progress,
-                    status_message as status, queued_at, started_at, finished_at, preview_at
-             from run_stages where run_id = $1 order by id",
+                    status_message as status, queued_at, started_at, finished_at, preview_at,
+                    fan_of, item_index, fanned,
+                    case when item is not null then left(coalesce(item->>'shot', item->>'name', item->>'title',
+                                                                  item->>'id', item #>> '{}'), 80) end as item_label
+             from run_stages where run_id = $1 order by fan_of nulls first, item_index, id",
         )
         .bind(id)
         .fetch_all(&self.pool)

@@ -7,6 +7,13 @@
 //!
 //! Finishing a stage promotes the stages waiting on it, retries a failure after a backoff
 //! (5 s, 10 s, 20 s, … up to 5 min) while attempts remain, and settles the run.
+//!
+//! Fan-out: a stage with `for_each` is expanded, when its upstream stages have succeeded,
+//! into one queued row per item of the list its reference names (`<stage>.<index>`,
+//! with `fan_of`, `item_index` and `item`); the stage's own row then stands for the group
+//! (`running`, with `fanned` instances and no runner), succeeds when every instance has,
+//! and fails or is cancelled with them. Each instance is an ordinary stage to the queue:
+//! its own attempts, lease, log and outputs, and the executor's limit counts it.
 
 use std::time::Duration;
 
@@ -77,8 +84,9 @@ pub async fn claim(
         .bind(executor)
         .execute(&mut *tx)
         .await?;
+    // A fanned-out stage's own row runs nothing: only its instances count.
     let running: i64 = sqlx::query_scalar(
-        "select count(*) from run_stages where executor = $1 and state = 'running'",
+        "select count(*) from run_stages where executor = $1 and state = 'running' and fanned is null",
     )
     .bind(executor)
     .fetch_one(&mut *tx)
@@ -409,18 +417,56 @@ fn first_line(text: &str) -> String {
     line.chars().take(300).collect()
 }
 
-/// Queues the waiting stages whose upstream stages all succeeded; settles the run when
-/// every stage did.
+/// Moves a run on after a stage succeeded, until nothing more changes: expands the
+/// fanned-out stages whose upstream stages all succeeded, ends the groups whose instances
+/// all succeeded, queues the waiting stages whose upstream stages all succeeded, and
+/// settles the run when every stage did.
 async fn promote(tx: &mut PgConnection, run: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update run_stages s set state = 'queued', queued_at = now(), ready_at = now(), status_message = null
-         where s.run_id = $1 and s.state = 'waiting'
-           and not exists (select 1 from run_stages u
-                           where u.run_id = s.run_id and u.name = any(s.needs) and u.state <> 'succeeded')",
-    )
-    .bind(run)
-    .execute(&mut *tx)
-    .await?;
+    // Each round either changes a stage's state or stops; a run has finitely many.
+    loop {
+        let expanded = expand(tx, run).await?;
+        if expanded.failed {
+            return settle_failed(tx, run, RunState::Failed).await;
+        }
+        let ended = sqlx::query(
+            "update run_stages g set state = 'succeeded', progress = 1, finished_at = now(),
+                 status_message = case when g.fanned = 0 then 'No items: nothing to run.'
+                                       else 'All ' || g.fanned || ' instances succeeded.' end
+             where g.run_id = $1 and g.fanned is not null and g.state = 'running'
+               and not exists (select 1 from run_stages i
+                               where i.run_id = g.run_id and i.fan_of = g.name and i.state <> 'succeeded')",
+        )
+        .bind(run)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // The groups still running show how far their instances are.
+        sqlx::query(
+            "update run_stages g set progress = (
+                 select count(*) filter (where i.state = 'succeeded')::real / greatest(g.fanned, 1)
+                 from run_stages i where i.run_id = g.run_id and i.fan_of = g.name),
+                 status_message = (
+                 select count(*) filter (where i.state = 'succeeded') || ' of ' || g.fanned || ' instances done.'
+                 from run_stages i where i.run_id = g.run_id and i.fan_of = g.name)
+             where g.run_id = $1 and g.fanned is not null and g.state = 'running'",
+        )
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+        let queued = sqlx::query(
+            "update run_stages s set state = 'queued', queued_at = now(), ready_at = now(), status_message = null
+             where s.run_id = $1 and s.state = 'waiting' and s.for_each is null
+               and not exists (select 1 from run_stages u
+                               where u.run_id = s.run_id and u.name = any(s.needs) and u.state <> 'succeeded')",
+        )
+        .bind(run)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if expanded.count == 0 && ended == 0 && queued == 0 {
+            break;
+        }
+    }
     sqlx::query(
         "update runs set state = 'succeeded', finished_at = now()
          where id = $1 and state in ('queued', 'running')
@@ -430,6 +476,177 @@ async fn promote(tx: &mut PgConnection, run: Uuid) -> Result<(), sqlx::Error> {
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// What [`expand`] did.
+struct Expanded {
+    /// Stages expanded (or failed).
+    count: u64,
+    /// Whether a stage failed because its `for_each` named no list it could run over.
+    failed: bool,
+}
+
+/// Expands the run's fanned-out stages whose upstream stages all succeeded into their
+/// instances (see the module documentation). A `for_each` that names no list, or a list
+/// longer than [`MAX_FAN_OUT`](app::pipelines::template::MAX_FAN_OUT), fails its stage
+/// with the reason, and no instance is made.
+async fn expand(tx: &mut PgConnection, run: Uuid) -> Result<Expanded, sqlx::Error> {
+    use app::pipelines::template::{json_at, references, Reference, MAX_FAN_OUT};
+    let ready: Vec<(Uuid, String, String)> = sqlx::query_as(
+        "select s.id, s.name, s.for_each from run_stages s
+         where s.run_id = $1 and s.state = 'waiting' and s.for_each is not null and s.fanned is null
+           and not exists (select 1 from run_stages u
+                           where u.run_id = s.run_id and u.name = any(s.needs) and u.state <> 'succeeded')
+         for update",
+    )
+    .bind(run)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out = Expanded {
+        count: 0,
+        failed: false,
+    };
+    for (id, name, each) in ready {
+        out.count += 1;
+        let items = match references(&each).ok().as_deref() {
+            Some([Reference::Values(up, path)]) => {
+                let values = stage_values(tx, run, up).await?;
+                match json_at(&values, path) {
+                    Some(Value::Array(items)) if items.len() <= MAX_FAN_OUT => Ok(items.clone()),
+                    Some(Value::Array(items)) => Err(format!(
+                        "for_each {each} has {} items; at most {MAX_FAN_OUT} instances may run",
+                        items.len()
+                    )),
+                    Some(other) => Err(format!(
+                        "for_each {each} is not a list; it is {}",
+                        json_kind(other)
+                    )),
+                    None => Err(format!(
+                        "for_each {each} names nothing: stage \"{up}\" ended without that field"
+                    )),
+                }
+            }
+            _ => Err(format!("for_each \"{each}\" is not a values reference")),
+        };
+        match items {
+            Ok(items) => {
+                let n = items.len();
+                let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+                let names: Vec<String> = (0..n).map(|i| format!("{name}.{i}")).collect();
+                let indices: Vec<i32> = (0..n as i32).collect();
+                sqlx::query(
+                    "insert into run_stages (id, run_id, name, executor, needs, state, priority, attempts_max,
+                                             queued_at, fan_of, item_index, item, workflow_id)
+                     select i.id, g.run_id, i.name, g.executor, g.needs, 'queued', g.priority, g.attempts_max,
+                            now(), g.name, i.idx, i.item, g.workflow_id
+                     from run_stages g,
+                          unnest($2::uuid[], $3::text[], $4::int[], $5::jsonb[]) as i(id, name, idx, item)
+                     where g.id = $1",
+                )
+                .bind(id)
+                .bind(&ids)
+                .bind(&names)
+                .bind(&indices)
+                .bind(&items)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "update run_stages set state = 'running', fanned = $2, progress = 0,
+                         started_at = now(), status_message = '0 of ' || $2 || ' instances done.'
+                     where id = $1",
+                )
+                .bind(id)
+                .bind(n as i32)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Err(reason) => {
+                sqlx::query(
+                    "update run_stages set state = 'failed', finished_at = now(), status_message = $2
+                     where id = $1",
+                )
+                .bind(id)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+                out.failed = true;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "true or false",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The values stage `stage` of `run` ended with (`${stages.NAME.values}`): a fanned-out
+/// stage's are the list of its instances' values, in item order; `null` when it has none.
+pub async fn stage_values(
+    conn: &mut PgConnection,
+    run: Uuid,
+    stage: &str,
+) -> Result<Value, sqlx::Error> {
+    let row: Option<(Option<Value>, Option<i32>)> = sqlx::query_as(
+        "select stage_values, fanned from run_stages where run_id = $1 and name = $2",
+    )
+    .bind(run)
+    .bind(stage)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some((_, Some(_))) => {
+            let all: Vec<Option<Value>> = sqlx::query_scalar(
+                "select stage_values from run_stages where run_id = $1 and fan_of = $2 order by item_index",
+            )
+            .bind(run)
+            .bind(stage)
+            .fetch_all(&mut *conn)
+            .await?;
+            Value::Array(all.into_iter().map(|v| v.unwrap_or(Value::Null)).collect())
+        }
+        Some((values, None)) => values.unwrap_or(Value::Null),
+        None => Value::Null,
+    })
+}
+
+/// Ends the fanned-out groups of `run` none of whose instances still runs: failed when an
+/// instance failed, cancelled when one was, else skipped (the run ended without them).
+pub(crate) async fn settle_groups(tx: &mut PgConnection, run: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update run_stages g set
+             state = case when exists (select 1 from run_stages i where i.run_id = g.run_id and i.fan_of = g.name and i.state = 'failed') then 'failed'
+                          when exists (select 1 from run_stages i where i.run_id = g.run_id and i.fan_of = g.name and i.state = 'cancelled') then 'cancelled'
+                          else 'skipped' end,
+             finished_at = now(),
+             status_message = (select count(*) filter (where i.state = 'succeeded') || ' of ' || g.fanned || ' instances succeeded; '
+                                      || count(*) filter (where i.state = 'failed') || ' failed.'
+                               from run_stages i where i.run_id = g.run_id and i.fan_of = g.name)
+         where g.run_id = $1 and g.fanned is not null and g.state = 'running'
+           and not exists (select 1 from run_stages i where i.run_id = g.run_id and i.fan_of = g.name and i.state = 'running')",
+    )
+    .bind(run)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Moves a run on outside a stage's end (after a stage is retried): see `promote`.
+pub async fn advance(pool: &PgPool, run: Uuid) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select 1 from runs where id = $1 for update")
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+    promote(&mut tx, run).await?;
+    tx.commit().await
 }
 
 /// A stage failed for good (or was cancelled): the stages that were still to come are
@@ -446,6 +663,7 @@ async fn settle_failed(
     .bind(run)
     .execute(&mut *tx)
     .await?;
+    settle_groups(tx, run).await?;
     sqlx::query(
         "update runs set state = case when state = 'cancelled' then 'cancelled' else $2 end,
              finished_at = coalesce(finished_at, now())

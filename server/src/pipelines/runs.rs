@@ -204,8 +204,8 @@ async fn create(
         let needs: Vec<String> = template.upstream(stage).into_iter().collect();
         let first = needs.is_empty();
         sqlx::query(
-            "insert into run_stages (id, run_id, name, executor, needs, state, priority, attempts_max, queued_at, status_message, workflow_id)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then now() end, $10, $11)",
+            "insert into run_stages (id, run_id, name, executor, needs, state, priority, attempts_max, queued_at, status_message, workflow_id, for_each)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then now() end, $10, $11, $12)",
         )
         .bind(Uuid::now_v7())
         .bind(run)
@@ -218,6 +218,7 @@ async fn create(
         .bind(first)
         .bind((!first).then(|| format!("Waiting for {}.", needs.join(", "))))
         .bind(workflows.iter().find(|(s, _)| *s == stage.name).map(|(_, id)| *id))
+        .bind(&stage.for_each)
         .execute(&mut *tx)
         .await
         .map_err(crate::db::app_error)?;
@@ -296,6 +297,10 @@ pub async fn cancel(pool: &PgPool, run: Uuid, by: &Submitter<'_>) -> Result<(), 
     .execute(&mut *tx)
     .await
     .map_err(crate::db::app_error)?;
+    // A fanned-out stage none of whose instances runs any more ends now.
+    super::queue::settle_groups(&mut tx, run)
+        .await
+        .map_err(crate::db::app_error)?;
     sqlx::query(
         "update run_stages set cancel_requested = true, status_message = 'Stopping…'
          where run_id = $1 and state = 'running'",
@@ -336,14 +341,15 @@ pub async fn retry_stage(
 ) -> Result<(), AppError> {
     let mut tx = pool.begin().await.map_err(crate::db::app_error)?;
     let run_state = owner_check(&mut tx, run, by).await?;
-    let row: Option<(StageState,)> =
-        sqlx::query_as("select state from run_stages where run_id = $1 and name = $2 for update")
-            .bind(run)
-            .bind(stage)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(crate::db::app_error)?;
-    let Some((state,)) = row else {
+    let row: Option<(StageState, Option<String>, Option<i32>, Option<String>)> = sqlx::query_as(
+        "select state, fan_of, fanned, for_each from run_stages where run_id = $1 and name = $2 for update",
+    )
+    .bind(run)
+    .bind(stage)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(crate::db::app_error)?;
+    let Some((state, fan_of, fanned, for_each)) = row else {
         return Err(AppError::NotFound(format!(
             "This run has no stage \"{stage}\"."
         )));
@@ -356,20 +362,66 @@ pub async fn retry_stage(
         )));
     }
     // Its attempts are renewed (`attempt` counts them anew); the attempts it made stay,
-    // and the next one is numbered after them.
-    sqlx::query(
-        "update run_stages set state = 'queued', attempt = 0, queued_at = now(), ready_at = now(),
+    // and the next one is numbered after them. A fanned-out stage is retried by its
+    // instances that did not succeed; one that never fanned out (its list was not one)
+    // waits to be expanded again.
+    let renew = "state = 'queued', attempt = 0, queued_at = now(), ready_at = now(),
              cancel_requested = false, started_at = null, finished_at = null, progress = null,
-             status_message = 'Retried.'
-         where run_id = $1 and name = $2",
-    )
-    .bind(run)
-    .bind(stage)
-    .execute(&mut *tx)
-    .await
-    .map_err(crate::db::app_error)?;
+             status_message = 'Retried.'";
+    if fanned.is_some() {
+        sqlx::query(&format!(
+            "update run_stages set {renew} where run_id = $1 and fan_of = $2 and state in ('failed', 'cancelled', 'skipped')"
+        ))
+        .bind(run)
+        .bind(stage)
+        .execute(&mut *tx)
+        .await
+        .map_err(crate::db::app_error)?;
+        sqlx::query(
+            "update run_stages set state = 'running', cancel_requested = false, finished_at = null
+             where run_id = $1 and name = $2",
+        )
+        .bind(run)
+        .bind(stage)
+        .execute(&mut *tx)
+        .await
+        .map_err(crate::db::app_error)?;
+    } else if for_each.is_some() {
+        sqlx::query(
+            "update run_stages set state = 'waiting', cancel_requested = false, finished_at = null,
+                 status_message = 'Retried.'
+             where run_id = $1 and name = $2",
+        )
+        .bind(run)
+        .bind(stage)
+        .execute(&mut *tx)
+        .await
+        .map_err(crate::db::app_error)?;
+    } else {
+        sqlx::query(&format!(
+            "update run_stages set {renew} where run_id = $1 and name = $2"
+        ))
+        .bind(run)
+        .bind(stage)
+        .execute(&mut *tx)
+        .await
+        .map_err(crate::db::app_error)?;
+        if let Some(group) = &fan_of {
+            sqlx::query(
+                "update run_stages set state = 'running', cancel_requested = false, finished_at = null
+                 where run_id = $1 and name = $2",
+            )
+            .bind(run)
+            .bind(group)
+            .execute(&mut *tx)
+            .await
+            .map_err(crate::db::app_error)?;
+        }
+    }
+    // The stages the failure stopped wait again (a group runs again: its instances wait).
     sqlx::query(
-        "update run_stages set state = 'waiting', cancel_requested = false, finished_at = null,
+        "update run_stages set state = case when fanned is not null then 'running' else 'waiting' end,
+             cancel_requested = false, finished_at = null,
              status_message = 'Waiting for ' || array_to_string(needs, ', ') || '.'
          where run_id = $1 and state in ('skipped', 'cancelled') and name <> $2",
     )
@@ -392,7 +444,12 @@ pub async fn retry_stage(
     )
     .await
     .map_err(crate::db::app_error)?;
-    tx.commit().await.map_err(crate::db::app_error)
+    tx.commit().await.map_err(crate::db::app_error)?;
+    // What waits and can go now (an instance skipped with the failure, a fanned-out stage
+    // to expand again) is queued.
+    super::queue::advance(pool, run)
+        .await
+        .map_err(crate::db::app_error)
 }
 
 /// Submits a run again with some parameters changed (the same template version).

@@ -400,31 +400,14 @@ impl Workspace {
     /// The values stage `stage` of `run` ended with: a fanned-out stage's are the list of
     /// its instances' values, in item order.
     pub async fn values_of(&self, run: Uuid, stage: &str) -> Result<Value, String> {
-        let row: Option<(Option<Value>, Option<i32>)> = sqlx::query_as(
-            "select stage_values, fanned from run_stages where run_id = $1 and name = $2",
-        )
-        .bind(run)
-        .bind(stage)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| format!("cannot read the values of stage {stage}: {e}"))?;
-        match row {
-            None => Err(format!("the run has no stage {stage}")),
-            Some((_, Some(_))) => {
-                let all: Vec<Option<Value>> = sqlx::query_scalar(
-                    "select stage_values from run_stages where run_id = $1 and fan_of = $2 order by item_index",
-                )
-                .bind(run)
-                .bind(stage)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| format!("cannot read the values of stage {stage}: {e}"))?;
-                Ok(Value::Array(
-                    all.into_iter().map(|v| v.unwrap_or(Value::Null)).collect(),
-                ))
-            }
-            Some((values, None)) => Ok(values.unwrap_or(Value::Null)),
-        }
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| format!("cannot read the values of stage {stage}: {e}"))?;
+        super::queue::stage_values(&mut conn, run, stage)
+            .await
+            .map_err(|e| format!("cannot read the values of stage {stage}: {e}"))
     }
 
     /// The directory holding what stage `stage` left (all of it, or one node's): its

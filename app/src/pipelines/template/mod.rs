@@ -247,7 +247,7 @@ impl Template {
 }
 
 /// The templates that ship with Slate.
-pub const BUILT_IN: [(&str, &str); 5] = [
+pub const BUILT_IN: [(&str, &str); 6] = [
     (
         "keyframes-to-animatic",
         include_str!("builtin/keyframes-to-animatic.yaml"),
@@ -267,5 +267,9 @@ pub const BUILT_IN: [(&str, &str); 5] = [
     (
         "opencv-post-process",
         include_str!("builtin/opencv-post-process.yaml"),
+    ),
+    (
+        "story-to-animatic",
+        include_str!("builtin/story-to-animatic.yaml"),
     ),
 ];

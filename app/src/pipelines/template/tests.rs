@@ -195,3 +195,128 @@ fn parameter_values_are_checked_like_the_form_checks_them() {
     assert!(seed.check(&json!(null)).is_ok(), "an empty seed is drawn");
     assert!(seed.check(&json!(-1)).is_err());
 }
+
+const PLANNED: &str = "name: planned
+title: Planned
+parameters:
+  - {name: story, type: text}
+stages:
+  - name: plan
+    executor: langgraph
+    assistant: shot_planner
+    inputs:
+      story: ${params.story}
+  - name: shots
+    executor: dagster
+    location: film
+    job: render_shot
+    for_each: ${stages.plan.values.shots}
+    inputs:
+      ops.render_shot.config.prompt: ${item.prompt}
+      ops.render_shot.config.index: ${item.shot}
+";
+
+#[test]
+fn orchestrator_stages_and_fan_out_parse_and_keep_their_written_form() {
+    let t = Template::parse(PLANNED).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(t.order().unwrap(), ["plan", "shots"]);
+    let shots = t.stage("shots").unwrap();
+    assert_eq!(
+        shots.kind,
+        StageKind::Dagster(DagsterStage {
+            location: "film".into(),
+            repository: DAGSTER_DEFAULT_REPOSITORY.into(),
+            job: "render_shot".into(),
+        })
+    );
+    assert_eq!(
+        shots.for_each.as_deref(),
+        Some("${stages.plan.values.shots}")
+    );
+    // The default repository stays unwritten, so the stored form is what was written.
+    let stored = serde_json::to_value(shots).unwrap();
+    assert!(stored.get("repository").is_none(), "{stored}");
+    assert_eq!(stored["for_each"], json!("${stages.plan.values.shots}"));
+    let back: Stage = serde_json::from_value(stored).unwrap();
+    assert_eq!(&back, shots);
+    assert_eq!(
+        references("${stages.plan.values.shots.0.prompt} and ${item}").unwrap(),
+        [
+            Reference::Values(
+                "plan".into(),
+                vec!["shots".into(), "0".into(), "prompt".into()]
+            ),
+            Reference::Item(vec![]),
+        ]
+    );
+    let values = json!({"shots": [{"prompt": "a red door"}]});
+    assert_eq!(
+        json_at(&values, &["shots".into(), "0".into(), "prompt".into()]),
+        Some(&json!("a red door"))
+    );
+    assert_eq!(json_at(&values, &["shots".into(), "7".into()]), None);
+}
+
+#[test]
+fn fan_out_and_values_are_refused_where_they_cannot_work() {
+    let cases = [
+        // for_each over something that is not an upstream stage's values.
+        (
+            PLANNED.replace("${stages.plan.values.shots}", "${params.story}"),
+            "for_each takes one list from an upstream stage's values",
+        ),
+        (
+            PLANNED.replace(
+                "${stages.plan.values.shots}",
+                "\"all ${stages.plan.values.shots}\"",
+            ),
+            "for_each takes one list",
+        ),
+        // ${item} outside a fanned-out stage.
+        (
+            PLANNED.replace("story: ${params.story}", "story: ${item.prompt}"),
+            "refers to ${item} but has no for_each",
+        ),
+        // Values come only from a langgraph stage.
+        (
+            PLANNED.replace(
+                "executor: langgraph\n    assistant: shot_planner",
+                "executor: dagster\n    location: film\n    job: plan",
+            ),
+            "only a langgraph stage ends with values",
+        ),
+        (
+            PLANNED.replace(
+                "${stages.plan.values.shots}",
+                "${stages.nowhere.values.shots}",
+            ),
+            "the values of \"nowhere\", which is not a stage",
+        ),
+        (
+            PLANNED.replace("job: render_shot", "job: \"render shot\""),
+            "job \"render shot\" must be letters, digits",
+        ),
+        (
+            PLANNED.replace("    location: film\n", ""),
+            "names its code location",
+        ),
+        (
+            PLANNED.replace(
+                "assistant: shot_planner",
+                "assistant: shot_planner\n    job: x",
+            ),
+            "a langgraph stage takes no job",
+        ),
+        (
+            PLANNED.replace("${item.prompt}", "${item.a.b.c.d.e.f.g.h.i}"),
+            "at most 8 fields",
+        ),
+    ];
+    for (source, want) in cases {
+        let found = problems(&source);
+        assert!(
+            found.iter().any(|p| p.contains(want)),
+            "wanted \"{want}\" in {found:?}\n{source}"
+        );
+    }
+}
