@@ -389,6 +389,17 @@ pub fn RunPage() -> impl IntoView {
 
 /// Most instances of a fanned-out stage drawn in its box (the rest are counted).
 const INSTANCES_SHOWN: usize = 120;
+/// Most questions of a fanned-out stage's instances shown at once.
+const QUESTIONS_SHOWN: usize = 5;
+
+/// Whether a stage is running and waiting for a person's answer (a LangGraph interrupt).
+fn waits_for_a_person(st: &StageView) -> bool {
+    st.state == StageState::Running
+        && st
+            .status
+            .as_deref()
+            .is_some_and(|m| m.starts_with("Waiting for a person"))
+}
 
 /// One stage's box in the graph: its state, attempts, progress, status, last image and
 /// retry button, and for a fanned-out stage its instances, each a small box of its own.
@@ -417,14 +428,24 @@ fn stage_card(
             count(StageState::Running),
             count(StageState::Failed)
         );
+        // Instances waiting for a person ask their questions below the grid.
+        let asking = instances
+            .iter()
+            .filter(|i| waits_for_a_person(i))
+            .take(QUESTIONS_SHOWN)
+            .map(|i| view! { <crate::pipelines::question::StageQuestion run=id stage=i.name.clone()/> })
+            .collect_view();
         view! {
             <div class="instances">
                 <span class="muted">{summary}</span>
                 <ol class="instance-grid" aria-label=format!("Instances of {}", st.name)>{shown}</ol>
                 {(more > 0).then(|| view! { <span class="muted">{format!("and {more} more")}</span> })}
+                {asking}
             </div>
         }
     });
+    let question = waits_for_a_person(st)
+        .then(|| view! { <crate::pipelines::question::StageQuestion run=id stage=st.name.clone()/> });
     view! {
         <li class=format!("stage stage-{}", st.state) data-stage=st.name.clone()>
             <div class="stage-head"><strong>{st.name.clone()}</strong>{state_pill(st.state.as_str())}</div>
@@ -440,6 +461,7 @@ fn stage_card(
                 <img class="stage-preview" alt=format!("The last image {} produced", st.name)
                     src=format!("/api/runs/{id}/stages/{}/preview?at={}", encode_query_value(&st.name), at.timestamp_millis())/>
             })}
+            {question}
             {fanned}
             {can_retry.then(|| view! {
                 <ActionForm action=retry attr:class="inline">
