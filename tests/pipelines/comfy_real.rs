@@ -23,7 +23,7 @@ const DOWN: Duration = Duration::from_secs(60);
 
 /// Slate with its ComfyUI endpoint on `peer` (verified and healthy), checking its health
 /// every second.
-async fn slate_on(peer: &ComfyPeer, adjust: impl FnOnce(&mut server::config::Config)) -> TestApp {
+pub(super) async fn slate_on(peer: &ComfyPeer, adjust: impl FnOnce(&mut server::config::Config)) -> TestApp {
     let app = spawn_app_with(|c| {
         c.colab_allow_loopback = true;
         c.colab_verify_seconds = 60;
@@ -88,7 +88,7 @@ async fn generate(app: &TestApp, attempts: u32, size: u32, steps: u32, seed: u64
 
 /// A seed no other run uses (an identical graph is answered from ComfyUI's cache,
 /// without a new image): random, below the templates' largest seed (2^53 − 1).
-fn fresh_seed() -> u64 {
+pub(super) fn fresh_seed() -> u64 {
     // The low 64 bits of a v7 id are random but for the 2 variant bits.
     (Uuid::now_v7().as_u128() as u64) >> 11
 }

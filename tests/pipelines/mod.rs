@@ -14,6 +14,7 @@ mod local;
 mod queue;
 mod realkube;
 mod scripts;
+mod story;
 mod submit;
 mod workflows;
 
