@@ -23,7 +23,10 @@ const DOWN: Duration = Duration::from_secs(60);
 
 /// Slate with its ComfyUI endpoint on `peer` (verified and healthy), checking its health
 /// every second.
-pub(super) async fn slate_on(peer: &ComfyPeer, adjust: impl FnOnce(&mut server::config::Config)) -> TestApp {
+pub(super) async fn slate_on(
+    peer: &ComfyPeer,
+    adjust: impl FnOnce(&mut server::config::Config),
+) -> TestApp {
     let app = spawn_app_with(|c| {
         c.colab_allow_loopback = true;
         c.colab_verify_seconds = 60;

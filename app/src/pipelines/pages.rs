@@ -444,8 +444,9 @@ fn stage_card(
             </div>
         }
     });
-    let question = waits_for_a_person(st)
-        .then(|| view! { <crate::pipelines::question::StageQuestion run=id stage=st.name.clone()/> });
+    let question = waits_for_a_person(st).then(
+        || view! { <crate::pipelines::question::StageQuestion run=id stage=st.name.clone()/> },
+    );
     view! {
         <li class=format!("stage stage-{}", st.state) data-stage=st.name.clone()>
             <div class="stage-head"><strong>{st.name.clone()}</strong>{state_pill(st.state.as_str())}</div>
