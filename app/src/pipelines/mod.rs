@@ -212,6 +212,8 @@ pub struct AttemptView {
     pub finished_at: Option<DateTime<Utc>>,
     /// The whole log was archived (served at `/api/runs/{run}/attempts/{id}/log`).
     pub has_log: bool,
+    /// What a Dagster run materialized: `[{asset_key, step, description, metadata}]`.
+    pub materializations: Option<serde_json::Value>,
 }
 
 /// A template and its versions, for the admins' editor.

@@ -392,6 +392,40 @@ const INSTANCES_SHOWN: usize = 120;
 /// Most questions of a fanned-out stage's instances shown at once.
 const QUESTIONS_SHOWN: usize = 5;
 
+/// What a Dagster run materialized, each asset with its metadata (labels and values).
+fn materializations(all: Option<&serde_json::Value>) -> Option<impl IntoView> {
+    let all = all?.as_array()?;
+    if all.is_empty() {
+        return None;
+    }
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let items = all
+        .iter()
+        .map(|m| {
+            let key = m["asset_key"].as_str().unwrap_or("?").to_owned();
+            let step = m["step"].as_str().map(|s| format!(" (step {s})")).unwrap_or_default();
+            let facts = m["metadata"]
+                .as_object()
+                .map(|meta| {
+                    meta.iter()
+                        .map(|(label, value)| view! { <dt>{label.clone()}</dt><dd>{text(value)}</dd> })
+                        .collect_view()
+                })
+                .unwrap_or_default();
+            view! { <li><strong>{key}</strong>{step}<dl class="facts">{facts}</dl></li> }
+        })
+        .collect_view();
+    Some(view! {
+        <details class="materializations">
+            <summary>{format!("{} materialized", all.len())}</summary>
+            <ul>{items}</ul>
+        </details>
+    })
+}
+
 /// Whether a stage is running and waiting for a person's answer (a LangGraph interrupt).
 fn waits_for_a_person(st: &StageView) -> bool {
     st.state == StageState::Running
@@ -623,7 +657,7 @@ fn run_view(
                                     <td>{a.number}</td>
                                     <td>{state_pill(a.state.as_str())}{a.error.clone().map(|e| view! { <br/><span class="muted">{e}</span> })}</td>
                                     <td><Time at=a.started_at/><br/><span class="muted">{duration(Some(a.started_at), a.finished_at, d.now)}</span></td>
-                                    <td><code>{a.reference.clone().unwrap_or_default()}</code></td>
+                                    <td><code>{a.reference.clone().unwrap_or_default()}</code>{materializations(a.materializations.as_ref())}</td>
                                     <td>{if a.has_log {
                                         view! { <a href=format!("/api/runs/{id}/attempts/{}/log", a.id) target="_blank" rel="noopener">"Whole log"</a> }.into_any()
                                     } else {

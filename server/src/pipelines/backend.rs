@@ -204,7 +204,8 @@ impl PipelinesBackend for Pipelines {
         .map_err(crate::db::app_error)?;
         let attempts: Vec<AttemptView> = sqlx::query_as(
             "select a.id, s.name as stage, a.number, a.state, a.executor_ref as reference, a.error,
-                    a.started_at, a.finished_at, a.log_key is not null as has_log
+                    a.started_at, a.finished_at, a.log_key is not null as has_log,
+                    a.detail->'materializations' as materializations
              from stage_attempts a join run_stages s on s.id = a.stage_id
              where s.run_id = $1 order by a.started_at, a.id",
         )
