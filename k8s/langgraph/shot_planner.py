@@ -35,8 +35,9 @@ MOST_SHOTS = 200
 DEFAULT_STYLE = "cinematic film still"
 
 
-class PlanRejected(Exception):
-    """A person rejected the plan; the message is their reason."""
+class PlanRejected(ValueError):
+    """A person rejected the plan; the message is their reason. A ValueError, so that
+    LangGraph passes the message on (it hides those of other exception classes)."""
 
 
 class State(TypedDict, total=False):
@@ -149,7 +150,7 @@ def review(state: State) -> dict:
 
 
 def done(state: State) -> dict:
-    get_stream_writer()({"progress": 1.0, "message": f"{len(state['shots'])} shots planned"})
+    get_stream_writer()({"progress": 1.0, "message": f"{len(state['shots'])} shot{'' if len(state['shots']) == 1 else 's'} planned"})
     return {}
 
 

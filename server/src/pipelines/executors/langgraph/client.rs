@@ -331,6 +331,8 @@ fn refusal(status: u16, text: &str, what: &'static str) -> LgError {
             other => Some(other.to_string()),
         })
         .unwrap_or_else(|| text.chars().take(300).collect());
+    // One line (the stage's status shows the first): LangGraph lists choices on lines.
+    let detail = detail.split_whitespace().collect::<Vec<_>>().join(" ");
     match status {
         401 | 403 => LgError::Unauthorized { status, detail },
         404 => LgError::NotFound { what, detail },
