@@ -393,7 +393,7 @@ const INSTANCES_SHOWN: usize = 120;
 const QUESTIONS_SHOWN: usize = 5;
 
 /// What a Dagster run materialized, each asset with its metadata (labels and values).
-fn materializations(all: Option<&serde_json::Value>) -> Option<impl IntoView> {
+fn materializations(all: Option<&serde_json::Value>) -> Option<AnyView> {
     let all = all?.as_array()?;
     if all.is_empty() {
         return None;
@@ -423,7 +423,8 @@ fn materializations(all: Option<&serde_json::Value>) -> Option<impl IntoView> {
             <summary>{format!("{} materialized", all.len())}</summary>
             <ul>{items}</ul>
         </details>
-    })
+    }
+    .into_any())
 }
 
 /// Whether a stage is running and waiting for a person's answer (a LangGraph interrupt).
