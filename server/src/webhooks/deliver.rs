@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use app::webhooks::{webhook_id, TRIES};
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures::stream::{FuturesUnordered, StreamExt as _};
 use serde_json::{json, Value};
 use url::Url;
 use uuid::Uuid;
@@ -91,6 +90,15 @@ impl Answer {
     }
 }
 
+/// A try made, as it is recorded.
+struct Tried {
+    state: &'static str,
+    next: Option<DateTime<Utc>>,
+    answer: Answer,
+    started_at: DateTime<Utc>,
+    duration_ms: i32,
+}
+
 /// The body every try of a delivery sends: the Standard Webhooks envelope, with links to
 /// Slate's pages added to the event's data.
 pub fn body(kind: &str, at: DateTime<Utc>, mut data: Value, public: &Url) -> String {
@@ -123,16 +131,24 @@ impl Webhooks {
     /// The worker: runs until the supervisor drops it.
     #[tracing::instrument(name = "webhook_worker", skip_all)]
     pub(super) async fn work(self) {
-        let mut in_flight = FuturesUnordered::new();
+        // Each try is its own task: a try must not wait for this loop to poll it (it may
+        // hold a database connection the loop itself is waiting for). Dropping the set
+        // at shutdown aborts them; their leases expire and the tries are made again.
+        let mut in_flight = tokio::task::JoinSet::new();
         let mut last_prune: Option<Instant> = None;
         loop {
             if let Err(e) = self.dispatch().await {
                 tracing::warn!(error = %e, "cannot turn webhook events into deliveries");
             }
-            let room = IN_FLIGHT - in_flight.len();
+            let room = IN_FLIGHT.saturating_sub(in_flight.len());
             if room > 0 {
                 match self.claim(room).await {
-                    Ok(due) => in_flight.extend(due.into_iter().map(|(c, d)| self.attempt(c, d))),
+                    Ok(due) => {
+                        for (claim, d) in due {
+                            let me = self.clone();
+                            in_flight.spawn(async move { me.attempt(claim, d).await });
+                        }
+                    }
                     Err(e) => tracing::warn!(error = %e, "cannot claim webhook deliveries"),
                 }
             }
@@ -143,7 +159,7 @@ impl Webhooks {
                 }
             }
             tokio::select! {
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
@@ -235,18 +251,22 @@ impl Webhooks {
     /// number counted and a lease that no other worker takes over before it expires.
     async fn claim(&self, limit: usize) -> Result<Vec<(Uuid, Due)>, sqlx::Error> {
         let claim = Uuid::now_v7();
+        // The locking query is a materialized CTE so that it runs exactly once: as a
+        // subquery of the update, the planner may run it again and claim more than asked.
         let due: Vec<Due> = sqlx::query_as(
-            "update webhook_deliveries d
+            "with due as materialized (
+                 select w.id, w.resend_requested as resend, s.url, s.secret
+                 from webhook_deliveries w
+                 join webhook_subscriptions s on s.id = w.subscription_id and s.enabled
+                 where w.state = 'pending' and w.next_try_at <= now() and w.tries_left > 0
+                   and (w.lease_until is null or w.lease_until < now())
+                 order by w.next_try_at
+                 limit $3
+                 for update of w skip locked)
+             update webhook_deliveries d
              set claim = $1, lease_until = now() + make_interval(secs => $2),
                  tries = d.tries + 1, tries_left = d.tries_left - 1, resend_requested = false
-             from (select w.id, w.resend_requested as resend, s.url, s.secret
-                   from webhook_deliveries w
-                   join webhook_subscriptions s on s.id = w.subscription_id and s.enabled
-                   where w.state = 'pending' and w.next_try_at <= now() and w.tries_left > 0
-                     and (w.lease_until is null or w.lease_until < now())
-                   order by w.next_try_at
-                   limit $3
-                   for update of w skip locked) due
+             from due
              where d.id = due.id
              returning d.id, d.subscription_id, d.body, d.tries, d.tries_left, due.resend,
                        due.url, due.secret",
@@ -283,7 +303,42 @@ impl Webhooks {
                 "webhook try failed"
             ),
         }
-        let recorded = sqlx::query(
+        let tried = Tried {
+            state,
+            next,
+            answer,
+            started_at,
+            duration_ms,
+        };
+        // The try was made: its record must land, or the lease expires and the receiver
+        // gets it again. A database that is briefly unavailable is waited for.
+        let mut recorded = self.record(claim, &due, &tried).await;
+        for pause in [1, 2, 4] {
+            match &recorded {
+                Err(e) if crate::db::is_unavailable(e) => {
+                    tokio::time::sleep(Duration::from_secs(pause)).await;
+                    recorded = self.record(claim, &due, &tried).await;
+                }
+                _ => break,
+            }
+        }
+        match recorded {
+            Ok(r) if r.rows_affected() == 0 => {
+                tracing::warn!("a webhook try ended after its claim expired; not recorded")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot record a webhook try"),
+        }
+    }
+
+    /// Writes one try and the delivery's new state, if this worker's claim still holds.
+    async fn record(
+        &self,
+        claim: Uuid,
+        due: &Due,
+        t: &Tried,
+    ) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+        sqlx::query(
             "with d as (
                  update webhook_deliveries
                  set state = $3, next_try_at = coalesce($4, next_try_at), claim = null,
@@ -297,24 +352,17 @@ impl Webhooks {
         )
         .bind(due.id)
         .bind(claim)
-        .bind(state)
-        .bind(next)
-        .bind(answer.status.map(i32::from))
-        .bind(&answer.excerpt)
-        .bind(&answer.error)
+        .bind(t.state)
+        .bind(t.next)
+        .bind(t.answer.status.map(i32::from))
+        .bind(&t.answer.excerpt)
+        .bind(&t.answer.error)
         .bind(due.tries)
-        .bind(started_at)
-        .bind(duration_ms)
+        .bind(t.started_at)
+        .bind(t.duration_ms)
         .bind(due.resend)
         .execute(&self.pool)
-        .await;
-        match recorded {
-            Ok(r) if r.rows_affected() == 0 => {
-                tracing::warn!("a webhook try ended after its claim expired; not recorded")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "cannot record a webhook try"),
-        }
+        .await
     }
 
     /// Sends one signed try to a freshly checked address of the subscription's host.
