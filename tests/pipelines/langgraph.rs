@@ -4,8 +4,9 @@
 //! and used by the next stage), a graph asking a person twice and answered through the
 //! server functions (who may, twice, bad JSON, the audit log), the planner's review
 //! (edit, then approve; reject), cancel while running and while waiting, a graph that
-//! raises, an unknown assistant, a wrong token, and Slate killed mid-run and started again
-//! on the same database (the same thread and run followed, no second run).
+//! raises, an unknown assistant, a wrong token, and Slate killed mid-run (or while a
+//! person is asked) and started again on the same database (the same thread and run
+//! followed, the same question asked, no second run).
 
 use std::time::Duration;
 
@@ -733,4 +734,62 @@ async fn a_langgraph_run_is_followed_again_after_slate_restarts_and_never_starte
         stage(&app.pool, run, "plan").await.3,
         Some(json!({"steps": 100, "delay": 0.5, "done": 100}))
     );
+}
+
+#[tokio::test]
+async fn a_langgraph_stage_waiting_for_a_person_when_slate_restarts_waits_for_the_same_question() {
+    let peer = langgraph_peer::shared().await;
+    let url = slate_tests::fresh_database().await;
+    let mut config = slate_tests::test_config(&url);
+    config.langgraph_url = Some(peer.url());
+    config.langgraph_token = Some(TOKEN.into());
+    let first = Apart::start(config.clone()).await;
+    let db = PgPool::connect(&url).await.unwrap();
+    let (who, _) = admin_of(&db).await;
+    server::pipelines::store::save(
+        &db,
+        &who,
+        &one_stage("ask", "ask", "      topic: the lake\n", 1),
+        false,
+    )
+    .await
+    .unwrap();
+    let run = submit_as_admin(&db, "ask", json!({})).await;
+    eventually("the stage to wait for a person", STEP, || async {
+        seen(stage(&db, run, "plan").await.1, |m| {
+            m.starts_with("Waiting for a person")
+        })
+    })
+    .await;
+    let thread = thread_of(&db, run).await;
+    first.crash().await;
+    let app = slate_tests::start(config).await;
+    eventually(
+        "another attempt to wait for the same person",
+        ADOPTION,
+        || async {
+            let all = attempts(&app.pool, run).await;
+            let (_, message, ..) = stage(&app.pool, run, "plan").await;
+            seen((all.len(), message), |(n, m)| {
+                *n == 2 && m.starts_with("Waiting for a person")
+            })
+        },
+    )
+    .await;
+    // One question so far (the adopting attempt asks the same one), answered once.
+    assert_eq!(app.count("select count(*) from stage_questions").await, 1);
+    let lead = app.signed_in("lead@studio.test", "lead").await;
+    let q = asked(&app, &lead, run, "Is the outline for the lake right?").await;
+    let (status, body) = answer(&app, &lead, &q, &[("action", "approve")]).await;
+    assert_eq!(status, 200, "{body}");
+    let second = asked(&app, &lead, run, "And the final wording?").await;
+    let (status, body) = answer(&app, &lead, &second, &[("action", "approve")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(wait_run(&app, run).await, "succeeded");
+    assert_eq!(
+        stage(&app.pool, run, "plan").await.3.unwrap()["answers"],
+        json!([{"action": "approve"}, {"action": "approve"}])
+    );
+    // The first run and one resume per answer: nothing was started twice.
+    assert_eq!(peer.runs(&thread).await.len(), 3);
 }
