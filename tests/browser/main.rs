@@ -1670,3 +1670,121 @@ async fn a_lead_adds_a_workflow_binds_two_inputs_and_runs_it_from_the_generated_
     drop(b);
     app.stop().await;
 }
+
+/// A planner that asks before it is final, then one frame per planned shot.
+const REVIEWED_PLAN: &str = r#"name: reviewed-plan
+title: Reviewed plan
+parameters:
+  - {name: story, type: text}
+stages:
+  - name: plan
+    executor: langgraph
+    assistant: shot_planner
+    inputs:
+      story: ${params.story}
+      review: true
+  - name: frames
+    executor: local
+    program: ffmpeg
+    for_each: ${stages.plan.values.shots}
+    args: ["-v", "error", "-f", "lavfi", "-i", "color=c=0x2b4a6f:s=96x54", "-frames:v", "1", "${output}/${item.shot}.png"]
+"#;
+
+#[tokio::test]
+async fn langgraph_a_lead_approves_the_planners_question_and_watches_one_stage_per_shot() {
+    use app::accounts::Role;
+    use server::pipelines::runs::{Submission, Submitter};
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let planner = slate_tests::langgraph_peer::shared().await;
+    let app = slate_tests::spawn_app_with(|c| {
+        c.langgraph_url = Some(planner.url());
+        c.langgraph_token = Some(slate_tests::langgraph_peer::TOKEN.into());
+    })
+    .await;
+    app.create_user("lena@studio.test", "lead").await;
+    // The admin submits; a lead answers.
+    let admin: uuid::Uuid = sqlx::query_scalar("select id from users where email = $1")
+        .bind(ADMIN_EMAIL)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let who = server::audit::Who {
+        user_id: Some(admin),
+        token_id: None,
+        label: ADMIN_EMAIL.into(),
+        client_addr: None,
+    };
+    server::pipelines::store::save(&app.pool, &who, REVIEWED_PLAN, false)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let caps = server::pipelines::Capabilities {
+        programs: vec!["ffmpeg".into()],
+        langgraph: true,
+        ..Default::default()
+    };
+    let by = Submitter {
+        who: &who,
+        user_id: admin,
+        role: Role::Admin,
+        token: None,
+    };
+    let story = "Rain on the studio roof. A door opens. Someone runs for the last train.";
+    let submission = Submission {
+        template: "reviewed-plan".into(),
+        params: json!({ "story": story }).as_object().cloned().unwrap(),
+        ..Default::default()
+    };
+    let run = server::pipelines::runs::submit(&app.pool, &caps, &by, &submission, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+
+    let b = browser().await;
+    let c = &b.client;
+    sign_in(c, &app, "lena@studio.test").await;
+    wait_for(c, "a.nav-link[href='/runs']").await;
+    c.goto(&app.url(&format!("/runs/{run}"))).await.unwrap();
+    wait_hydrated(c).await;
+    // The planner's question, on the stage that asks it, with the shots it proposes.
+    let question = "li[data-stage='plan'] .stage-question";
+    wait_for(c, &format!("{question} .question-actions button")).await;
+    wait_text(c, question, "sh010").await;
+    screenshot_page(c, "run-question").await;
+    set_marker(c).await;
+    click(c, &format!("{question} .question-actions button.primary")).await;
+    // The answer resumes the thread; the plan ends and one instance per shot runs.
+    wait_text_for(c, "#run-head", "succeeded", Duration::from_secs(90)).await;
+    wait_for(
+        c,
+        "li[data-stage='frames'] .instance-grid li[data-stage='frames.2']",
+    )
+    .await;
+    let instances = c
+        .find_all(Locator::Css("li[data-stage='frames'] .instance-grid li"))
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(instances, 3, "one instance per sentence");
+    wait_text(c, "li[data-stage='frames'] .instance-grid", "sh030").await;
+    assert!(marker_survived(c).await, "followed without a reload");
+    for shot in ["sh010", "sh020", "sh030"] {
+        wait_for(
+            c,
+            &format!("#run-outputs a.asset-tile[data-name$='{shot}.png']"),
+        )
+        .await;
+    }
+    let answered: Option<String> = sqlx::query_scalar(
+        "select actor_label from audit_log where action = 'stage.answer' order by at desc limit 1",
+    )
+    .fetch_optional(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        answered.as_deref(),
+        Some("lena@studio.test"),
+        "the answer is audited"
+    );
+    screenshot_page(c, "run-fan-out").await;
+    drop(b);
+    app.stop().await;
+}
