@@ -13,7 +13,7 @@
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
@@ -426,9 +426,4 @@ impl Drop for DagsterPeer {
             let _ = std::fs::remove_dir_all(&self.state);
         }
     }
-}
-
-/// Where a path of the state directory is, for tests that look at Dagster's files.
-pub fn state_of(peer: &DagsterPeer) -> &Path {
-    &peer.state
 }
