@@ -341,7 +341,15 @@ pub async fn retry_stage(
 ) -> Result<(), AppError> {
     let mut tx = pool.begin().await.map_err(crate::db::app_error)?;
     let run_state = owner_check(&mut tx, run, by).await?;
-    let row: Option<(StageState, Option<String>, Option<i32>, Option<String>)> = sqlx::query_as(
+    /// The stage as far as retrying it goes: a fanned-out group, an instance, or neither.
+    #[derive(sqlx::FromRow)]
+    struct Retried {
+        state: StageState,
+        fan_of: Option<String>,
+        fanned: Option<i32>,
+        for_each: Option<String>,
+    }
+    let row: Option<Retried> = sqlx::query_as(
         "select state, fan_of, fanned, for_each from run_stages where run_id = $1 and name = $2 for update",
     )
     .bind(run)
@@ -349,7 +357,13 @@ pub async fn retry_stage(
     .fetch_optional(&mut *tx)
     .await
     .map_err(crate::db::app_error)?;
-    let Some((state, fan_of, fanned, for_each)) = row else {
+    let Some(Retried {
+        state,
+        fan_of,
+        fanned,
+        for_each,
+    }) = row
+    else {
         return Err(AppError::NotFound(format!(
             "This run has no stage \"{stage}\"."
         )));

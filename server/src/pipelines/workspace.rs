@@ -387,9 +387,11 @@ impl Workspace {
         for text in stage_texts(&attempt.stage) {
             for r in app::pipelines::template::references(&text).unwrap_or_default() {
                 if let Reference::Values(stage, _) = r {
-                    if !scope.values.contains_key(&stage) {
-                        let values = self.values_of(claim.run_id, &stage).await?;
-                        scope.values.insert(stage, values);
+                    if let std::collections::hash_map::Entry::Vacant(entry) =
+                        scope.values.entry(stage)
+                    {
+                        let values = self.values_of(claim.run_id, entry.key()).await?;
+                        entry.insert(values);
                     }
                 }
             }
