@@ -435,8 +435,27 @@ async fn secrets_are_checked_made_and_shown_once() {
     assert_eq!(audit.len(), 2);
     assert!(audit.iter().all(|d| !d.to_string().contains("whsec_")));
 
-    // Rotating makes a new one, shown once; a short one is refused there too.
+    // The pages list it and show its log, without the secret.
+    let page = client.get(app.url("/admin/webhooks")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("webhooks-table") && html.contains(&receiver.url()),
+        "the list"
+    );
+    assert!(!html.contains(&made_secret));
     let id = made["subscription"]["id"].as_str().unwrap();
+    let page = client
+        .get(app.url(&format!("/admin/webhooks/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Nothing delivered yet"), "the empty log");
+    assert!(!html.contains(&made_secret));
+
+    // Rotating makes a new one, shown once; a short one is refused there too.
     let res = app
         .call(
             &client,
@@ -478,6 +497,13 @@ async fn only_admins_manage_subscriptions() {
     ] {
         let res = app.call(&lead, path, &form).await;
         assert_eq!(res.status(), 403, "{path}");
+    }
+    for page in [
+        "/admin/webhooks",
+        "/admin/webhooks/00000000-0000-0000-0000-000000000000",
+    ] {
+        let res = lead.get(app.url(page)).send().await.unwrap();
+        assert_eq!(res.status(), 403, "{page}");
     }
     assert_eq!(
         app.count("select count(*) from webhook_subscriptions")
