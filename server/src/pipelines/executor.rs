@@ -51,6 +51,8 @@ pub struct Capabilities {
     pub kubernetes: bool,
     /// Whether a Dagster webserver is configured (`SLATE_DAGSTER_URL`).
     pub dagster: bool,
+    /// Where, to check a dagster stage's run config at submission.
+    pub dagster_url: Option<url::Url>,
     /// Whether a LangGraph server is configured (`SLATE_LANGGRAPH_URL`).
     pub langgraph: bool,
 }

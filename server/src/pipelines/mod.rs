@@ -53,6 +53,7 @@ pub fn registry(
         programs: local.allowed.names(),
         kubernetes: false,
         dagster: false,
+        dagster_url: None,
         langgraph: false,
     };
     let mut executors: Vec<Arc<dyn Executor>> = vec![
@@ -65,6 +66,7 @@ pub fn registry(
     ];
     if let Some(executor) = dagster::DagsterExecutor::from_config(config, files.clone())? {
         capabilities.dagster = true;
+        capabilities.dagster_url = config.dagster_url.clone();
         executors.push(Arc::new(executor));
     }
     if let Some(executor) = langgraph::LanggraphExecutor::from_config(config, files.clone())? {

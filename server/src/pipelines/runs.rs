@@ -118,6 +118,64 @@ pub fn check_capabilities(template: &Template, caps: &Capabilities) -> Result<()
     caps.admit(template)
 }
 
+/// Asks Dagster whether each dagster stage's run config is one it takes, for the stages
+/// whose config is known at submission (inputs from parameters and literals only; an
+/// item, values or outputs are known only when the stage runs): refused with Dagster's
+/// own words, field by field, before anything is launched. A Dagster that does not
+/// answer refuses nothing here: the stage says so when it runs.
+async fn check_dagster_config(
+    caps: &Capabilities,
+    template: &Template,
+    params: &Map<String, Value>,
+) -> Result<(), AppError> {
+    use app::pipelines::template::{references, Reference, StageKind};
+    let Some(base) = &caps.dagster_url else {
+        return Ok(());
+    };
+    let params = Value::Object(params.clone());
+    let mut problems = Vec::new();
+    for stage in &template.stages {
+        let StageKind::Dagster(dagster) = &stage.kind else {
+            continue;
+        };
+        let known = stage.for_each.is_none()
+            && stage.inputs.values().all(|v| {
+                v.as_str().is_none_or(|text| {
+                    references(text)
+                        .unwrap_or_default()
+                        .iter()
+                        .all(|r| matches!(r, Reference::Param(_)))
+                })
+            });
+        if !known {
+            continue;
+        }
+        let inputs = super::workspace::bind_inputs(
+            &stage.inputs,
+            &params,
+            &super::workspace::Scope::default(),
+        );
+        match super::executors::dagster::check(base, dagster, &inputs).await {
+            Ok(found) => problems.extend(
+                found
+                    .into_iter()
+                    .map(|p| format!("stage \"{}\": {}: {}", stage.name, p.field, p.message)),
+            ),
+            Err(e) => {
+                tracing::warn!(stage = %stage.name, error = %e, "cannot check a dagster stage's run config at submission")
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::invalid(format!(
+            "Not submitted: Dagster refuses the run config.\n{}",
+            problems.join("\n")
+        )))
+    }
+}
+
 /// Creates a run and queues its first stages. Returns the run's id.
 pub async fn submit(
     pool: &PgPool,
@@ -148,6 +206,7 @@ pub async fn submit(
     };
     check_capabilities(&stored.template, caps)?;
     let params = resolve_params(pool, &stored.template, &submission.params).await?;
+    check_dagster_config(caps, &stored.template, &params).await?;
     create(
         pool,
         by,
