@@ -616,3 +616,58 @@ async fn dagster_an_unknown_job_fails_the_stage_in_dagsters_words() {
         .contains("Dagster has no job shot_job in location nowhere"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn dagster_submission_refuses_a_run_config_dagster_would_refuse_naming_the_field() {
+    let peer = dagster_peer::shared().await;
+    let app = slate_on(peer).await;
+    let (who, id) = admin(&app.pool).await;
+    let inputs = [
+        "ops.render_shot.config.shot: ${params.shot}",
+        "ops.render_shot.config.frames: five",
+    ];
+    let (name, _, _) = server::pipelines::store::save(
+        &app.pool,
+        &who,
+        &template("checked-config", "shot_job", 3, &inputs),
+        false,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let by = server::pipelines::runs::Submitter {
+        who: &who,
+        user_id: id,
+        role: app::accounts::Role::Admin,
+        token: None,
+    };
+    let submission = server::pipelines::runs::Submission {
+        template: name,
+        params: json!({"shot": shot(), "frames": 1})
+            .as_object()
+            .cloned()
+            .unwrap(),
+        ..Default::default()
+    };
+    // What a Slate configured with this Dagster can run (as `registry` builds it).
+    let caps = Capabilities {
+        dagster_url: Some(peer.url()),
+        ..caps()
+    };
+    let before = app.count("select count(*) from runs").await;
+    let refused = server::pipelines::runs::submit(&app.pool, &caps, &by, &submission, None)
+        .await
+        .expect_err("Dagster refuses this config");
+    assert_eq!(refused.status(), 422, "{refused}");
+    let said = refused.to_string();
+    assert!(said.contains("Dagster refuses the run config"), "{said}");
+    assert!(
+        said.contains("stage \"render\": ops.render_shot.config.frames:"),
+        "the field: {said}"
+    );
+    assert_eq!(
+        app.count("select count(*) from runs").await,
+        before,
+        "nothing written"
+    );
+    app.stop().await;
+}
