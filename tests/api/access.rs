@@ -340,6 +340,8 @@ fn every_protected_call() -> Vec<(&'static str, Call)> {
     use app::comfyui::api as workflows;
     use app::deploys::api as deploys;
     use app::pipelines::api as pipelines;
+    use app::pipelines::question as questions;
+    use app::webhooks::api as webhooks;
     use app::{accounts, assets, colab};
     use leptos::server_fn::ServerFn;
     use uuid::Uuid;
@@ -395,6 +397,16 @@ fn every_protected_call() -> Vec<(&'static str, Call)> {
         pipelines::GetTemplateVersions => pipelines::get_template_versions(),
         pipelines::GetTemplateSource => pipelines::get_template_source(s("transcode"), None, None),
         pipelines::SaveTemplate => pipelines::save_template(s("name: x")),
+        questions::GetStageQuestion => questions::get_stage_question(id(), s("plan")),
+        questions::AnswerQuestion => questions::answer_question(id(), s("approve"), None, None),
+        webhooks::ListWebhooks => webhooks::list_webhooks(),
+        webhooks::CreateWebhook => webhooks::create_webhook(s("https://example.com/h"), s(""), None, None),
+        webhooks::SetWebhookEnabled => webhooks::set_webhook_enabled(id(), true),
+        webhooks::DeleteWebhook => webhooks::delete_webhook(id()),
+        webhooks::RotateWebhookSecret => webhooks::rotate_webhook_secret(id(), None),
+        webhooks::WebhookDeliveries => webhooks::webhook_deliveries(id(), None),
+        webhooks::ResendWebhook => webhooks::resend_webhook(id()),
+        webhooks::PingWebhook => webhooks::ping_webhook(id()),
     ]
 }
 

@@ -427,9 +427,11 @@ fn materializations(all: Option<&serde_json::Value>) -> Option<AnyView> {
     .into_any())
 }
 
-/// Whether a stage is running and waiting for a person's answer (a LangGraph interrupt).
+/// Whether a stage is running and waiting for a person's answer (a LangGraph interrupt:
+/// only those ask, and each question follows the run's events on its own).
 fn waits_for_a_person(st: &StageView) -> bool {
     st.state == StageState::Running
+        && st.executor == "langgraph"
         && st
             .status
             .as_deref()
