@@ -418,13 +418,15 @@ fn materializations(all: Option<&serde_json::Value>) -> Option<AnyView> {
             view! { <li><strong>{key}</strong>{step}<dl class="facts">{facts}</dl></li> }
         })
         .collect_view();
-    Some(view! {
-        <details class="materializations">
-            <summary>{format!("{} materialized", all.len())}</summary>
-            <ul>{items}</ul>
-        </details>
-    }
-    .into_any())
+    Some(
+        view! {
+            <details class="materializations">
+                <summary>{format!("{} materialized", all.len())}</summary>
+                <ul>{items}</ul>
+            </details>
+        }
+        .into_any(),
+    )
 }
 
 /// Whether a stage is running and waiting for a person's answer (a LangGraph interrupt:
