@@ -48,7 +48,7 @@ const KEEP_DELIVERIES: &str = "30 days";
 static TEST_BACKOFF_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Makes every wait between tries `delay`, in this process (tests only: a real Slate
-/// waits as [`BACKOFF`] says).
+/// waits as `BACKOFF` says).
 pub fn set_backoff_for_tests(delay: Duration) {
     TEST_BACKOFF_MS.store(delay.as_millis().max(1) as u64, Ordering::Relaxed);
 }
