@@ -99,10 +99,16 @@ async fn the_full_base_is_drawn_live_and_healthy() {
     };
     assert!(has("Ingress/slate", EdgeKind::Routes, "Service/slate"));
     assert!(has("Service/slate", EdgeKind::Selects, "Deployment/slate"));
+    // Dagster's runs write where Slate and its webserver read: the shared work volume.
     assert!(has(
         "Deployment/dagster-daemon",
         EdgeKind::Mounts,
-        "PersistentVolumeClaim/dagster"
+        "PersistentVolumeClaim/slate-assets"
+    ));
+    assert!(has(
+        "Deployment/dagster-code",
+        EdgeKind::Mounts,
+        "PersistentVolumeClaim/slate-assets"
     ));
     assert!(has(
         "Deployment/comfyui",
@@ -185,7 +191,10 @@ async fn a_broken_namespace_says_what_is_wrong() {
     assert_eq!((bad.restarts, bad.ready), (7, false));
     assert!(bad.reason.as_deref().unwrap().contains("CrashLoopBackOff"));
     assert_eq!(detail.events[0].reason, "BackOff");
-    assert_eq!(detail.containers[0].image, "langchain/langgraph-api:3.11");
+    assert_eq!(
+        detail.containers[0].image,
+        "ghcr.io/slate-film/langgraph-agents:0.1.0"
+    );
     assert!(detail.containers[0].limits.contains("memory"));
     assert!(cluster.node_detail("Deployment/nope").is_err());
     tasks.iter().for_each(|t| t.abort());
