@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use std::collections::{BTreeMap, HashMap};
 
-use app::pipelines::template::{host_path, json_at, ParamType, Reference, Template};
+use app::pipelines::template::{host_path, json_at, stage_texts, ParamType, Reference, Template};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt as _;
@@ -345,16 +345,6 @@ impl Workspace {
         }
         Ok((args, inputs))
     }
-}
-
-/// Every text of a stage that may hold references.
-fn stage_texts(stage: &app::pipelines::template::Stage) -> Vec<String> {
-    stage
-        .inputs
-        .values()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .chain(stage.kind.texts().iter().cloned())
-        .collect()
 }
 
 fn asset_ids(value: &Value) -> Vec<Uuid> {

@@ -37,7 +37,7 @@ pub use stage::{
     ComfyStage, DagsterStage, JobStage, LanggraphStage, LocalStage, Stage, StageKind, StageSource,
     DAGSTER_DEFAULT_REPOSITORY,
 };
-pub use validate::Shape;
+pub use validate::{stage_texts, Shape};
 
 /// The kinds an asset parameter may ask for (as the asset library names them).
 pub const ASSET_KINDS: [&str; 6] = ["image", "video", "audio", "scene", "model", "other"];

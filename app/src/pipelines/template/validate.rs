@@ -503,7 +503,9 @@ impl Template {
     }
 }
 
-pub(super) fn stage_texts(stage: &Stage) -> Vec<String> {
+/// Every text of a stage that may hold references: its text inputs, its kind's texts
+/// (arguments, a command) and its `for_each`.
+pub fn stage_texts(stage: &Stage) -> Vec<String> {
     stage
         .inputs
         .values()
